@@ -1,0 +1,160 @@
+"""Reading PhysioWave checkpoints: the only place that calls ``torch.load``.
+
+Original release files are dicts with ``model_state_dict`` (or ``state_dict``) and ``args``, saved as a dict
+(fine-tuning) or as an ``argparse.Namespace`` (pretraining); some are a bare state dict. Files are read with
+``weights_only=True``: only tensors, containers, ``argparse.Namespace`` and NumPy scalars are rebuilt, never
+arbitrary objects.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import re
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .models import PhysioWave
+
+__all__ = ["read_checkpoint", "extract_state_dict", "clean_state_dict", "model_args", "infer_config",
+           "load_state_dict_checked", "load_model"]
+
+_PREFIXES = ("module.", "_orig_mod.")
+_MODEL_KEYS = set(inspect.signature(PhysioWave.__init__).parameters) - {"self"}
+
+
+def _safe_globals() -> list[Any]:
+    """Non-tensor types that original checkpoints contain and that are safe to rebuild."""
+    types: list[Any] = [argparse.Namespace, np.dtype]
+    core = getattr(np, "_core", None) or np.core
+    types.append(core.multiarray.scalar)
+    types += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")]
+    return types
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load`` with ``weights_only=True`` (plus Namespace and NumPy scalars); a clear error otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    with torch.serialization.safe_globals(_safe_globals()):
+        try:
+            return torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as err:  # UnpicklingError for disallowed globals, RuntimeError for corrupt files
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(f"{path}: cannot be read as a weights-only checkpoint ({first_line})") from err
+
+
+def extract_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
+    """The state dict of any of the three layouts: ``model_state_dict``, ``state_dict`` or a bare state dict."""
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"expected a dict checkpoint, got {type(checkpoint).__name__}")
+    for key in ("model_state_dict", "state_dict", "model"):
+        if isinstance(checkpoint.get(key), Mapping):
+            return dict(checkpoint[key])
+    if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
+        return dict(checkpoint)
+    raise ValueError(f"no state dict found: expected 'model_state_dict', 'state_dict' or tensors, got keys {sorted(checkpoint)[:8]}")
+
+
+def clean_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Strip DDP ``module.`` and ``torch.compile`` ``_orig_mod.`` prefixes."""
+    out = {}
+    for key, value in state_dict.items():
+        while key.startswith(_PREFIXES):
+            key = key.split(".", 1)[1]
+        out[key] = value
+    return out
+
+
+def model_args(checkpoint: Any) -> dict[str, Any] | None:
+    """The stored training flags as a dict (from a dict or an ``argparse.Namespace``), or None."""
+    if not isinstance(checkpoint, Mapping):
+        return None
+    args = checkpoint.get("model_config") or checkpoint.get("args")
+    if isinstance(args, argparse.Namespace):
+        args = vars(args)
+    return dict(args) if isinstance(args, Mapping) else None
+
+
+def _indices(state_dict: Mapping[str, torch.Tensor], pattern: str) -> list[int]:
+    return sorted({int(m.group(1)) for k in state_dict if (m := re.fullmatch(pattern, k))})
+
+
+def infer_config(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, Any], list[str]]:
+    """Architecture from state-dict shapes alone → (PhysioWave kwargs, names of values that had to be assumed).
+
+    Wavelet names only set the initial filters (the file's filters replace them); ``num_heads`` and
+    ``pooling`` leave no trace in the shapes and are assumed (head dim 32, mean pooling) unless overridden.
+    """
+    sd = state_dict
+    try:
+        low = sd["wavelet_decomp.selector.wavelet_filters.0.low_filter.weight"]
+        n_wavelets = len(_indices(sd, r"wavelet_decomp\.selector\.wavelet_filters\.(\d+)\.low_filter\.weight"))
+        proj = sd["patch_embed.proj.weight"]
+        embed_dim = proj.shape[0]
+        depth = len(_indices(sd, r"encoder\.blocks\.(\d+)\.attn\.qkv\.weight"))
+        mlp_hidden = sd["encoder.blocks.0.mlp.0.weight"].shape[0]
+    except KeyError as err:
+        raise ValueError(f"not a PhysioWave state dict: key {err.args[0]!r} is missing") from err
+    candidates = ["db4", "db6", "sym4", "coif3", "sym5", "coif2", "bior4.4", "db8", "sym6", "coif4"]
+    config: dict[str, Any] = dict(
+        in_channels=low.shape[0], max_level=len(_indices(sd, r"wavelet_decomp\.res_scales\.(\d+)")),
+        wave_kernel_size=low.shape[-1], wavelet_names=(candidates * n_wavelets)[:n_wavelets],
+        use_separate_channel=low.shape[1] == 1 and low.shape[0] > 1 or low.shape[0] == 1,
+        patch_size=proj.shape[-1], embed_dim=embed_dim, depth=depth,
+        num_heads=max(1, embed_dim // 32) if embed_dim % 32 == 0 else 1, mlp_ratio=mlp_hidden / embed_dim,
+        pos_embed_type="1d" if "pos_embed.pos_embed" in sd else "2d",
+    )
+    assumed = ["wavelet_names", "num_heads"]
+    linears = _indices(sd, r"task_heads\.classification\.head\.(\d+)\.weight")
+    linears = [i for i in linears if sd[f"task_heads.classification.head.{i}.weight"].ndim == 2]
+    if linears:
+        config["num_classes"] = sd[f"task_heads.classification.head.{linears[-1]}.weight"].shape[0]
+        config["head_hidden_dim"] = [sd[f"task_heads.classification.head.{i}.weight"].shape[0] for i in linears[:-1]]
+        assumed.append("pooling")
+    return config, assumed
+
+
+def load_state_dict_checked(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Strict load whose errors name the key and the expected and found shapes (or the missing/unexpected keys)."""
+    own = model.state_dict()
+    for key, value in state_dict.items():
+        if key in own and own[key].shape != value.shape:
+            raise ValueError(f"{source}: key {key!r} has shape {tuple(value.shape)}, the model expects {tuple(own[key].shape)}")
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    if missing or unexpected:
+        raise ValueError(f"{source}: state dict does not fit the model: missing keys {missing[:5]}"
+                         f"{' …' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}{' …' if len(unexpected) > 5 else ''}")
+    model.load_state_dict(state_dict, strict=True)
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu", **overrides: Any) -> PhysioWave:
+    """Build a :class:`PhysioWave` from a checkpoint's own ``args`` (or its shapes), load its weights, return it in eval mode.
+
+    ``overrides`` replace architecture values (e.g. ``num_heads`` for a file without ``args``).
+    """
+    checkpoint = read_checkpoint(path, map_location)
+    state_dict = clean_state_dict(extract_state_dict(checkpoint))
+    args = model_args(checkpoint)
+    if args is not None:
+        config = {k: v for k, v in args.items() if k in _MODEL_KEYS}
+        if "task_heads.classification.head.0.weight" not in state_dict:
+            config["num_classes"] = None  # a pretraining file: no classification head
+        if config.get("wavelet_names") is None:
+            config.pop("wavelet_names", None)
+    else:
+        config, assumed = infer_config(state_dict)
+        assumed = [a for a in assumed if a not in overrides]
+        if assumed:
+            warnings.warn(f"{path}: no 'args' in the checkpoint; architecture inferred from shapes, assumed "
+                          + ", ".join(f"{a}={config.get(a, 'mean')!r}" for a in assumed), stacklevel=2)
+    config.update(overrides)
+    model = PhysioWave(**config)
+    load_state_dict_checked(model, state_dict, source=str(path))
+    return model.eval()

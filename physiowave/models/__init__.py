@@ -1,0 +1,5 @@
+"""PhysioWave network modules: one concept per file, in the order of architecture.md."""
+from .physiowave import PhysioWave
+from .presets import PRESETS, create_model
+
+__all__ = ["PhysioWave", "PRESETS", "create_model"]

@@ -1,0 +1,186 @@
+"""The assembled PhysioWave network (architecture.md §6-§10).
+
+``decompose`` → ``[B, (L+1)·C, T]`` spectrum; patch tokens + positional code; rotary transformer encoder;
+reconstruction head (pretraining) and an optional classification head. Attribute names follow the
+original state-dict keys, so original checkpoints load with ``load_state_dict`` as they are.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from .decomposition import SoftGatedWaveletDecomposition
+from .embedding import PatchEmbed, PositionalEmbedding1d, sincos_2d
+from .heads import ClassificationHead, ReconstructionHead
+from .masking import make_mask
+from .transformer import TransformerEncoder
+
+__all__ = ["PhysioWave", "DEFAULT_WAVELETS"]
+
+DEFAULT_WAVELETS = ("db4", "db6", "sym4", "coif3")
+
+
+def _patch_length(patch_size: int | Sequence[int]) -> int:
+    """The int P, also from the original's ``(1, P)`` tuple."""
+    if isinstance(patch_size, int):
+        return patch_size
+    size = tuple(int(p) for p in patch_size)
+    if len(size) != 2 or size[0] != 1:
+        raise ValueError(f"patch_size must be an int P or (1, P), got {patch_size!r}")
+    return size[1]
+
+
+class PhysioWave(nn.Module):
+    """PhysioWave wavelet-transformer. Input ``[B, C, T]`` with T a multiple of ``patch_size``.
+
+    Keyword names and meanings are those of the original training flags.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 12,
+        max_level: int = 3,
+        wave_kernel_size: int = 24,
+        wavelet_names: Sequence[str] | None = None,
+        patch_size: int | Sequence[int] = 64,
+        embed_dim: int = 384,
+        depth: int = 8,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.1,
+        pos_embed_type: str = "2d",
+        num_classes: int | None = None,
+        head_hidden_dim: int | Sequence[int] | None = None,
+        head_dropout: float = 0.1,
+        pooling: str = "mean",
+        use_separate_channel: bool = True,
+    ):
+        super().__init__()
+        if in_channels < 1:
+            raise ValueError(f"in_channels must be ≥ 1, got {in_channels}")
+        if pos_embed_type not in ("1d", "2d"):
+            raise ValueError(f"pos_embed_type must be '1d' or '2d', got {pos_embed_type!r}")
+        wavelet_names = list(wavelet_names) if wavelet_names else list(DEFAULT_WAVELETS)
+        self.patch_size = _patch_length(patch_size)
+        self.config = dict(
+            in_channels=in_channels, max_level=max_level, wave_kernel_size=wave_kernel_size, wavelet_names=wavelet_names,
+            patch_size=self.patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
+            dropout=dropout, pos_embed_type=pos_embed_type, num_classes=num_classes,
+            head_hidden_dim=list(head_hidden_dim) if isinstance(head_hidden_dim, Sequence) else head_hidden_dim,
+            head_dropout=head_dropout, pooling=pooling, use_separate_channel=use_separate_channel,
+        )
+        self.in_channels = in_channels
+        self.num_bands = (max_level + 1) * in_channels  # F, rows of the spectrum
+
+        self.wavelet_decomp = SoftGatedWaveletDecomposition(
+            in_channels, max_level, wave_kernel_size, wavelet_names, use_separate_channel
+        )
+        self.patch_embed = PatchEmbed(self.patch_size, embed_dim)
+        if pos_embed_type == "1d":
+            self.pos_embed = PositionalEmbedding1d(embed_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.encoder = TransformerEncoder(embed_dim, depth, num_heads, mlp_ratio, dropout)
+        heads: dict[str, nn.Module] = {"pretrain": ReconstructionHead(embed_dim, self.patch_size, [embed_dim], dropout)}
+        if num_classes:
+            heads["classification"] = ClassificationHead(embed_dim, num_classes, head_hidden_dim, head_dropout, pooling)
+        self.task_heads = nn.ModuleDict(heads)
+        self._pos_cache: dict[tuple, torch.Tensor] = {}
+        self.apply(_init_weights)
+        nn.init.normal_(self.mask_token, std=0.02)
+
+    # ----------------------------------------------------------------------------------------------- input
+    def check_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Validate ``[B, C, T]`` and cast to the parameters' dtype (float64 and bfloat16 inputs are accepted)."""
+        if x.ndim != 3:
+            raise ValueError(f"expected input [B, C, T], got shape {tuple(x.shape)}")
+        B, C, T = x.shape
+        if C != self.in_channels:
+            raise ValueError(f"expected {self.in_channels} channels (in_channels), got {C} in input of shape {tuple(x.shape)}")
+        P = self.patch_size
+        if T < P or T % P:
+            lower, upper = (T // P) * P, -(-T // P) * P
+            fix = f"crop to {lower} or pad to {upper}" if lower else f"pad to {upper}"
+            raise ValueError(f"input length {T} is not a positive multiple of patch_size {P}: {fix} samples")
+        return x.to(self.mask_token.dtype)
+
+    def num_tokens(self, length: int) -> int:
+        """Tokens for an input of ``length`` samples: F · T/P."""
+        return self.num_bands * (length // self.patch_size)
+
+    # ----------------------------------------------------------------------------------------------- stages
+    def decompose(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, T]`` → wavelet spectrum ``[B, (L+1)·C, T]`` (§6)."""
+        return self.wavelet_decomp(self.check_input(x))
+
+    def patchify(self, spec: torch.Tensor) -> torch.Tensor:
+        """``[B, F, T]`` → ``[B, F·T/P, P]``, in token order."""
+        return spec.unflatten(-1, (-1, self.patch_size)).flatten(1, 2)
+
+    def positional_embedding(self, rows: int, cols: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """``[rows·cols, D]`` code added to the tokens; 2-D tables are cached per shape, device and dtype."""
+        if hasattr(self, "pos_embed"):
+            return self.pos_embed(rows * cols).to(dtype)
+        key = (rows, cols, device, dtype)
+        if key not in self._pos_cache:
+            self._pos_cache[key] = sincos_2d(rows, cols, self.mask_token.shape[-1]).to(device, dtype)
+        return self._pos_cache[key]
+
+    def tokenize(self, spec: torch.Tensor) -> torch.Tensor:
+        """Spectrum ``[B, F, T]`` → position-encoded tokens ``[B, N, D]``."""
+        tokens = self.patch_embed(spec)
+        pos_dtype = torch.float32 if tokens.dtype in (torch.float16, torch.bfloat16) else tokens.dtype
+        return tokens + self.positional_embedding(spec.shape[1], spec.shape[2] // self.patch_size, spec.device, pos_dtype)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, T]`` → encoder tokens ``[B, N, D]`` after the final LayerNorm, nothing masked."""
+        return self.encoder(self.tokenize(self.decompose(x)))
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, T]`` → reconstruction head output ``[B, N, P]`` on the unmasked encoder output."""
+        return self.task_heads["pretrain"](self.encode(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, T]`` → logits ``[B, num_classes]``."""
+        if "classification" not in self.task_heads:
+            raise RuntimeError("this model has no classification head (num_classes=None): use encode() or reconstruct()")
+        return self.task_heads["classification"](self.encode(x))
+
+    def forward_pretrain(
+        self,
+        x: torch.Tensor,
+        mask_ratio: float = 0.7,
+        masking: str = "frequency_guided",
+        importance_ratio: float = 0.6,
+        generator: torch.Generator | None = None,
+        detach_target: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Masked pretraining pass (§10) → (prediction ``[B, N, P]``, target ``[B, N, P]``, mask bool ``[B, N]``).
+
+        The target is the patched spectrum; by default it is not detached (as in the original), so gradients
+        also flow into the wavelet front-end through it, which lets it shrink its own target.
+        """
+        spec = self.decompose(x)
+        target = self.patchify(spec)
+        tokens = self.tokenize(spec)
+        mask = make_mask(masking, target.detach(), tokens.detach(), mask_ratio, importance_ratio, generator)
+        # Masked tokens are replaced after the positional code is added, as in the original.
+        tokens = torch.where(mask.unsqueeze(-1), self.mask_token.to(tokens.dtype), tokens)
+        pred = self.task_heads["pretrain"](self.encoder(tokens))
+        return pred, target.detach() if detach_target else target, mask
+
+    def unused_parameter_names(self) -> list[str]:
+        """Parameters that never receive a gradient: level 0's cross-scale attention and its scale (no earlier level)."""
+        return [f"wavelet_decomp.sub_ffn.0.{n}" for n, _ in self.wavelet_decomp.sub_ffn[0].named_parameters() if not n.startswith("base.")]
+
+
+def _init_weights(module: nn.Module) -> None:
+    """Linear: truncated normal (std 0.02), bias 0; LayerNorm: 1 / 0. Convolutions keep their own init."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)

@@ -1,0 +1,44 @@
+"""Rotary position embedding on interleaved feature pairs (architecture.md §8).
+
+Reference: Su et al., "RoFormer" (2021). Position = flat token index n; pair (2j, 2j+1) of the first
+``rope_dim`` features of each head is rotated by n·θ_j with θ_j = 10000^(−2j/rope_dim).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["RotaryEmbedding", "apply_rotary"]
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs of the first ``2·cos.shape[-1]`` features of ``x`` ``[..., N, d]``.
+
+    cos, sin: ``[N, rope_dim/2]``. Returns a tensor of x's dtype.
+    """
+    rd = 2 * cos.shape[-1]
+    rot, rest = x[..., :rd], x[..., rd:]
+    even, odd = rot.unflatten(-1, (-1, 2)).unbind(-1)  # [..., N, rd/2] each
+    out = torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2).to(x.dtype)
+    return torch.cat([out, rest], dim=-1) if rest.shape[-1] else out
+
+
+class RotaryEmbedding(nn.Module):
+    """Holds the cos/sin tables, built once per (length, device, dtype) and cached (not in the state dict)."""
+
+    def __init__(self, rope_dim: int, base: float = 10000.0):
+        super().__init__()
+        if rope_dim % 2:
+            raise ValueError(f"rope_dim must be even, got {rope_dim}")
+        self.rope_dim = rope_dim
+        self.base = base
+        self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def tables(self, length: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin ``[length, rope_dim/2]``."""
+        key = (length, device, dtype)
+        if key not in self._cache:
+            theta = self.base ** (-torch.arange(0, self.rope_dim, 2, dtype=torch.float64) / self.rope_dim)
+            angles = torch.arange(length, dtype=torch.float64)[:, None] * theta[None, :]
+            self._cache[key] = (angles.cos().to(device, dtype), angles.sin().to(device, dtype))
+        return self._cache[key]

@@ -1,0 +1,63 @@
+"""Pre-norm transformer encoder with rotary attention (architecture.md §8). Layout after timm / nanoGPT."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .rope import RotaryEmbedding, apply_rotary
+
+__all__ = ["Attention", "Block", "TransformerEncoder"]
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with RoPE on q and k, fused SDPA kernel. ``[B, N, D]`` → ``[B, N, D]``."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        B, N, D = x.shape
+        qkv = self.qkv(x).view(B, N, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)  # [3, B, H, N, hd]
+        qk = apply_rotary(qkv[:2], cos, sin)  # q and k rotated together
+        out = F.scaled_dot_product_attention(qk[0], qk[1], qkv[2])  # scale (D/H)^−½
+        return self.proj(out.transpose(1, 2).reshape(B, N, D))
+
+
+class Block(nn.Module):
+    """``x + Attn(LN1(x))`` then ``x + MLP(LN2(x))``."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, dropout: float = 0.1):
+        super().__init__()
+        hidden = int(dim * mlp_ratio)
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim)
+        # Sequential indices (0 and 3) are the original state-dict keys.
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), cos, sin)
+        return x + self.mlp(self.norm2(x))
+
+
+class TransformerEncoder(nn.Module):
+    """``depth`` blocks and a final LayerNorm; ``[B, N, D]`` → ``[B, N, D]``."""
+
+    def __init__(self, dim: int, depth: int, num_heads: int, mlp_ratio: float = 4.0, dropout: float = 0.1):
+        super().__init__()
+        self.blocks = nn.ModuleList(Block(dim, num_heads, mlp_ratio, dropout) for _ in range(depth))
+        self.norm = nn.LayerNorm(dim)
+        self.rope = RotaryEmbedding(dim // num_heads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+        cos, sin = self.rope.tables(x.shape[1], x.device, dtype)
+        for block in self.blocks:
+            x = block(x, cos, sin)
+        return self.norm(x)
