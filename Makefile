@@ -1,0 +1,60 @@
+# PhysioWave: two-command setup.
+#   make install   install torch (only if none is importable) and physiowave[test], editable
+#   make test      make install, then run the test suite (extra args: PYTEST_ARGS=...)
+#
+# Python: the active virtualenv / conda env if any, else ./.venv (created on demand).
+# Override with `make test PYTHON=/path/to/python`.
+
+TORCH_VERSION := 2.13.0
+SYSTEM_PYTHON := python3
+VENV          := .venv
+PYTEST_ARGS   ?=
+
+ifneq ($(VIRTUAL_ENV),)
+  PYTHON := $(VIRTUAL_ENV)/bin/python
+else ifneq ($(CONDA_PREFIX),)
+  PYTHON := $(CONDA_PREFIX)/bin/python
+else
+  PYTHON := $(VENV)/bin/python
+endif
+
+# Create ./.venv only when it is the environment in use.
+VENV_DEP := $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/bin/python)
+
+# Succeeds when nothing needs installing: torch and the dependencies import, and
+# physiowave is an editable install of this checkout made after the last change
+# to pyproject.toml.
+define INSTALL_CHECK
+import importlib.metadata as md, json, os, urllib.parse, urllib.request
+import torch, numpy, h5py, pywt, scipy, wfdb, sklearn, tqdm, tensorboard, pytest
+dist = md.distribution("physiowave")
+info = json.loads(dist.read_text("direct_url.json") or "{}")
+src = urllib.request.url2pathname(urllib.parse.urlparse(info.get("url", "")).path)
+assert info.get("dir_info", {}).get("editable") and os.path.samefile(src, ".")
+meta = next(f for f in dist.files if f.name == "METADATA")
+assert os.path.getmtime(meta.locate()) >= os.path.getmtime("pyproject.toml")
+endef
+export INSTALL_CHECK
+
+.PHONY: install test
+
+$(VENV)/bin/python:
+	$(SYSTEM_PYTHON) -m venv $(VENV)
+
+install: $(VENV_DEP)
+	@set -e; \
+	if $(PYTHON) -c "$$INSTALL_CHECK" >/dev/null 2>&1; then \
+	    echo "physiowave[test] already installed for $(PYTHON)"; exit 0; \
+	fi; \
+	if ! $(PYTHON) -c "import torch" >/dev/null 2>&1; then \
+	    echo "No importable torch: installing torch==$(TORCH_VERSION)"; \
+	    $(PYTHON) -m pip install "torch==$(TORCH_VERSION)" || { \
+	        echo "torch==$(TORCH_VERSION) is not available: falling back to the newest torch (large download)"; \
+	        $(PYTHON) -m pip install torch; \
+	    }; \
+	fi; \
+	echo "Installing physiowave[test] (editable); the installed torch is kept"; \
+	$(PYTHON) -m pip install -e ".[test]"
+
+test: install
+	$(PYTHON) -m pytest -q tests $(PYTEST_ARGS)
