@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .gate import head_count
+
 __all__ = ["ChannelAggregationFFN", "CrossScaleAttention", "CrossScaleFFN"]
 
 
@@ -71,10 +73,10 @@ class CrossScaleAttention(nn.Module):
 class CrossScaleFFN(nn.Module):
     """One level's FFN: ``base(s) + τ · attention(base(s), earlier inputs)``; ``s`` is ``[B, E, T]``."""
 
-    def __init__(self, channels: int, ratio: float = 4.0, dropout: float = 0.1, num_heads: int = 4):
+    def __init__(self, channels: int, ratio: float = 4.0, dropout: float = 0.1):
         super().__init__()
         self.base = ChannelAggregationFFN(channels, ratio, dropout)
-        self.attn = CrossScaleAttention(channels, num_heads)
+        self.attn = CrossScaleAttention(channels, head_count(channels))  # 4 heads unless 2C is not divisible by 4
         self.scale = nn.Parameter(torch.tensor(0.1))
 
     def forward(self, s: torch.Tensor, earlier: torch.Tensor | None = None) -> torch.Tensor:

@@ -6,10 +6,10 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["ChannelGate"]
+__all__ = ["ChannelGate", "head_count"]
 
 
-def _gate_heads(channels: int) -> int:
+def head_count(channels: int) -> int:
     """4 heads as in the reference; for C not divisible by 4 the largest of {2, 1} that divides C."""
     return next(h for h in (4, 2, 1) if channels % h == 0)
 
@@ -19,7 +19,7 @@ class ChannelGate(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.heads = _gate_heads(channels)
+        self.heads = head_count(channels)
         self.q = nn.Linear(channels, channels)
         self.k = nn.Linear(channels, channels)
         self.v = nn.Linear(channels, channels)

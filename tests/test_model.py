@@ -1,0 +1,218 @@
+"""The assembled model: any channel count, input checks, dtypes, autocast, gradients, pretraining pass."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+import physiowave
+from physiowave.models.masking import masked_mse_loss
+
+from .conftest import randomize_
+
+TINY = dict(max_level=2, wave_kernel_size=8, wavelet_names=["db4", "sym4"], patch_size=16, embed_dim=32, depth=2,
+            num_heads=4, dropout=0.0, head_dropout=0.0)
+
+
+def tiny(channels: int = 4, **kw) -> physiowave.PhysioWave:
+    return physiowave.PhysioWave(in_channels=channels, **{**TINY, **kw})
+
+
+@pytest.mark.parametrize("channels", [1, 3, 6])
+def test_any_channel_count_runs_forward_and_backward(channels):
+    model = randomize_(tiny(channels, num_classes=3))
+    x = torch.randn(2, channels, 64)
+    logits = model(x)
+    assert logits.shape == (2, 3)
+    logits.sum().backward()
+    dead = set(model.unused_parameter_names())
+    for name, p in model.named_parameters():
+        if name not in dead and not name.startswith("task_heads.pretrain") and name != "mask_token":
+            assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_gradients_reach_every_parameter_except_the_dead_ones():
+    model = randomize_(tiny(4, num_classes=3))
+    x = torch.randn(2, 4, 64)
+    pred, target, mask = model.forward_pretrain(x, mask_ratio=0.5, masking="random")
+    (masked_mse_loss(pred, target, mask) + model(x).square().mean()).backward()
+    dead = set(model.unused_parameter_names())
+    assert dead == {"wavelet_decomp.sub_ffn.0.attn.in_proj_weight", "wavelet_decomp.sub_ffn.0.attn.in_proj_bias",
+                    "wavelet_decomp.sub_ffn.0.attn.out_proj.weight", "wavelet_decomp.sub_ffn.0.attn.out_proj.bias",
+                    "wavelet_decomp.sub_ffn.0.scale"}
+    for name, p in model.named_parameters():
+        if name in dead:
+            assert p.grad is None, name
+        else:
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_spectrum_rows_and_token_order():
+    model = tiny(3).eval()
+    x = torch.randn(2, 3, 64)
+    with torch.no_grad():
+        spec = model.decompose(x)
+        assert spec.shape == (2, 9, 64)
+        patches = model.patchify(spec)
+        assert patches.shape == (2, 9 * 4, 16)
+        torch.testing.assert_close(patches[:, 5], spec[:, 1, 16:32])  # row-major: token 5 = row 1, time patch 1
+
+
+def test_length_not_a_multiple_of_patch_size_names_a_working_length():
+    model = tiny(2)
+    with pytest.raises(ValueError, match="input length 70 .* patch_size 16: crop to 64 or pad to 80"):
+        model.encode(torch.randn(1, 2, 70))
+    with pytest.raises(ValueError, match="pad to 16"):
+        model.encode(torch.randn(1, 2, 10))
+    with pytest.raises(ValueError, match="expected 2 channels"):
+        model.encode(torch.randn(1, 3, 64))
+    with pytest.raises(ValueError, match=r"expected input \[B, C, T\]"):
+        model.encode(torch.randn(2, 64))
+
+
+def test_no_classification_head_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="no classification head"):
+        tiny(2)(torch.randn(1, 2, 32))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16, torch.float16])
+def test_other_input_dtypes_are_cast_to_the_model_dtype(dtype):
+    model = randomize_(tiny(4, num_classes=2)).eval()
+    x = torch.randn(2, 4, 64)
+    with torch.no_grad():
+        ref = model(x.to(dtype).float())
+        out = model(x.to(dtype))
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref)
+
+
+def test_double_precision_model():
+    model = randomize_(tiny(4, num_classes=2)).double().eval()
+    out = model(torch.randn(2, 4, 64))
+    assert out.dtype == torch.float64
+
+
+def test_cpu_bf16_autocast_is_close_to_fp32_and_trains():
+    model = randomize_(tiny(4, num_classes=2), std=0.05)
+    x = torch.randn(2, 4, 64)
+    model.eval()
+    with torch.no_grad():
+        ref = model.encode(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = model.encode(x)
+    assert torch.isfinite(low).all()
+    assert (low.float() - ref).abs().max() < 0.1 * ref.abs().max()
+    model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        pred, target, mask = model.forward_pretrain(x, 0.5)
+        loss = masked_mse_loss(pred, target, mask)
+    loss.backward()
+    assert all(p.grad.dtype == torch.float32 for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_autocast_matches_cpu():
+    model = randomize_(tiny(4, num_classes=2), std=0.05).eval()
+    x = torch.randn(2, 4, 64)
+    with torch.no_grad():
+        ref = model(x)
+        gpu = model.cuda()(x.cuda()).cpu()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            low = model(x.cuda()).float().cpu()
+    torch.testing.assert_close(gpu, ref, rtol=1e-4, atol=1e-4)
+    assert (low - ref).abs().max() < 0.1 * ref.abs().max()
+
+
+@pytest.mark.skipif(not torch.backends.mps.is_available(), reason="needs an Apple MPS device")
+def test_mps_matches_cpu():
+    model = randomize_(tiny(4, num_classes=2), std=0.05).eval()
+    x = torch.randn(2, 4, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.to("mps")(x.to("mps")).cpu(), model.cpu()(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max", "first", "last", "attention"])
+def test_pooling_options(pooling):
+    model = tiny(2, num_classes=3, pooling=pooling).eval()
+    tokens = torch.randn(2, 8, 32)
+    head = model.task_heads["classification"]
+    pooled = {"mean": tokens.mean(1), "max": tokens.amax(1), "first": tokens[:, 0], "last": tokens[:, -1],
+              "attention": (torch.softmax(tokens.mean(-1), 1)[..., None] * tokens).sum(1)}[pooling]
+    torch.testing.assert_close(head(tokens), head.head(pooled))
+
+
+def test_pretraining_loss_goes_down():
+    model = tiny(2)
+    t = torch.linspace(0, 8 * torch.pi, 64)
+    x = torch.stack([torch.sin(t * f) for f in (1.0, 2.5)])[None].repeat(4, 1, 1) + 0.05 * torch.randn(4, 2, 64)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(60):
+        pred, target, mask = model.forward_pretrain(x, 0.5, "frequency_guided", 0.6, generator=gen, detach_target=True)
+        loss = masked_mse_loss(pred, target, mask)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert sum(losses[-5:]) / 5 < 0.6 * sum(losses[:5]) / 5
+
+
+def test_detach_target_stops_gradient_through_the_target():
+    model = randomize_(tiny(2))
+    x = torch.randn(2, 2, 32)
+    _, target, _ = model.forward_pretrain(x, 0.5, detach_target=True)
+    assert not target.requires_grad
+    _, target, _ = model.forward_pretrain(x, 0.5)
+    assert target.requires_grad
+
+
+def test_masked_tokens_are_replaced_by_the_mask_token():
+    model = randomize_(tiny(2)).eval()
+    x = torch.randn(1, 2, 64)
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        pred, target, mask = model.forward_pretrain(x, 0.5, "random", generator=gen)
+    assert mask.sum() == int(mask.numel() * 0.5)
+    with torch.no_grad():
+        tokens = model.tokenize(model.decompose(x))
+        tokens[mask] = model.mask_token[0, 0]
+        torch.testing.assert_close(model.task_heads["pretrain"](model.encoder(tokens)), pred)
+        torch.testing.assert_close(target, model.patchify(model.decompose(x)))
+
+
+def test_grad_checkpointing_gives_the_same_gradients():
+    model = randomize_(tiny(2, dropout=0.2))
+    x = torch.randn(2, 2, 64)
+    grads = []
+    for enable in (False, True):
+        model.set_grad_checkpointing(enable)
+        model.zero_grad()
+        torch.manual_seed(5)
+        pred, target, mask = model.forward_pretrain(x, 0.5, "random", generator=torch.Generator().manual_seed(1))
+        masked_mse_loss(pred, target, mask).backward()
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+
+
+def test_1d_positions_are_interleaved_and_fixed():
+    model = tiny(2, pos_embed_type="1d")
+    table = model.pos_embed.pos_embed
+    assert table.shape == (1, 5000, 32) and not table.requires_grad
+    n, k = 7, 3
+    omega = 10000 ** (-2 * k / 32)
+    torch.testing.assert_close(table[0, n, 2 * k], torch.tensor(n * omega).sin())
+    torch.testing.assert_close(table[0, n, 2 * k + 1], torch.tensor(n * omega).cos())
+    assert "pos_embed.pos_embed" in model.state_dict()
+
+
+def test_2d_positions_split_rows_and_columns():
+    model = tiny(2)
+    code = model.positional_embedding(3, 4, torch.device("cpu"), torch.float64)  # [12, 32]
+    f, t, k = 2, 3, 1
+    row = code[f * 4 + t]
+    w = 10000 ** (-k / 8)
+    torch.testing.assert_close(row[k], torch.tensor(f * w, dtype=torch.float64).sin())  # first half: row index f
+    torch.testing.assert_close(row[8 + k], torch.tensor(f * w, dtype=torch.float64).cos())
+    torch.testing.assert_close(row[16 + k], torch.tensor(t * w, dtype=torch.float64).sin())  # second half: time patch t
+    torch.testing.assert_close(row[24 + k], torch.tensor(t * w, dtype=torch.float64).cos())
