@@ -25,7 +25,8 @@ VENV_DEP := $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/bin/python)
 # physiowave is an editable install of this checkout made after the last change
 # to pyproject.toml.
 define INSTALL_CHECK
-import importlib.metadata as md, json, os, urllib.parse, urllib.request
+import importlib.metadata as md, json, os, sys, urllib.parse, urllib.request
+sys.path[:] = [p for p in sys.path if p not in ("", ".", os.getcwd())]  # skip ./physiowave.egg-info
 import torch, numpy, h5py, pywt, scipy, wfdb, sklearn, tqdm, tensorboard, pytest
 dist = md.distribution("physiowave")
 info = json.loads(dist.read_text("direct_url.json") or "{}")
