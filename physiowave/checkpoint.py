@@ -72,7 +72,7 @@ def clean_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.
 
 
 def model_args(checkpoint: Any) -> dict[str, Any] | None:
-    """The stored training flags as a dict (from a dict or an ``argparse.Namespace``), or None."""
+    """The stored model flags as a dict (``model_config``, else ``args`` as a dict or ``argparse.Namespace``), or None."""
     if not isinstance(checkpoint, Mapping):
         return None
     args = checkpoint.get("model_config") or checkpoint.get("args")
@@ -105,19 +105,28 @@ def infer_config(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, Any]
     config: dict[str, Any] = dict(
         in_channels=low.shape[0], max_level=len(_indices(sd, r"wavelet_decomp\.res_scales\.(\d+)")),
         wave_kernel_size=low.shape[-1], wavelet_names=(candidates * n_wavelets)[:n_wavelets],
-        use_separate_channel=low.shape[1] == 1 and low.shape[0] > 1 or low.shape[0] == 1,
+        use_separate_channel=low.shape[1] == 1,
         patch_size=proj.shape[-1], embed_dim=embed_dim, depth=depth,
         num_heads=max(1, embed_dim // 32) if embed_dim % 32 == 0 else 1, mlp_ratio=mlp_hidden / embed_dim,
         pos_embed_type="1d" if "pos_embed.pos_embed" in sd else "2d",
     )
     assumed = ["wavelet_names", "num_heads"]
-    linears = _indices(sd, r"task_heads\.classification\.head\.(\d+)\.weight")
-    linears = [i for i in linears if sd[f"task_heads.classification.head.{i}.weight"].ndim == 2]
-    if linears:
-        config["num_classes"] = sd[f"task_heads.classification.head.{linears[-1]}.weight"].shape[0]
-        config["head_hidden_dim"] = [sd[f"task_heads.classification.head.{i}.weight"].shape[0] for i in linears[:-1]]
+    head = _head_config(sd)
+    if head:
+        config.update(head)
         assumed.append("pooling")
     return config, assumed
+
+
+def _head_config(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
+    """``num_classes`` and ``head_hidden_dim`` from the classification head's Linear shapes ({} without a head)."""
+    key = "task_heads.classification.head.{}.weight"
+    linears = [i for i in _indices(state_dict, r"task_heads\.classification\.head\.(\d+)\.weight")
+               if state_dict[key.format(i)].ndim == 2]
+    if not linears:
+        return {}
+    return dict(num_classes=state_dict[key.format(linears[-1])].shape[0],
+                head_hidden_dim=[state_dict[key.format(i)].shape[0] for i in linears[:-1]])
 
 
 def load_state_dict_checked(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
@@ -144,8 +153,11 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu", **ove
     args = model_args(checkpoint)
     if args is not None:
         config = {k: v for k, v in args.items() if k in _MODEL_KEYS}
-        if "task_heads.classification.head.0.weight" not in state_dict:
+        head = _head_config(state_dict)
+        if not head:
             config["num_classes"] = None  # a pretraining file: no classification head
+        elif not config.get("num_classes"):
+            config.update(head)  # a head whose flags were not saved: read off its shapes
         if config.get("wavelet_names") is None:
             config.pop("wavelet_names", None)
     else:

@@ -109,3 +109,11 @@ def test_arbitrary_objects_are_never_unpickled(tmp_path):
 def test_missing_file():
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
         physiowave.load_model("/nonexistent/ecg.pth")
+
+
+def test_head_without_flags_in_args_is_read_off_the_weights(tmp_path):
+    model = _model(num_classes=4, head_hidden_dim=20)
+    torch.save({"model_state_dict": model.state_dict(), "args": argparse.Namespace(**ARGS)}, tmp_path / "h.pth")
+    loaded = physiowave.load_model(tmp_path / "h.pth")
+    assert loaded.config["num_classes"] == 4 and loaded.config["head_hidden_dim"] == [20]
+    _same_function(model, loaded)

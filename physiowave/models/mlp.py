@@ -10,60 +10,63 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Mlp", "keep_mask"]
+__all__ = ["Mlp", "drop_mask"]
 
 _BITS = 15  # dropout masks are drawn from 15 random bits per element
 
 
-def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
-    """Bool mask, each element True with probability 1 − p (p rounded up to a multiple of 2⁻¹⁵ on CPU).
+def drop_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
+    """Bool mask of dropped elements, each True with probability p (on CPU p is rounded up to a multiple of 2⁻¹⁵).
 
     On CPU, ``bernoulli_`` costs ~5 ns per element; slicing 15-bit draws out of int32 random words is ~4× cheaper.
     """
     if device.type != "cpu":
-        return torch.empty(shape, dtype=torch.bool, device=device).bernoulli_(1.0 - p)
+        return torch.empty(shape, dtype=torch.bool, device=device).bernoulli_(p)
     n = shape.numel()
     words = torch.empty((n + 1) // 2, dtype=torch.int32).random_()  # uniform in [0, 2³¹): 31 random bits
     halves = words.view(torch.int16)[:n].bitwise_and_((1 << _BITS) - 1)  # two 15-bit uniforms per word
     threshold = -int(-p * (1 << _BITS) // 1)  # ceil(p · 2¹⁵)
-    return (halves >= threshold).view(shape)
+    return (halves < threshold).view(shape)
 
 
 class _MlpFunction(torch.autograd.Function):
-    """y = drop(drop(gelu(x W1ᵀ + b1)) W2ᵀ + b2); saves x, the pre-activation and bool masks."""
+    """y = drop(drop(gelu(x W1ᵀ + b1)) W2ᵀ + b2); saves x, the pre-activation and bool masks.
+
+    Masks are applied with ``masked_fill_`` (multiplying by a bool tensor would first convert it to a float copy).
+    """
 
     @staticmethod
     def forward(ctx, x, w1, b1, w2, b2, p: float):
         scale = 1.0 / (1.0 - p) if p > 0 else 1.0
         h = F.linear(x, w1, b1)  # [..., H]
         a = F.gelu(h)
-        keep1 = keep2 = None
+        drop1 = drop2 = None
         if p > 0:
-            keep1 = keep_mask(h.shape, p, h.device)
-            a.mul_(keep1).mul_(scale)
+            drop1 = drop_mask(h.shape, p, h.device)
+            a.masked_fill_(drop1, 0.0).mul_(scale)
         y = F.linear(a, w2, b2)  # [..., D]
         if p > 0:
-            keep2 = keep_mask(y.shape, p, y.device)
-            y.mul_(keep2).mul_(scale)
-        ctx.save_for_backward(x, h, w1, w2, keep1, keep2)
+            drop2 = drop_mask(y.shape, p, y.device)
+            y.masked_fill_(drop2, 0.0).mul_(scale)
+        ctx.save_for_backward(x, h, w1, w2, drop1, drop2)
         ctx.scale = scale
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
-        x, h, w1, w2, keep1, keep2 = ctx.saved_tensors
+        x, h, w1, w2, drop1, drop2 = ctx.saved_tensors
         scale = ctx.scale
-        if keep2 is not None:
-            grad_y = grad_y * keep2 * scale
+        if drop2 is not None:
+            grad_y = grad_y.masked_fill(drop2, 0.0).mul_(scale)
         a = F.gelu(h)  # recomputed instead of stored
-        if keep1 is not None:
-            a.mul_(keep1).mul_(scale)
+        if drop1 is not None:
+            a.masked_fill_(drop1, 0.0).mul_(scale)
         gy2 = grad_y.reshape(-1, grad_y.shape[-1])  # [M, D]
         grad_w2 = gy2.t() @ a.reshape(-1, a.shape[-1])
         grad_b2 = gy2.sum(0)
         grad_a = grad_y @ w2  # [..., H]
-        if keep1 is not None:
-            grad_a.mul_(keep1).mul_(scale)
+        if drop1 is not None:
+            grad_a.masked_fill_(drop1, 0.0).mul_(scale)
         grad_h = torch.ops.aten.gelu_backward(grad_a, h)
         gh2 = grad_h.reshape(-1, grad_h.shape[-1])  # [M, H]
         grad_w1 = gh2.t() @ x.reshape(-1, x.shape[-1])
