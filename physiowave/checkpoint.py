@@ -29,11 +29,9 @@ _MODEL_KEYS = set(inspect.signature(PhysioWave.__init__).parameters) - {"self"}
 
 def _safe_globals() -> list[Any]:
     """Non-tensor types that original checkpoints contain and that are safe to rebuild."""
-    types: list[Any] = [argparse.Namespace, np.dtype]
     core = getattr(np, "_core", None) or np.core
-    types.append(core.multiarray.scalar)
-    types += [type(np.dtype(t)) for t in ("float64", "float32", "int64", "int32", "bool")]
-    return types
+    types: list[Any] = [argparse.Namespace, np.dtype, np.ndarray, core.multiarray.scalar, core.multiarray._reconstruct]
+    return types + [type(np.dtype(t)) for t in ("float64", "float32", "float16", "int64", "int32", "int8", "uint8", "bool")]
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
@@ -45,8 +43,10 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         try:
             return torch.load(path, map_location=map_location, weights_only=True)
         except Exception as err:  # UnpicklingError for disallowed globals, RuntimeError for corrupt files
-            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ValueError(f"{path}: cannot be read as a weights-only checkpoint ({first_line})") from err
+            unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+            reason = (f"it holds a pickled {unsafe.group(1)}, and only tensors, containers, Namespace and NumPy values are loaded"
+                      if unsafe else (str(err).strip().splitlines() or [type(err).__name__])[0])
+            raise ValueError(f"{path}: cannot be read as a weights-only checkpoint: {reason}") from err
 
 
 def extract_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
