@@ -216,3 +216,11 @@ def test_2d_positions_split_rows_and_columns():
     torch.testing.assert_close(row[8 + k], torch.tensor(f * w, dtype=torch.float64).cos())
     torch.testing.assert_close(row[16 + k], torch.tensor(t * w, dtype=torch.float64).sin())  # second half: time patch t
     torch.testing.assert_close(row[24 + k], torch.tensor(t * w, dtype=torch.float64).cos())
+
+
+def test_1d_positions_beyond_5000_tokens_switch_to_the_concatenated_code():
+    from physiowave.models.embedding import sincos_1d
+    model = tiny(1, pos_embed_type="1d", max_level=0, patch_size=1)  # F = 1 row, one token per sample
+    code = model.positional_embedding(1, 5001, torch.device("cpu"), torch.float32)
+    torch.testing.assert_close(code, sincos_1d(torch.arange(5001), 32).float())
+    torch.testing.assert_close(model.positional_embedding(1, 100, torch.device("cpu"), torch.float32), model.pos_embed.pos_embed[0, :100])

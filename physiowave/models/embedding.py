@@ -58,7 +58,7 @@ class PositionalEmbedding1d(nn.Module):
             return self.pos_embed[0, :num_tokens]
         # Past max_len the reference switches to the concatenated sines-then-cosines code (a different function; kept).
         positions = torch.arange(num_tokens)
-        return sincos_1d(positions, self.pos_embed.shape[-1]).to(self.pos_embed)
+        return sincos_1d(positions, self.pos_embed.shape[-1]).to(self.pos_embed.dtype).to(self.pos_embed.device)
 
 
 class PatchEmbed(nn.Module):

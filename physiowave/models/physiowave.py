@@ -124,7 +124,7 @@ class PhysioWave(nn.Module):
             return self.pos_embed(rows * cols).to(dtype)
         key = (rows, cols, device, dtype)
         if key not in self._pos_cache:
-            self._pos_cache[key] = sincos_2d(rows, cols, self.mask_token.shape[-1]).to(device, dtype)
+            self._pos_cache[key] = sincos_2d(rows, cols, self.mask_token.shape[-1]).to(dtype).to(device)  # cast first: MPS has no float64
         return self._pos_cache[key]
 
     def tokenize(self, spec: torch.Tensor) -> torch.Tensor:

@@ -40,5 +40,5 @@ class RotaryEmbedding(nn.Module):
         if key not in self._cache:
             theta = self.base ** (-torch.arange(0, self.rope_dim, 2, dtype=torch.float64) / self.rope_dim)
             angles = torch.arange(length, dtype=torch.float64)[:, None] * theta[None, :]
-            self._cache[key] = (angles.cos().to(device, dtype), angles.sin().to(device, dtype))
+            self._cache[key] = (angles.cos().to(dtype).to(device), angles.sin().to(dtype).to(device))  # cast before moving: MPS has no float64
         return self._cache[key]
