@@ -6,6 +6,8 @@ dropout masks and recomputes GELU in backward; the function computed is the same
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,7 +27,7 @@ def drop_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor
     n = shape.numel()
     words = torch.empty((n + 1) // 2, dtype=torch.int32).random_()  # uniform in [0, 2³¹): 31 random bits
     halves = words.view(torch.int16)[:n].bitwise_and_((1 << _BITS) - 1)  # two 15-bit uniforms per word
-    threshold = -int(-p * (1 << _BITS) // 1)  # ceil(p · 2¹⁵)
+    threshold = math.ceil(p * (1 << _BITS))
     return (halves < threshold).view(shape)
 
 
