@@ -10,7 +10,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PatchEmbed", "sincos_1d", "sincos_2d", "interleaved_sincos", "PositionalEmbedding1d"]
+__all__ = ["PatchEmbed", "sincos_1d", "sincos_2d", "interleaved_sincos", "PositionalEmbedding1d", "table_dtype"]
+
+
+def table_dtype(activation_dtype: torch.dtype) -> torch.dtype:
+    """dtype of position tables (sin-cos, RoPE) for activations of ``activation_dtype``: fp32 under half precision."""
+    return torch.float32 if activation_dtype in (torch.float16, torch.bfloat16) else activation_dtype
 
 
 def sincos_1d(positions: torch.Tensor, width: int) -> torch.Tensor:

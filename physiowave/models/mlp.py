@@ -89,8 +89,7 @@ class Mlp(nn.Sequential):
         fc1, fc2 = self[0], self[3]
         params = (fc1.weight, fc1.bias, fc2.weight, fc2.bias)
         device = x.device.type
-        if torch.is_autocast_enabled(device):  # run the function in the autocast dtype, as autocast would run the Linears
-            dtype = torch.get_autocast_dtype(device)
-            with torch.autocast(device, enabled=False):
-                return _MlpFunction.apply(x.to(dtype), *(t.to(dtype) for t in params), self.p)
-        return _MlpFunction.apply(x, *(t.to(x.dtype) for t in params), self.p)
+        # Under autocast, run in the autocast dtype, as autocast would run the Linears.
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        with torch.autocast(device, enabled=False):
+            return _MlpFunction.apply(x.to(dtype), *(t.to(dtype) for t in params), self.p)

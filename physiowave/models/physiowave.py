@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .decomposition import SoftGatedWaveletDecomposition
-from .embedding import PatchEmbed, PositionalEmbedding1d, sincos_2d
+from .embedding import PatchEmbed, PositionalEmbedding1d, sincos_2d, table_dtype
 from .heads import ClassificationHead, ReconstructionHead
 from .masking import make_mask
 from .transformer import TransformerEncoder
@@ -130,8 +130,8 @@ class PhysioWave(nn.Module):
     def tokenize(self, spec: torch.Tensor) -> torch.Tensor:
         """Spectrum ``[B, F, T]`` → position-encoded tokens ``[B, N, D]``."""
         tokens = self.patch_embed(spec)
-        pos_dtype = torch.float32 if tokens.dtype in (torch.float16, torch.bfloat16) else tokens.dtype
-        return tokens + self.positional_embedding(spec.shape[1], spec.shape[2] // self.patch_size, spec.device, pos_dtype)
+        pos = self.positional_embedding(spec.shape[1], spec.shape[2] // self.patch_size, spec.device, table_dtype(tokens.dtype))
+        return tokens + pos
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, T]`` → encoder tokens ``[B, N, D]`` after the final LayerNorm, nothing masked."""

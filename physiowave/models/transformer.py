@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from .embedding import table_dtype
 from .mlp import Mlp
 from .rope import RotaryEmbedding, apply_rotary
 
@@ -59,8 +60,7 @@ class TransformerEncoder(nn.Module):
 
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-        cos, sin = self.rope.tables(x.shape[1], x.device, dtype)
+        cos, sin = self.rope.tables(x.shape[1], x.device, table_dtype(x.dtype))
         for block in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(block, x, cos, sin, use_reentrant=False)  # RNG state is replayed: same dropout masks
