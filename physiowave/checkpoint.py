@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import re
 import warnings
 from collections.abc import Mapping
@@ -21,7 +22,7 @@ import torch
 from .models import PhysioWave
 
 __all__ = ["read_checkpoint", "extract_state_dict", "clean_state_dict", "model_args", "infer_config",
-           "load_state_dict_checked", "load_model"]
+           "load_state_dict_checked", "load_model", "save_checkpoint", "load_encoder_weights"]
 
 _PREFIXES = ("module.", "_orig_mod.")
 _MODEL_KEYS = set(inspect.signature(PhysioWave.__init__).parameters) - {"self"}
@@ -170,3 +171,34 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu", **ove
     model = PhysioWave(**config)
     load_state_dict_checked(model, state_dict, source=str(path))
     return model.eval()
+
+
+def save_checkpoint(obj: Mapping[str, Any], path: str | Path) -> None:
+    """``torch.save`` under a temporary name, then an atomic rename: a killed run never leaves a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(dict(obj), tmp)
+    os.replace(tmp, path)
+
+
+def load_encoder_weights(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> dict[str, Any]:
+    """Load pretrained weights for fine-tuning → report ``{loaded, total, skipped}``.
+
+    Every tensor outside ``task_heads`` (wavelet front-end, patch embedding, mask token, encoder) must be present
+    with the model's shape, or this raises naming the first offender. Head tensors load where they fit (e.g. the
+    original reconstruction head) and are skipped otherwise (a new classification head, another decoder).
+    """
+    own = model.state_dict()
+    for key, value in own.items():
+        if key.startswith("task_heads."):
+            continue
+        if key not in state_dict:
+            raise ValueError(f"{source}: encoder key {key!r} is missing: the checkpoint is not a compatible PhysioWave model")
+        if state_dict[key].shape != value.shape:
+            raise ValueError(f"{source}: encoder key {key!r} has shape {tuple(state_dict[key].shape)}, the model expects "
+                             f"{tuple(value.shape)}: the model flags do not match the checkpoint")
+    usable = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict(usable, strict=False)
+    skipped = sorted(k for k in own if k not in usable)
+    return {"loaded": len(usable), "total": len(own), "skipped": skipped,
+            "ignored": sorted(k for k in state_dict if k not in own)}

@@ -1,7 +1,8 @@
 """The assembled PhysioWave network (architecture.md §6-§10).
 
 ``decompose`` → ``[B, (L+1)·C, T]`` spectrum; patch tokens + positional code; rotary transformer encoder;
-reconstruction head (pretraining) and an optional classification head. Attribute names follow the
+reconstruction head (pretraining: the original MLP head, BERT-style, or an MAE-style transformer decoder that
+lets the encoder see only the visible tokens) and an optional classification head. Attribute names follow the
 original state-dict keys, so original checkpoints load with ``load_state_dict`` as they are.
 """
 from __future__ import annotations
@@ -11,15 +12,17 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .decoder import MaskedDecoder, decoder_heads
 from .decomposition import SoftGatedWaveletDecomposition
 from .embedding import PatchEmbed, PositionalEmbedding1d, sincos_2d, table_dtype
 from .heads import ClassificationHead, ReconstructionHead
 from .masking import make_mask
-from .transformer import TransformerEncoder
+from .transformer import TransformerEncoder, init_weights
 
-__all__ = ["PhysioWave", "DEFAULT_WAVELETS"]
+__all__ = ["PhysioWave", "DEFAULT_WAVELETS", "DECODERS"]
 
 DEFAULT_WAVELETS = ("db4", "db6", "sym4", "coif3")
+DECODERS = ("mlp", "transformer")
 
 
 def _patch_length(patch_size: int | Sequence[int]) -> int:
@@ -35,7 +38,10 @@ def _patch_length(patch_size: int | Sequence[int]) -> int:
 class PhysioWave(nn.Module):
     """PhysioWave wavelet-transformer. Input ``[B, C, T]`` with T a multiple of ``patch_size``.
 
-    Keyword names and meanings are those of the original training flags.
+    Keyword names and meanings are those of the original training flags. ``decoder`` picks the pretraining
+    head: ``"mlp"`` (the original: mask tokens in the encoder, MLP head) or ``"transformer"`` (MAE-style: the
+    encoder sees the visible tokens only, a ``decoder_depth``-block decoder of width ``decoder_dim``, default
+    embed_dim // 2, predicts every patch).
     """
 
     def __init__(
@@ -56,12 +62,17 @@ class PhysioWave(nn.Module):
         head_dropout: float = 0.1,
         pooling: str = "mean",
         use_separate_channel: bool = True,
+        decoder: str = "mlp",
+        decoder_depth: int = 2,
+        decoder_dim: int | None = None,
     ):
         super().__init__()
         if in_channels < 1:
             raise ValueError(f"in_channels must be ≥ 1, got {in_channels}")
         if pos_embed_type not in ("1d", "2d"):
             raise ValueError(f"pos_embed_type must be '1d' or '2d', got {pos_embed_type!r}")
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
         wavelet_names = list(wavelet_names) if wavelet_names else list(DEFAULT_WAVELETS)
         self.patch_size = _patch_length(patch_size)
         self.config = dict(
@@ -70,6 +81,7 @@ class PhysioWave(nn.Module):
             dropout=dropout, pos_embed_type=pos_embed_type, num_classes=num_classes,
             head_hidden_dim=list(head_hidden_dim) if isinstance(head_hidden_dim, Sequence) else head_hidden_dim,
             head_dropout=head_dropout, pooling=pooling, use_separate_channel=use_separate_channel,
+            decoder=decoder, decoder_depth=decoder_depth, decoder_dim=decoder_dim,
         )
         self.in_channels = in_channels
         self.num_bands = (max_level + 1) * in_channels  # F, rows of the spectrum
@@ -82,12 +94,17 @@ class PhysioWave(nn.Module):
             self.pos_embed = PositionalEmbedding1d(embed_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.encoder = TransformerEncoder(embed_dim, depth, num_heads, mlp_ratio, dropout)
-        heads: dict[str, nn.Module] = {"pretrain": ReconstructionHead(embed_dim, self.patch_size, [embed_dim], dropout)}
+        if decoder == "transformer":
+            width = embed_dim // 2 if decoder_dim is None else decoder_dim
+            pretrain: nn.Module = MaskedDecoder(embed_dim, self.patch_size, width, decoder_depth, decoder_heads(width), mlp_ratio, dropout)
+        else:
+            pretrain = ReconstructionHead(embed_dim, self.patch_size, [embed_dim], dropout)
+        heads: dict[str, nn.Module] = {"pretrain": pretrain}
         if num_classes:
             heads["classification"] = ClassificationHead(embed_dim, num_classes, head_hidden_dim, head_dropout, pooling)
         self.task_heads = nn.ModuleDict(heads)
         self._pos_cache: dict[tuple, torch.Tensor] = {}
-        self.apply(_init_weights)
+        self.apply(init_weights)
         nn.init.normal_(self.mask_token, std=0.02)
 
     # ----------------------------------------------------------------------------------------------- input
@@ -137,9 +154,20 @@ class PhysioWave(nn.Module):
         """``[B, C, T]`` → encoder tokens ``[B, N, D]`` after the final LayerNorm, nothing masked."""
         return self.encoder(self.tokenize(self.decompose(x)))
 
+    @property
+    def mae(self) -> bool:
+        """True when pretraining uses the MAE-style transformer decoder (the encoder sees visible tokens only)."""
+        return isinstance(self.task_heads["pretrain"], MaskedDecoder)
+
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, T]`` → reconstruction head output ``[B, N, P]`` on the unmasked encoder output."""
-        return self.task_heads["pretrain"](self.encode(x))
+        if not self.mae:
+            return self.task_heads["pretrain"](self.encode(x))
+        spec = self.decompose(x)
+        latent = self.encoder(self.tokenize(spec))
+        B, N, _ = latent.shape
+        ids = torch.arange(N, device=latent.device).expand(B, N)  # every token visible
+        return self.task_heads["pretrain"](latent, ids, N, spec.shape[1], spec.shape[2] // self.patch_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, T]`` → logits ``[B, num_classes]``."""
@@ -160,32 +188,42 @@ class PhysioWave(nn.Module):
 
         The target is the patched spectrum; by default it is not detached (as in the original), so gradients
         also flow into the wavelet front-end through it, which lets it shrink its own target.
+        With the transformer decoder the encoder runs on the visible tokens only (MAE); the mask is the same.
         """
         spec = self.decompose(x)
         target = self.patchify(spec)
         tokens = self.tokenize(spec)
         mask = make_mask(masking, target.detach(), tokens.detach(), mask_ratio, importance_ratio, generator)
-        # Masked tokens are replaced after the positional code is added, as in the original.
-        tokens = torch.where(mask.unsqueeze(-1), self.mask_token.to(tokens.dtype), tokens)
-        pred = self.task_heads["pretrain"](self.encoder(tokens))
+        if self.mae:
+            pred = self._decode_visible(tokens, mask, spec.shape[1], spec.shape[2] // self.patch_size)
+        else:
+            # Masked tokens are replaced after the positional code is added, as in the original.
+            tokens = torch.where(mask.unsqueeze(-1), self.mask_token.to(tokens.dtype), tokens)
+            pred = self.task_heads["pretrain"](self.encoder(tokens))
         return pred, target.detach() if detach_target else target, mask
 
+    def _decode_visible(self, tokens: torch.Tensor, mask: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
+        """MAE pass: position-encoded tokens ``[B, N, D]``, mask bool ``[B, N]`` → predictions ``[B, N, P]``.
+
+        Every masking strategy masks exactly int(N · mask_ratio) tokens per sample, so each sample keeps the same
+        count V; a stable sort puts the unmasked positions first, in increasing order.
+        """
+        B, N, D = tokens.shape
+        visible_count = N - int(mask[0].sum())  # one host sync per step
+        order = torch.argsort(mask.to(torch.uint8), dim=1, stable=True)  # [B, N]: unmasked ascending, then masked
+        ids_keep = order[:, :visible_count]  # [B, V]
+        visible = tokens.gather(1, ids_keep.unsqueeze(-1).expand(-1, -1, D))  # [B, V, D]
+        return self.task_heads["pretrain"](self.encoder(visible, positions=ids_keep), ids_keep, N, rows, cols)
+
     def set_grad_checkpointing(self, enable: bool = True) -> "PhysioWave":
-        """Recompute encoder blocks in backward (activation checkpointing): training memory drops ~2-3×."""
+        """Recompute encoder (and transformer-decoder) blocks in backward (activation checkpointing): training memory drops ~2-3×."""
         self.encoder.grad_checkpointing = enable
+        if self.mae:
+            self.task_heads["pretrain"].transformer.grad_checkpointing = enable
         return self
 
     def unused_parameter_names(self) -> list[str]:
-        """Parameters that never receive a gradient: level 0's cross-scale attention and its scale (no earlier level)."""
-        return [f"wavelet_decomp.sub_ffn.0.{n}" for n, _ in self.wavelet_decomp.sub_ffn[0].named_parameters() if not n.startswith("base.")]
-
-
-def _init_weights(module: nn.Module) -> None:
-    """Linear: truncated normal (std 0.02), bias 0; LayerNorm: 1 / 0. Convolutions keep their own init."""
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
+        """Parameters that never receive a gradient: level 0's cross-scale attention and its scale (no earlier level);
+        with the transformer decoder also the encoder's ``mask_token`` (the encoder never sees masked tokens)."""
+        dead = [f"wavelet_decomp.sub_ffn.0.{n}" for n, _ in self.wavelet_decomp.sub_ffn[0].named_parameters() if not n.startswith("base.")]
+        return dead + ["mask_token"] if self.mae else dead

@@ -14,7 +14,8 @@ __all__ = ["RotaryEmbedding", "apply_rotary"]
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate interleaved pairs of the first ``2·cos.shape[-1]`` features of ``x`` ``[..., N, d]``.
 
-    cos, sin: ``[N, rope_dim/2]``. Returns a tensor of x's dtype.
+    cos, sin: ``[N, rope_dim/2]``, or any shape broadcastable to ``x[..., :rope_dim/2]`` (e.g. ``[B, 1, N, rope_dim/2]``
+    for per-sample positions). Returns a tensor of x's dtype.
     """
     rd = 2 * cos.shape[-1]
     rot, rest = x[..., :rd], x[..., rd:]
@@ -24,7 +25,10 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 class RotaryEmbedding(nn.Module):
-    """Holds the cos/sin tables, built once per (length, device, dtype) and cached (not in the state dict)."""
+    """Holds the cos/sin tables, built once per (length, device, dtype) and cached (not in the state dict).
+
+    :meth:`at` gives the tables for arbitrary positions (a subset of tokens, e.g. the visible ones in MAE pretraining).
+    """
 
     def __init__(self, rope_dim: int, base: float = 10000.0):
         super().__init__()
@@ -34,11 +38,25 @@ class RotaryEmbedding(nn.Module):
         self.base = base
         self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
+    def _theta(self) -> torch.Tensor:
+        """θ_j = base^(−2j/rope_dim), float64 ``[rope_dim/2]``."""
+        return self.base ** (-torch.arange(0, self.rope_dim, 2, dtype=torch.float64) / self.rope_dim)
+
     def tables(self, length: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """cos, sin ``[length, rope_dim/2]``."""
         key = (length, device, dtype)
         if key not in self._cache:
-            theta = self.base ** (-torch.arange(0, self.rope_dim, 2, dtype=torch.float64) / self.rope_dim)
-            angles = torch.arange(length, dtype=torch.float64)[:, None] * theta[None, :]
+            angles = torch.arange(length, dtype=torch.float64)[:, None] * self._theta()[None, :]
             self._cache[key] = (angles.cos().to(dtype).to(device), angles.sin().to(dtype).to(device))  # cast before moving: MPS has no float64
         return self._cache[key]
+
+    def at(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin ``[*positions.shape, rope_dim/2]`` for integer ``positions`` (e.g. ``[B, V]`` flat token indices).
+
+        Row n equals row n of :meth:`tables` (same float64 arithmetic, then cast), built on the positions' device
+        (on CPU for MPS, which has no float64) without a host sync.
+        """
+        device = positions.device
+        work = torch.device("cpu") if device.type == "mps" else device
+        angles = positions.to(work, torch.float64)[..., None] * self._theta().to(work)
+        return angles.cos().to(dtype).to(device), angles.sin().to(dtype).to(device)

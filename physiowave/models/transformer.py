@@ -10,7 +10,18 @@ from .embedding import table_dtype
 from .mlp import Mlp
 from .rope import RotaryEmbedding, apply_rotary
 
-__all__ = ["Attention", "Block", "TransformerEncoder"]
+__all__ = ["Attention", "Block", "TransformerEncoder", "init_weights"]
+
+
+def init_weights(module: nn.Module) -> None:
+    """Linear: truncated normal (std 0.02), bias 0; LayerNorm: 1 / 0. Convolutions keep their own init (§9). Use with ``apply``."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
 
 
 class Attention(nn.Module):
@@ -58,9 +69,15 @@ class TransformerEncoder(nn.Module):
         self.rope = RotaryEmbedding(dim // num_heads)
         self.grad_checkpointing = False  # recompute each block in backward: far less memory, ~30% more time
 
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        cos, sin = self.rope.tables(x.shape[1], x.device, table_dtype(x.dtype))
+    def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """``x`` ``[B, N, D]``; ``positions`` long ``[B, N]``: each token's flat index in the full sequence (RoPE
+        rotates token i by ``positions[b, i]``·θ), or None for 0..N−1 (cached tables)."""
+        if positions is None:
+            cos, sin = self.rope.tables(x.shape[1], x.device, table_dtype(x.dtype))
+        else:
+            if positions.shape != x.shape[:2]:
+                raise ValueError(f"positions must be [B, N] = {tuple(x.shape[:2])} for tokens {tuple(x.shape)}, got {tuple(positions.shape)}")
+            cos, sin = (t.unsqueeze(1) for t in self.rope.at(positions, table_dtype(x.dtype)))  # [B, 1, N, hd/2]: broadcast over heads
         for block in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(block, x, cos, sin, use_reentrant=False)  # RNG state is replayed: same dropout masks
