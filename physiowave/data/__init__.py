@@ -1,0 +1,7 @@
+"""Data loading: lazy HDF5 datasets ([N, C, T] files) and fine-tuning augmentation."""
+from __future__ import annotations
+
+from .augment import Augmentation, time_stretch
+from .h5 import DATA_KEYS, LABEL_KEYS, H5Dataset, parse_file_paths
+
+__all__ = ["H5Dataset", "parse_file_paths", "Augmentation", "time_stretch", "DATA_KEYS", "LABEL_KEYS"]
