@@ -1,0 +1,214 @@
+"""Command-line flags of the three training scripts, each defined once (original_pipeline.md §1).
+
+The flags keep the original names and meanings. Model flags default to ``None`` here: the value is then taken
+from the checkpoint being fine-tuned or resumed, else from :data:`MODEL_DEFAULTS` of the script (the original
+defaults), and ``in_channels`` from the data. An explicit model flag that contradicts a checkpoint is an error.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..models.heads import POOLINGS
+from ..models.masking import MASKING_STRATEGIES
+from .schedule import SCHEDULERS
+
+__all__ = ["TASKS", "MODEL_DEFAULTS", "ARCH_FLAGS", "build_parser", "parse_args"]
+
+TASKS = ("pretrain", "finetune", "multilabel")
+
+# The original scripts' model defaults (§1.1–§1.3); in_channels None = the data's channel count.
+_COMMON_MODEL = dict(in_channels=None, max_level=3, wave_kernel_size=16, use_separate_channel=True, patch_size=20,
+                     embed_dim=256, num_heads=8, mlp_ratio=4.0, dropout=0.1, pos_embed_type="2d")
+MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "pretrain": {**_COMMON_MODEL, "wavelet_names": ["db4", "db6", "sym4"], "depth": 8,
+                 "decoder": "mlp", "decoder_depth": 2, "decoder_dim": None},
+    "finetune": {**_COMMON_MODEL, "wavelet_names": ["db6"], "depth": 6},
+    "multilabel": {**_COMMON_MODEL, "wavelet_names": ["db6"], "depth": 6},
+}
+# Flags that fix tensor shapes or the function computed: they must agree with a checkpoint being loaded.
+ARCH_FLAGS = ("in_channels", "max_level", "wave_kernel_size", "wavelet_names", "use_separate_channel", "patch_size",
+              "embed_dim", "depth", "num_heads", "mlp_ratio", "pos_embed_type")
+
+_DESCRIPTIONS = {"pretrain": "BERT Wavelet Transformer Pretraining", "finetune": "BERT Wavelet Transformer Finetuning",
+                 "multilabel": "Multi-Label Wavelet Transformer Fine-tuning"}
+
+# Task-specific defaults of the shared flags (original values).
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "pretrain": dict(batch_size=32, epochs=100, lr=1e-4, weight_decay=0.01, grad_clip=1.0, warmup_epochs=10,
+                     min_lr=0.0, output_dir="./pretrain_output", save_freq=20, max_length=1000, label_smoothing=0.0),
+    "finetune": dict(batch_size=16, epochs=30, lr=1e-4, weight_decay=1e-3, grad_clip=0.0, warmup_epochs=5,
+                     min_lr=1e-6, output_dir="./bert_finetune_output", save_freq=0, max_length=None, label_smoothing=0.1),
+    "multilabel": dict(batch_size=16, epochs=30, lr=1e-4, weight_decay=1e-3, grad_clip=0.0, warmup_epochs=5,
+                       min_lr=1e-6, output_dir="./multilabel_output", save_freq=0, max_length=None, label_smoothing=0.1),
+}
+
+
+def _model_args(p: argparse.ArgumentParser, task: str) -> None:
+    d = MODEL_DEFAULTS[task]
+    g = p.add_argument_group("model (default: the checkpoint's value when fine-tuning or resuming, else the shown default)")
+    g.add_argument("--in_channels", type=int, default=None, help="input channels C (default: the data's)")
+    g.add_argument("--max_level", type=int, default=None, help=f"wavelet decomposition levels (default {d['max_level']})")
+    g.add_argument("--wave_kernel_size", type=int, default=None, help=f"learnable wavelet filter length (default {d['wave_kernel_size']})")
+    g.add_argument("--wavelet_names", nargs="+", default=None, help=f"initial wavelets (default {' '.join(d['wavelet_names'])})")
+    g.add_argument("--use_separate_channel", action=argparse.BooleanOptionalAction, default=None,
+                   help="depthwise (per-channel) wavelet filters (default on; --no-use_separate_channel for dense filters)")
+    g.add_argument("--patch_size", type=int, default=None, help=f"patch length P, a 1×P patch of one band (default {d['patch_size']})")
+    g.add_argument("--embed_dim", type=int, default=None, help=f"token width D (default {d['embed_dim']})")
+    g.add_argument("--depth", type=int, default=None, help=f"transformer blocks (default {d['depth']})")
+    g.add_argument("--num_heads", type=int, default=None, help=f"attention heads (default {d['num_heads']})")
+    g.add_argument("--mlp_ratio", type=float, default=None, help=f"MLP hidden / D (default {d['mlp_ratio']})")
+    g.add_argument("--dropout", type=float, default=None, help=f"encoder dropout (default {d['dropout']})")
+    g.add_argument("--use_pos_embed", action="store_true", default=True,
+                   help="positional embedding (always on, as in the original; accepted for compatibility)")
+    g.add_argument("--pos_embed_type", choices=("1d", "2d"), default=None, help="sin-cos position table (default 2d)")
+    g.add_argument("--grad_checkpointing", action="store_true",
+                   help="recompute encoder blocks in backward: ~2× less training memory, ~25%% slower")
+
+
+def _data_args(p: argparse.ArgumentParser, task: str) -> None:
+    g = p.add_argument_group("data")
+    if task == "pretrain":
+        g.add_argument("--train_files", required=True, help="HDF5 files, separated by commas or whitespace")
+        g.add_argument("--val_files", default=None, help="validation HDF5 files (optional)")
+    else:
+        g.add_argument("--train_file", required=True, help="HDF5 file(s), separated by commas or whitespace")
+        g.add_argument("--val_file", default="", required=(task == "multilabel"),
+                       help="validation HDF5 file(s)" + ("" if task == "multilabel" else
+                       "; empty: hold out --val_split_ratio of the training records (by record_id when the file has one)"))
+        g.add_argument("--test_file", default="", help="test HDF5 file(s), evaluated with the best model at the end")
+        if task == "finetune":
+            g.add_argument("--val_split_ratio", type=float, default=0.1, help="held-out fraction when --val_file is empty")
+    g.add_argument("--data_key", default="data", help="data dataset name (fallbacks: input, data, X)")
+    g.add_argument("--label_key", default="label", help="label dataset name (fallbacks: label, labels, y, Y)")
+    default_len = _DEFAULTS[task]["max_length"]
+    g.add_argument("--max_length", type=int, default=default_len,
+                   help="crop (random in training, centre in evaluation) or right-pad samples to this length "
+                        f"(default {default_len or 'the stored length'})")
+    g.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=False,
+                   help="z-score each sample per channel at load time (the original flag did nothing; default off)")
+    g.add_argument("--use_augmentation", action="store_true",
+                   help="training augmentation: noise 0.01, amplitude and time-stretch 0.9-1.1, with probability 0.5")
+    g.add_argument("--num_workers", type=int, default=8, help="DataLoader worker processes per rank")
+
+
+def _optim_args(p: argparse.ArgumentParser, task: str) -> None:
+    d = _DEFAULTS[task]
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--batch_size", type=int, default=d["batch_size"], help="per process")
+    g.add_argument("--epochs", type=int, default=d["epochs"])
+    g.add_argument("--lr", type=float, default=d["lr"], help="peak learning rate")
+    g.add_argument("--min_lr", type=float, default=d["min_lr"], help="floor of cosine/linear decay, eta_min of cosine_restarts")
+    g.add_argument("--weight_decay", type=float, default=d["weight_decay"])
+    g.add_argument("--grad_accumulation_steps", type=int, default=1, help="micro-batches per optimizer step")
+    g.add_argument("--grad_clip", type=float, default=d["grad_clip"], help="max total grad norm; ≤ 0 disables")
+    g.add_argument("--warmup_epochs", type=int, default=d["warmup_epochs"],
+                   help="linear warmup (cosine, linear)" + ("; 0 = 10%% of the steps" if task != "pretrain" else "; 0 = none"))
+    g.add_argument("--scheduler", choices=SCHEDULERS, default="cosine",
+                   help="cosine: warmup then cosine to --min_lr, per step; cosine_restarts: T_0/T_mult in epochs; "
+                        "onecycle: peak 10×lr; linear: warmup then linear to --min_lr; step: ×--lr_gamma every "
+                        "--lr_step_size epochs; plateau: ×--lr_gamma after --plateau_patience epochs without "
+                        "improvement of --select_metric; none: constant")
+    g.add_argument("--T_0", type=int, default=10, help="cosine_restarts: first period in epochs")
+    g.add_argument("--T_mult", type=int, default=2, help="cosine_restarts: period multiplier")
+    g.add_argument("--lr_step_size", type=int, default=10, help="step: epochs between decays")
+    g.add_argument("--lr_gamma", type=float, default=0.1, help="step / plateau: decay factor")
+    g.add_argument("--plateau_patience", type=int, default=5, help="plateau: epochs without improvement")
+    g.add_argument("--use_amp", action="store_true",
+                   help="mixed precision: bf16 autocast (fp16 + GradScaler on GPUs without bf16); default fp32")
+
+
+def _task_args(p: argparse.ArgumentParser, task: str) -> None:
+    g = p.add_argument_group(task)
+    if task == "pretrain":
+        g.add_argument("--masking_strategy", choices=MASKING_STRATEGIES, default="frequency_guided",
+                       help="random: drawn per sample; frequency_guided: the paper's FgM; frequency_guided_original: "
+                            "the original code's variant")
+        g.add_argument("--importance_ratio", type=float, default=0.6, help="weight of spectral importance vs noise")
+        g.add_argument("--mask_ratio", type=float, default=0.15, help="fraction of tokens masked")
+        g.add_argument("--decoder", choices=("mlp", "transformer"), default=None,
+                       help="mlp: the original head on the full masked sequence (default); transformer: MAE-style, "
+                            "the encoder sees only visible tokens")
+        g.add_argument("--decoder_depth", type=int, default=None, help="transformer decoder blocks (default 2)")
+        g.add_argument("--decoder_dim", type=int, default=None, help="transformer decoder width (default embed_dim/2)")
+        g.add_argument("--detach_target", action="store_true",
+                       help="stop gradients through the reconstruction target (the wavelet output). Off by default "
+                            "as in the original, where the front-end can shrink its own target (collapse risk)")
+        return
+    g.add_argument("--task_type", choices=("classification",) if task == "finetune" else ("multilabel", "classification"),
+                   default="classification" if task == "finetune" else "multilabel",
+                   help="classification: single-label softmax (as finetune.py); multilabel: sigmoid per label")
+    if task == "finetune":
+        g.add_argument("--num_classes", type=int, default=None, help="classes (default: max label + 1 in the data)")
+    else:
+        g.add_argument("--threshold", type=float, default=0.5,
+                       help="default decision threshold; per-class thresholds are also tuned on validation")
+        g.add_argument("--hidden_factor", type=int, default=None,
+                       help="head hidden size = hidden_factor × embed_dim (when --head_hidden_dim is not given)")
+    g.add_argument("--head_hidden_dim", type=int, default=None, help="head hidden size (default embed_dim)")
+    g.add_argument("--head_dropout", type=float, default=0.1)
+    g.add_argument("--pooling", choices=POOLINGS, default="mean", help="token pooling; first/cls = token 0")
+    g.add_argument("--label_smoothing", type=float, default=_DEFAULTS[task]["label_smoothing"],
+                   help="cross-entropy smoothing s/K" if task == "finetune" else "BCE targets y·(1−s) + s/2")
+    g.add_argument("--use_class_weights", action="store_true",
+                   help="weight the loss by inverse class frequency" if task == "finetune"
+                   else "BCE pos_weight = negatives / positives per label")
+    g.add_argument("--pretrained_path", default="", help="original ecg.pth/emg.pth or a PhysioWave checkpoint")
+    g.add_argument("--freeze_encoder", action="store_true",
+                   help="linear probing: frozen encoder in eval mode, features computed once (per epoch with random "
+                        "crops or augmentation), only the probe is trained")
+    g.add_argument("--probe", choices=("linear", "mlp"), default=None,
+                   help="with --freeze_encoder: linear = LayerNorm + Linear (default); mlp = the fine-tuning head")
+    g.add_argument("--eval", action="store_true", help="only evaluate the --resume checkpoint on the val and test files")
+
+
+def _run_args(p: argparse.ArgumentParser, task: str) -> None:
+    d = _DEFAULTS[task]
+    g = p.add_argument_group("run")
+    g.add_argument("--output_dir", default=d["output_dir"])
+    g.add_argument("--resume", default=None, help="checkpoint to continue from, or 'auto' (the output dir's latest, if any)")
+    if task == "pretrain":
+        g.add_argument("--pretrained_path", default="", help="initialise from a checkpoint (continue pretraining)")
+    g.add_argument("--save_freq", type=int, default=d["save_freq"], help="also keep checkpoint_epoch_N.pth every N epochs (0: never)")
+    g.add_argument("--select_metric", default="loss",
+                   help="validation metric that picks best_model.pth (loss, or e.g. acc, macro_f1, auroc, f1_macro); "
+                        "training loss when there is no validation set")
+    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--device", default=None, help="cuda, cuda:N, cpu, mps (default: cuda when available)")
+    g.add_argument("--world_size", type=int, default=None,
+                   help="expected number of processes; the WORLD_SIZE set by torchrun wins (a mismatch is reported)")
+
+
+def build_parser(task: str) -> argparse.ArgumentParser:
+    """The parser of ``pretrain.py`` (task "pretrain"), ``finetune.py`` ("finetune") or ``finetune_multilabel.py``."""
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+    p = argparse.ArgumentParser(description=_DESCRIPTIONS[task])
+    _data_args(p, task)
+    _optim_args(p, task)
+    _model_args(p, task)
+    _task_args(p, task)
+    _run_args(p, task)
+    return p
+
+
+def parse_args(task: str, argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and check flag combinations; errors are argparse one-liners naming the flag."""
+    p = build_parser(task)
+    args = p.parse_args(argv)
+    args.task = task
+    if task != "pretrain":
+        if args.probe and not args.freeze_encoder:
+            p.error("--probe only applies with --freeze_encoder")
+        if getattr(args, "hidden_factor", None) and args.head_hidden_dim:
+            p.error("give --head_hidden_dim or --hidden_factor, not both")
+        if args.eval and not args.resume:
+            p.error("--eval evaluates the --resume checkpoint: pass --resume PATH")
+    for flag in ("batch_size", "epochs", "grad_accumulation_steps"):
+        if getattr(args, flag) < 1:
+            p.error(f"--{flag} must be ≥ 1, got {getattr(args, flag)}")
+    if args.max_length is not None and args.max_length < 1:
+        p.error(f"--max_length must be ≥ 1, got {args.max_length}")
+    if task == "pretrain" and not 0.0 <= args.mask_ratio < 1.0:
+        p.error(f"--mask_ratio must be in [0, 1), got {args.mask_ratio}")
+    return args

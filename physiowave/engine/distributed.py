@@ -1,0 +1,112 @@
+"""Processes and devices: torchrun's environment → rank, device and process group.
+
+``RANK``/``LOCAL_RANK``/``WORLD_SIZE`` come from torchrun (global rank for the process group, local rank for the
+GPU, so multi-node runs are correct); without them the run is a single process. NCCL on CUDA, gloo otherwise.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+__all__ = ["DistEnv", "init_distributed", "cleanup", "seed_everything", "gather_by_index", "all_reduce_sums", "barrier"]
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def _pick_device(flag: str | None, local_rank: int) -> torch.device:
+    if flag is None:
+        flag = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(flag)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"--device {flag}: CUDA is not available on this machine (use --device cpu)")
+        if device.index is None:
+            device = torch.device("cuda", local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(device)
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError(f"--device {flag}: MPS is not available on this machine")
+    return device
+
+
+def init_distributed(device: str | None = None, expected_world_size: int | None = None) -> DistEnv:
+    """Read torchrun's variables, pick the device, start the process group when there is more than one process."""
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    if "WORLD_SIZE" not in os.environ and expected_world_size and expected_world_size > 1:
+        raise RuntimeError(f"--world_size {expected_world_size} needs several processes: launch with "
+                           f"torchrun --nproc_per_node={expected_world_size} (plain python runs one process)")
+    rank = int(os.environ.get("RANK", 0))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if expected_world_size and expected_world_size != world_size and rank == 0:
+        print(f"note: --world_size {expected_world_size} differs from torchrun's WORLD_SIZE={world_size}; using {world_size}")
+    env = DistEnv(rank, local_rank, world_size, _pick_device(device, local_rank))
+    if env.distributed and not dist.is_initialized():
+        backend = "nccl" if env.device.type == "cuda" else "gloo"
+        kwargs = {"device_id": env.device} if backend == "nccl" else {}
+        dist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world_size, **kwargs)
+    return env
+
+
+def cleanup() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(env: DistEnv) -> None:
+    if env.distributed:
+        dist.barrier()
+
+
+def seed_everything(*key: int) -> None:
+    """Seed torch (all devices), NumPy and ``random`` from a tuple key, e.g. (seed, rank, step)."""
+    import random
+
+    seed = int(np.random.SeedSequence(list(key)).generate_state(1)[0])
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def all_reduce_sums(values: dict[str, float], env: DistEnv) -> dict[str, float]:
+    """Sum each value over processes (float64)."""
+    if not env.distributed or not values:
+        return dict(values)
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=_comm_device(env))
+    dist.all_reduce(t)
+    return dict(zip(keys, t.tolist()))
+
+
+def _comm_device(env: DistEnv) -> torch.device:
+    return env.device if env.device.type == "cuda" else torch.device("cpu")
+
+
+def gather_by_index(indices: np.ndarray, arrays: dict[str, np.ndarray], env: DistEnv) -> dict[str, np.ndarray]:
+    """Collect per-sample outputs from every process and order them by dataset index → arrays over the whole set."""
+    if env.distributed:
+        loaded: list = [None] * env.world_size
+        dist.all_gather_object(loaded, (indices, arrays))
+        indices = np.concatenate([ix for ix, _ in loaded])
+        keys = sorted({k for _, a in loaded for k in a})  # an empty shard contributes no arrays
+        arrays = {k: np.concatenate([a[k] for _, a in loaded if k in a]) for k in keys}
+    order = np.argsort(indices, kind="stable")
+    if len(np.unique(indices)) != len(indices):
+        raise RuntimeError("evaluation saw a sample twice: the evaluation sampler must shard without padding")
+    return {k: v[order] for k, v in arrays.items()}

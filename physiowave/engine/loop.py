@@ -1,0 +1,161 @@
+"""One training epoch and one evaluation pass (the engine's two loops; MAE ``engine_*`` in spirit).
+
+Randomness is a function of ``(seed, rank, epoch, micro-batch)``: dropout and masks are reseeded per micro-batch,
+so a run resumed from a checkpoint continues exactly as the uninterrupted one would have.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from .distributed import DistEnv, all_reduce_sums, gather_by_index, seed_everything
+from .tasks import Task
+
+__all__ = ["NonFiniteLossError", "Precision", "train_one_epoch", "evaluate", "move_batch"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """A NaN/inf loss or gradient norm: the run stops before the optimizer step corrupts the weights."""
+
+
+@dataclass
+class Precision:
+    """``--use_amp``: bf16 autocast where supported, else fp16 with a GradScaler; otherwise fp32."""
+
+    device: torch.device
+    dtype: torch.dtype | None  # None = fp32
+    scaler: torch.amp.GradScaler | None
+
+    @classmethod
+    def from_flag(cls, use_amp: bool, device: torch.device) -> "Precision":
+        if not use_amp:
+            return cls(device, None, None)
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            return cls(device, torch.float16, torch.amp.GradScaler("cuda"))
+        return cls(device, torch.bfloat16, None)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    @property
+    def name(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast + GradScaler"}[self.dtype]
+
+
+def move_batch(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    return type(batch)(move_batch(b, device) for b in batch)
+
+
+def _generator(device: torch.device, *key: int) -> torch.Generator:
+    seed = int(np.random.SeedSequence(list(key)).generate_state(1)[0])
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def _check_finite(value: float, env: DistEnv, what: str, where: str) -> None:
+    bad = not math.isfinite(value)
+    if env.distributed:  # every rank must stop together, or the others hang in the next all-reduce
+        flag = torch.tensor([float(bad)], device=env.device if env.device.type == "cuda" else "cpu")
+        dist.all_reduce(flag)
+        bad = flag.item() > 0
+    if bad:
+        raise NonFiniteLossError(f"non-finite {what} ({value}) at {where}: stopping; the last checkpoint written is intact "
+                                 "(try a lower --lr, --grad_clip 1.0, or fp32 without --use_amp)")
+
+
+def train_one_epoch(net: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, schedule: Any, task: Task,
+                    env: DistEnv, precision: Precision, *, epoch: int, seed: int, accum: int, grad_clip: float,
+                    num_micro: int, start_micro: int = 0, params: list[nn.Parameter] | None = None,
+                    on_step: Callable[[int], None] | None = None, desc: str = "train") -> dict[str, float]:
+    """Train over ``loader`` (already positioned at micro-batch ``start_micro`` of ``num_micro``) → averaged metrics.
+
+    Every ``accum`` micro-batches (and once for a final partial group) the gradients are clipped and the optimizer
+    and per-step schedule advance; DDP synchronises gradients only on the last micro-batch of a group.
+    ``on_step(micro_done)`` is called after each optimizer step (for mid-epoch checkpoints).
+    """
+    net.train()
+    params = params if params is not None else [p for p in net.parameters() if p.requires_grad]
+    sums: dict[str, float] = {}
+    samples, t0 = 0, time.perf_counter()
+    bar = tqdm(total=num_micro, initial=start_micro, desc=desc, disable=not env.is_main, dynamic_ncols=True, leave=False)
+    optimizer.zero_grad(set_to_none=True)
+    micro = start_micro
+    for _, batch in loader:
+        group_start = (micro // accum) * accum
+        group_size = min(accum, num_micro - group_start)
+        last_in_group = micro - group_start == group_size - 1
+        seed_everything(seed, env.rank, epoch, micro)
+        gen = _generator(env.device, seed, env.rank, epoch, micro, 1)
+        batch = move_batch(batch, env.device)
+        sync = contextlib.nullcontext() if last_in_group or not hasattr(net, "no_sync") else net.no_sync()
+        with sync:
+            with precision.autocast():
+                loss, stats = task.train_step(net, batch, gen)
+            _check_finite(stats["loss_sum"], env, "loss", f"epoch {epoch}, micro-batch {micro}")
+            scaled = loss / group_size
+            (precision.scaler.scale(scaled) if precision.scaler else scaled).backward()
+        for k, v in stats.items():
+            sums[k] = sums.get(k, 0.0) + v
+        micro += 1
+        samples += int(stats["count"])
+        if last_in_group:
+            if precision.scaler:
+                precision.scaler.unscale_(optimizer)
+            if grad_clip > 0:
+                norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
+                if precision.scaler is None:
+                    _check_finite(norm, env, "gradient norm", f"epoch {epoch}, micro-batch {micro - 1}")
+            if precision.scaler:
+                precision.scaler.step(optimizer)
+                precision.scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            schedule.step_batch()
+            if on_step is not None:
+                on_step(micro)
+        if env.is_main:
+            bar.update(1)
+            bar.set_postfix(loss=f"{stats['loss_sum'] / max(stats['count'], 1):.4f}",
+                            lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+                            sps=f"{samples * env.world_size / (time.perf_counter() - t0):.1f}")
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    sums = all_reduce_sums(sums, env)
+    out = task.train_metrics(sums) if sums else {}
+    out["samples_per_sec"] = sums.get("count", 0.0) / elapsed if elapsed > 0 else 0.0
+    return out
+
+
+@torch.no_grad()
+def evaluate(net: nn.Module, loader: Iterable, task: Task, env: DistEnv, precision: Precision, *, seed: int,
+             desc: str = "eval") -> dict[str, np.ndarray]:
+    """Per-sample outputs over the whole set: each process evaluates its shard, results are gathered in index order."""
+    net.eval()
+    indices: list[np.ndarray] = []
+    parts: dict[str, list[np.ndarray]] = {}
+    for i, (idx, batch) in enumerate(tqdm(loader, desc=desc, disable=not env.is_main, dynamic_ncols=True, leave=False)):
+        gen = _generator(env.device, seed, 7919, int(idx[0]))  # masks fixed per batch start: comparable across epochs
+        with precision.autocast():
+            out = task.eval_step(net, move_batch(batch, env.device), gen)
+        indices.append(np.asarray(idx))
+        for k, v in out.items():
+            parts.setdefault(k, []).append(v)
+    local_idx = np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64)
+    local = {k: np.concatenate(v) for k, v in parts.items()}
+    if not indices:  # an empty shard still has to take part in the gather
+        local = {}
+    return gather_by_index(local_idx, local, env)

@@ -1,0 +1,239 @@
+"""Building a run's pieces from its flags: data sets, model configuration, pretrained weights, optimizer."""
+from __future__ import annotations
+
+import argparse
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..checkpoint import clean_state_dict, extract_state_dict, infer_config, load_encoder_weights, model_args, read_checkpoint
+from ..data import Augmentation, H5Dataset, parse_file_paths
+from ..models import PhysioWave
+from .args import ARCH_FLAGS, MODEL_DEFAULTS
+
+__all__ = ["ConfigError", "Indexed", "Subset", "open_datasets", "split_indices", "resolve_model_config",
+           "head_config", "build_model", "frozen_parameter_names", "build_optimizer", "class_names_of"]
+
+
+class ConfigError(ValueError):
+    """A flag, file or checkpoint that cannot be used: reported as one line, no traceback."""
+
+
+class Indexed(Dataset):
+    """Items as ``(index, item)``, so evaluation outputs can be gathered across processes in dataset order."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        return i, self.dataset[i]
+
+
+class Subset(Dataset):
+    """``dataset`` restricted to ``indices`` (keeps ``set_epoch``)."""
+
+    def __init__(self, dataset: H5Dataset, indices: np.ndarray):
+        self.dataset, self.indices = dataset, np.asarray(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.dataset[int(self.indices[i])]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+
+def _record_ids(paths: list[str]) -> np.ndarray | None:
+    """Per-window ``record_id`` written by physiowave.preprocess (None when any file lacks it)."""
+    ids = []
+    for path in paths:
+        with h5py.File(path, "r") as f:
+            if "record_id" not in f:
+                return None
+            ids.append(np.asarray(f["record_id"][:]).astype(str))
+    return np.concatenate(ids)
+
+
+def class_names_of(paths: list[str]) -> list[str] | None:
+    """Class names stored as the ``class_names`` attribute of the first file's root or label dataset, if any."""
+    with h5py.File(paths[0], "r") as f:
+        for obj in (f, *(f[k] for k in ("label", "labels") if k in f)):
+            names = obj.attrs.get("class_names")
+            if names is not None:
+                return [n.decode() if isinstance(n, bytes) else str(n) for n in np.atleast_1d(names)]
+    return None
+
+
+def split_indices(n: int, ratio: float, seed: int, groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out ``ratio`` of the samples → (train, val) indices; whole groups (records) go to one side."""
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        perm = rng.permutation(n)
+        k = int(n * ratio)
+        return np.sort(perm[k:]), np.sort(perm[:k])
+    unique = rng.permutation(np.unique(groups))
+    held = set(unique[: max(1, int(round(len(unique) * ratio)))].tolist()) if ratio > 0 else set()
+    is_val = np.array([g in held for g in groups])
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def _label_mode(args: argparse.Namespace) -> str:
+    if args.task == "pretrain":
+        return "none"
+    return "single" if args.task_type == "classification" else "multi"
+
+
+def open_datasets(args: argparse.Namespace) -> dict[str, Any]:
+    """Train/val/test data sets of a run → dict with ``train``, ``val``, ``test`` (Dataset or None) and ``info``."""
+    mode = _label_mode(args)
+    common = dict(data_key=args.data_key, label_key=args.label_key, labels=mode, max_length=args.max_length,
+                  seed=args.seed, normalize=args.normalize)
+    train_paths = parse_file_paths(args.train_files if args.task == "pretrain" else args.train_file)
+    val_paths = parse_file_paths(args.val_files if args.task == "pretrain" else args.val_file)
+    test_paths = parse_file_paths(getattr(args, "test_file", ""))
+    flag = "--train_files" if args.task == "pretrain" else "--train_file"
+    if not train_paths:
+        raise ConfigError(f"{flag}: no file given")
+    augment = Augmentation() if args.use_augmentation else None
+    try:
+        train = H5Dataset(train_paths, random_crop=True, augment=augment, **common)
+        val = H5Dataset(val_paths, **common) if val_paths else None
+        test = H5Dataset(test_paths, **common) if test_paths else None
+    except (FileNotFoundError, KeyError, OSError, ValueError) as err:
+        raise ConfigError(str(err).strip("'\"")) from err
+    info: dict[str, Any] = {"train_files": train_paths, "val_files": val_paths, "test_files": test_paths,
+                            "channels": train.num_channels, "stored_length": train.length,
+                            "length": train.output_length, "label_kind": train.label_kind}
+    for name, ds in (("val", val), ("test", test)):
+        if ds is not None and (ds.num_channels, ds.output_length) != (train.num_channels, train.output_length):
+            raise ConfigError(f"{ds.file_paths[0]}: {name} samples are {ds.num_channels}×{ds.output_length}, training samples "
+                              f"{train.num_channels}×{train.output_length} (channels × length after --max_length)")
+    labels = train.labels_array
+    train_set: Dataset = train
+    if args.task == "finetune" and val is None and args.val_split_ratio > 0:
+        groups = _record_ids(train_paths)
+        tr_idx, va_idx = split_indices(len(train), args.val_split_ratio, args.seed, groups)
+        info["val_split"] = {"by": "record_id" if groups is not None else "sample", "train": len(tr_idx), "val": len(va_idx)}
+        if groups is None:
+            warnings.warn(f"{train_paths[0]}: no 'record_id' dataset, so the validation split is drawn by sample: "
+                          "overlapping windows of one recording can land on both sides; pass --val_file to avoid it",
+                          stacklevel=2)
+        train_set = Subset(train, tr_idx)
+        val = Subset(H5Dataset(train_paths, **common), va_idx)
+        labels = labels[tr_idx]
+    if mode != "none":
+        info["num_classes"] = train.num_classes
+        info["class_counts"] = (np.bincount(labels, minlength=train.num_classes) if mode == "single"
+                                else labels.sum(0)).astype(np.int64).tolist()
+        info["class_names"] = class_names_of(train_paths)
+    info["train_samples"] = len(train_set)
+    return {"train": train_set, "val": val, "test": test, "info": info}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return math.isclose(float(a), float(b), rel_tol=1e-9)
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return list(a) == list(b)
+    return a == b
+
+
+def checkpoint_model_config(path: str) -> tuple[dict[str, Any], dict[str, torch.Tensor], Any]:
+    """(architecture values stored in a checkpoint, its cleaned state dict, the raw checkpoint)."""
+    try:
+        ckpt = read_checkpoint(path)
+        state = clean_state_dict(extract_state_dict(ckpt))
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(str(err)) from err
+    stored = (ckpt.get("model_config") if isinstance(ckpt, dict) else None) or model_args(ckpt)
+    if stored is None:
+        stored, assumed = infer_config(state)
+        stored = {k: v for k, v in stored.items() if k not in assumed or k == "num_heads"}
+        warnings.warn(f"{path}: no 'args' in the checkpoint; architecture read from its shapes "
+                      f"(num_heads={stored['num_heads']} assumed: pass --num_heads if that is wrong)", stacklevel=2)
+    if isinstance(stored.get("patch_size"), (list, tuple)):
+        stored = {**stored, "patch_size": int(stored["patch_size"][-1])}
+    return dict(stored), state, ckpt
+
+
+def resolve_model_config(args: argparse.Namespace, data_channels: int, stored: dict[str, Any] | None,
+                         source: str | None) -> dict[str, Any]:
+    """Encoder flags: explicit flag, else the checkpoint's value, else the script default; in_channels from the data."""
+    config: dict[str, Any] = {}
+    for key, default in MODEL_DEFAULTS[args.task].items():
+        flag = getattr(args, key, None)
+        if stored is not None and stored.get(key) is not None:
+            if flag is not None and key in ARCH_FLAGS and not _same(flag, stored[key]):
+                raise ConfigError(f"--{key} {flag} contradicts the checkpoint {source} ({key}={stored[key]}): "
+                                  "drop the flag to use the checkpoint's value")
+            config[key] = flag if flag is not None else stored[key]
+        else:
+            config[key] = flag if flag is not None else default
+    if config["in_channels"] is None:
+        config["in_channels"] = data_channels
+    elif config["in_channels"] != data_channels:
+        raise ConfigError(f"--in_channels {config['in_channels']}: the training data has {data_channels} channels"
+                          + (f" (model from {source})" if stored is not None else ""))
+    return config
+
+
+def head_config(args: argparse.Namespace, num_classes: int, embed_dim: int) -> dict[str, Any]:
+    """Classification-head kwargs of PhysioWave from the flags (``--probe linear``: LayerNorm + Linear)."""
+    if args.freeze_encoder and (args.probe or "linear") == "linear":
+        hidden: Any = []
+    elif args.head_hidden_dim:
+        hidden = args.head_hidden_dim
+    elif getattr(args, "hidden_factor", None):
+        hidden = args.hidden_factor * embed_dim
+    else:
+        hidden = None
+    return dict(num_classes=num_classes, head_hidden_dim=hidden, head_dropout=args.head_dropout, pooling=args.pooling)
+
+
+def build_model(config: dict[str, Any]) -> PhysioWave:
+    try:
+        return PhysioWave(**config)
+    except (ValueError, TypeError) as err:
+        raise ConfigError(f"model flags: {err}") from err
+
+
+def load_pretrained(model: PhysioWave, path: str, state: dict[str, torch.Tensor]) -> dict[str, Any]:
+    try:
+        return load_encoder_weights(model, state, source=path)
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+
+
+def frozen_parameter_names(model: PhysioWave, task: str) -> list[str]:
+    """Parameters that get no gradient in this task; frozen so DDP needs no ``find_unused_parameters``."""
+    names = set(model.unused_parameter_names())
+    for n, _ in model.named_parameters():
+        if task != "pretrain" and (n.startswith("task_heads.pretrain.") or n == "mask_token"):
+            names.add(n)  # the reconstruction head is kept (original keys) but unused when fine-tuning
+        if task == "pretrain" and n == "mask_token" and model.config.get("decoder") == "transformer":
+            names.add(n)  # MAE-style: the encoder never sees mask tokens
+    return sorted(names)
+
+
+def build_optimizer(params: list[nn.Parameter], args: argparse.Namespace) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters, one group, as the original (pretraining betas 0.9/0.95)."""
+    betas = (0.9, 0.95) if args.task == "pretrain" else (0.9, 0.999)
+    return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay, betas=betas)
+
+
+def output_paths(args: argparse.Namespace) -> dict[str, Path]:
+    out = Path(args.output_dir)
+    latest = "latest_checkpoint.pth" if args.task == "pretrain" else "latest_model.pth"
+    return {"dir": out, "latest": out / latest, "best": out / "best_model.pth"}
