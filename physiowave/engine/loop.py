@@ -93,46 +93,48 @@ def train_one_epoch(net: nn.Module, loader: Iterable, optimizer: torch.optim.Opt
     bar = tqdm(total=num_micro, initial=start_micro, desc=desc, disable=not env.is_main, dynamic_ncols=True, leave=False)
     optimizer.zero_grad(set_to_none=True)
     micro = start_micro
-    for _, batch in loader:
-        group_start = (micro // accum) * accum
-        group_size = min(accum, num_micro - group_start)
-        last_in_group = micro - group_start == group_size - 1
-        seed_everything(seed, env.rank, epoch, micro)
-        gen = _generator(env.device, seed, env.rank, epoch, micro, 1)
-        batch = move_batch(batch, env.device)
-        sync = contextlib.nullcontext() if last_in_group or not hasattr(net, "no_sync") else net.no_sync()
-        with sync:
-            with precision.autocast():
-                loss, stats = task.train_step(net, batch, gen)
-            _check_finite(stats["loss_sum"], env, "loss", f"epoch {epoch}, micro-batch {micro}")
-            scaled = loss / group_size
-            (precision.scaler.scale(scaled) if precision.scaler else scaled).backward()
-        for k, v in stats.items():
-            sums[k] = sums.get(k, 0.0) + v
-        micro += 1
-        samples += int(stats["count"])
-        if last_in_group:
-            if precision.scaler:
-                precision.scaler.unscale_(optimizer)
-            if grad_clip > 0:
-                norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
-                if precision.scaler is None:
-                    _check_finite(norm, env, "gradient norm", f"epoch {epoch}, micro-batch {micro - 1}")
-            if precision.scaler:
-                precision.scaler.step(optimizer)
-                precision.scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            schedule.step_batch()
-            if on_step is not None:
-                on_step(micro)
-        if env.is_main:
-            bar.update(1)
-            bar.set_postfix(loss=f"{stats['loss_sum'] / max(stats['count'], 1):.4f}",
-                            lr=f"{optimizer.param_groups[0]['lr']:.2e}",
-                            sps=f"{samples * env.world_size / (time.perf_counter() - t0):.1f}")
-    bar.close()
+    try:
+        for _, batch in loader:
+            group_start = (micro // accum) * accum
+            group_size = min(accum, num_micro - group_start)
+            last_in_group = micro - group_start == group_size - 1
+            seed_everything(seed, env.rank, epoch, micro)
+            gen = _generator(env.device, seed, env.rank, epoch, micro, 1)
+            batch = move_batch(batch, env.device)
+            sync = contextlib.nullcontext() if last_in_group or not hasattr(net, "no_sync") else net.no_sync()
+            with sync:
+                with precision.autocast():
+                    loss, stats = task.train_step(net, batch, gen)
+                _check_finite(stats["loss_sum"], env, "loss", f"epoch {epoch}, micro-batch {micro}")
+                scaled = loss / group_size
+                (precision.scaler.scale(scaled) if precision.scaler else scaled).backward()
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + v
+            micro += 1
+            samples += int(stats["count"])
+            if last_in_group:
+                if precision.scaler:
+                    precision.scaler.unscale_(optimizer)
+                if grad_clip > 0:
+                    norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
+                    if precision.scaler is None:
+                        _check_finite(norm, env, "gradient norm", f"epoch {epoch}, micro-batch {micro - 1}")
+                if precision.scaler:
+                    precision.scaler.step(optimizer)
+                    precision.scaler.update()
+                else:
+                    optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                schedule.step_batch()
+                if on_step is not None:
+                    on_step(micro)
+            if env.is_main:
+                bar.update(1)
+                bar.set_postfix(loss=f"{stats['loss_sum'] / max(stats['count'], 1):.4f}",
+                                lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+                                sps=f"{samples * env.world_size / (time.perf_counter() - t0):.1f}")
+    finally:
+        bar.close()
     elapsed = time.perf_counter() - t0
     sums = all_reduce_sums(sums, env)
     out = task.train_metrics(sums) if sums else {}
