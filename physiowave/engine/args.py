@@ -114,7 +114,7 @@ def _optim_args(p: argparse.ArgumentParser, task: str) -> None:
     g.add_argument("--lr_step_size", type=int, default=10, help="step: epochs between decays")
     g.add_argument("--lr_gamma", type=float, default=0.1, help="step / plateau: decay factor")
     g.add_argument("--plateau_patience", type=int, default=5, help="plateau: epochs without improvement")
-    g.add_argument("--use_amp", action="store_true",
+    g.add_argument("--use_amp", action=argparse.BooleanOptionalAction, default=False,
                    help="mixed precision: bf16 autocast (fp16 + GradScaler on GPUs without bf16); default fp32")
 
 
