@@ -129,7 +129,8 @@ class Run:
                 load_state_dict_checked(model, state, source=str(resume))
             except ValueError as err:
                 raise ConfigError(str(err)) from err
-            _log(env, f"resuming from {resume} (epoch {ckpt.get('epoch')})")
+            verb = "evaluating" if getattr(args, "eval", False) else "resuming from"
+            _log(env, f"{verb} {resume} (saved after epoch {ckpt.get('epoch', -1) + 1})")
         else:
             stored = state = None
             source = args.pretrained_path or None
@@ -413,20 +414,17 @@ def run(args: argparse.Namespace, env: DistEnv) -> dict[str, Any]:
     if env.is_main:
         write_json(out / "args.json", {**vars(args), "model_config": r.model.config, "data": r.info})
     if getattr(args, "eval", False):
-        r.paths["best"] = Path(args.resume)
         r.probe = False
         r.eval_sets = {"val": r.data["val"], "test": r.data["test"]}
         r.eval_net = r.task.wrap(r.model)
         val = r._evaluate("val", {})
         thresholds = (val or {}).get("thresholds") or (r.resume_ckpt or {}).get("thresholds")
-        test = r.test() if r.data["test"] is not None else None
-        if test is not None and thresholds is not None and val is not None:
-            test = r._evaluate("test", {"thresholds": thresholds})
+        test = r._evaluate("test", {"thresholds": thresholds} if thresholds is not None else {})
         if env.is_main:
-            if val is not None:
-                write_json(out / "val_results.json", val)
-            if test is not None:
-                write_json(out / "test_results.json", test)
+            for name, result in (("val", val), ("test", test)):
+                if result is not None:
+                    write_json(out / f"{name}_results.json", result)
+                    _log(env, f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in scalars_of(result).items()))
         return {"val": val, "test": test}
     r.train()
     test = r.test()
