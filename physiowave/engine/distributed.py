@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistEnv", "init_distributed", "cleanup", "seed_everything", "gather_by_index", "all_reduce_sums", "barrier"]
+__all__ = ["derive_seed", "DistEnv", "init_distributed", "cleanup", "seed_everything", "gather_by_index", "all_reduce_sums", "barrier"]
 
 
 @dataclass(frozen=True)
@@ -74,11 +74,16 @@ def barrier(env: DistEnv) -> None:
         dist.barrier()
 
 
+def derive_seed(*key: int) -> int:
+    """A 32-bit seed from a tuple key, e.g. (seed, rank, epoch, step): independent streams per key."""
+    return int(np.random.SeedSequence(list(key)).generate_state(1)[0])
+
+
 def seed_everything(*key: int) -> None:
     """Seed torch (all devices), NumPy and ``random`` from a tuple key, e.g. (seed, rank, step)."""
     import random
 
-    seed = int(np.random.SeedSequence(list(key)).generate_state(1)[0])
+    seed = derive_seed(*key)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

@@ -18,7 +18,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from .distributed import DistEnv, all_reduce_sums, gather_by_index, seed_everything
+from .distributed import DistEnv, all_reduce_sums, derive_seed, gather_by_index, seed_everything
 from .tasks import Task
 
 __all__ = ["NonFiniteLossError", "Precision", "train_one_epoch", "evaluate", "move_batch"]
@@ -61,8 +61,7 @@ def move_batch(batch: Any, device: torch.device) -> Any:
 
 
 def _generator(device: torch.device, *key: int) -> torch.Generator:
-    seed = int(np.random.SeedSequence(list(key)).generate_state(1)[0])
-    return torch.Generator(device=device).manual_seed(seed)
+    return torch.Generator(device=device).manual_seed(derive_seed(*key))
 
 
 def _check_finite(value: float, env: DistEnv, what: str, where: str) -> None:
@@ -157,7 +156,5 @@ def evaluate(net: nn.Module, loader: Iterable, task: Task, env: DistEnv, precisi
         for k, v in out.items():
             parts.setdefault(k, []).append(v)
     local_idx = np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64)
-    local = {k: np.concatenate(v) for k, v in parts.items()}
-    if not indices:  # an empty shard still has to take part in the gather
-        local = {}
+    local = {k: np.concatenate(v) for k, v in parts.items()}  # {} for an empty shard, which still joins the gather
     return gather_by_index(local_idx, local, env)

@@ -25,7 +25,7 @@ from scipy.special import expit, softmax
 from sklearn import metrics as skm
 from sklearn.exceptions import UndefinedMetricWarning
 
-__all__ = ["classification_metrics", "multilabel_metrics", "tune_thresholds", "pretrain_batch_stats",
+__all__ = ["classification_metrics", "multilabel_metrics", "tune_thresholds", "pretrain_sample_stats", "pretrain_batch_stats",
            "pretrain_metrics"]
 
 _NAN = float("nan")
@@ -226,8 +226,8 @@ def tune_thresholds(probs: np.ndarray, targets: np.ndarray, default: float = 0.5
 # masked-reconstruction pretraining
 # ----------------------------------------------------------------------------------------------------------------
 @torch.no_grad()
-def pretrain_batch_stats(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Sums over the masked elements of one batch, as 0-d float64 tensors on ``pred.device`` (all-reducible).
+def pretrain_sample_stats(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-sample sums over the masked elements, float64 ``[B]`` each (gathered or summed across processes).
 
     Args:
         pred, target: ``[B, N, P]`` reconstructed and true patches.
@@ -235,7 +235,7 @@ def pretrain_batch_stats(pred: torch.Tensor, target: torch.Tensor, mask: torch.T
 
     Returns:
         ``sq_err``, ``abs_err``, ``close`` (elements with ``|p-t| / (|t| + 1e-8) < 0.1``), ``count`` (masked
-        elements), ``tokens`` (``B*N``) and ``masked_tokens``.
+        elements), ``tokens`` (``N``) and ``masked_tokens``.
     """
     if pred.shape != target.shape or pred.dim() != 3:
         raise ValueError(f"pred/target: expected equal shapes [B, N, P], got {tuple(pred.shape)} and "
@@ -243,17 +243,23 @@ def pretrain_batch_stats(pred: torch.Tensor, target: torch.Tensor, mask: torch.T
     if mask.shape != pred.shape[:2] or mask.dtype != torch.bool:
         raise ValueError(f"mask: expected a bool tensor of shape {tuple(pred.shape[:2])}, got {mask.dtype} "
                          f"{tuple(mask.shape)}")
-    p, t = pred.detach().double()[mask], target.detach().double()[mask]  # [M, P] masked tokens
-    err = p - t
-    f64 = dict(dtype=torch.float64, device=pred.device)
+    t = target.detach().double()
+    err = pred.detach().double() - t
+    m = mask.unsqueeze(-1).expand_as(err)  # [B, N, P]
+    per = lambda v: (v * m).flatten(1).sum(1)  # noqa: E731  [B, N, P] → [B], masked elements only
     return {
-        "sq_err": err.square().sum(),
-        "abs_err": err.abs().sum(),
-        "close": (err.abs() / (t.abs() + _REL_EPS) < _CLOSE_RTOL).sum().to(torch.float64),
-        "count": torch.tensor(float(err.numel()), **f64),
-        "tokens": torch.tensor(float(mask.numel()), **f64),
-        "masked_tokens": mask.sum().to(torch.float64),
+        "sq_err": per(err.square()),
+        "abs_err": per(err.abs()),
+        "close": per((err.abs() / (t.abs() + _REL_EPS) < _CLOSE_RTOL).double()),
+        "count": per(torch.ones_like(err)),
+        "tokens": torch.full((mask.shape[0],), float(mask.shape[1]), dtype=torch.float64, device=pred.device),
+        "masked_tokens": mask.sum(1).double(),
     }
+
+
+def pretrain_batch_stats(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+    """:func:`pretrain_sample_stats` summed over the batch: 0-d float64 tensors on ``pred.device`` (all-reducible)."""
+    return {k: v.sum() for k, v in pretrain_sample_stats(pred, target, mask).items()}
 
 
 def pretrain_metrics(sums: Mapping[str, float | torch.Tensor]) -> dict[str, float]:

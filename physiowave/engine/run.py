@@ -20,7 +20,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader, Dataset
 
 from .. import __version__
-from ..checkpoint import load_state_dict_checked, save_checkpoint
+from ..checkpoint import load_state_dict_checked, read_checkpoint, save_checkpoint
 from ..models.heads import pool_tokens
 from .args import MODEL_DEFAULTS, parse_args
 from .distributed import DistEnv, barrier, cleanup, init_distributed
@@ -115,10 +115,9 @@ class Run:
         resume = self._resume_path()
         self.resume_ckpt = None
         if resume is not None:
-            stored, state, ckpt = checkpoint_model_config(str(resume))
+            config, state, ckpt = checkpoint_model_config(str(resume))
             self.resume_ckpt = ckpt
-            config = dict(ckpt.get("model_config") or {})
-            if not config:
+            if not ckpt.get("model_config"):
                 raise ConfigError(f"--resume {resume}: not a PhysioWave training checkpoint (no 'model_config')")
             for key in MODEL_DEFAULTS[args.task]:
                 flag = getattr(args, key, None)
@@ -374,8 +373,6 @@ class Run:
             return None
         best = self.paths["best"]
         if best.is_file():
-            from ..checkpoint import read_checkpoint
-
             ckpt = read_checkpoint(best, map_location="cpu")
             self.model.load_state_dict(ckpt["model_state_dict"])
             state = {"thresholds": ckpt.get("thresholds")} if ckpt.get("thresholds") is not None else {}

@@ -15,7 +15,7 @@ from scipy.special import expit
 from torch import nn
 
 from ..models.masking import masked_mse_loss
-from .metrics import classification_metrics, multilabel_metrics, pretrain_metrics, tune_thresholds
+from .metrics import classification_metrics, multilabel_metrics, pretrain_metrics, pretrain_sample_stats, tune_thresholds
 
 __all__ = ["Task", "PretrainTask", "SingleLabelTask", "MultiLabelTask", "build_task", "LOWER_IS_BETTER"]
 
@@ -75,13 +75,7 @@ class PretrainTask(Task):
 
     def eval_step(self, model, batch, generator):
         pred, target, mask = model(batch, generator)
-        err = (pred.float() - target.float()) * mask.unsqueeze(-1)
-        t = target.float()
-        close = ((err.abs() / (t.abs() + 1e-8)) < 0.1) & mask.unsqueeze(-1)
-        per = lambda v: v.flatten(1).sum(1).double().cpu().numpy()  # noqa: E731  [B]
-        return {"sq_err": per(err.square()), "abs_err": per(err.abs()), "close": per(close),
-                "count": per(mask.unsqueeze(-1).expand_as(err)), "masked_tokens": per(mask),
-                "tokens": np.full(mask.shape[0], float(mask.shape[1]))}
+        return {k: v.cpu().numpy() for k, v in pretrain_sample_stats(pred, target, mask).items()}
 
     def metrics(self, outputs, state):
         return pretrain_metrics({k: float(v.sum()) for k, v in outputs.items()})
@@ -159,7 +153,7 @@ class MultiLabelTask(Task):
             thresholds = tune_thresholds(expit(logits), labels, self.threshold)
         result["thresholds"] = [float(t) for t in thresholds]
         tuned = multilabel_metrics(logits, labels, np.asarray(thresholds), self.class_names)
-        result["tuned"] = {k: v for k, v in tuned.items()}
+        result["tuned"] = tuned
         return result
 
 
