@@ -1,0 +1,372 @@
+"""The preprocessing pipeline every data-set script runs: list records → assign splits by group → load,
+clean, resample, normalise and window each record in worker processes → stream windows into one HDF5 file per
+split → write metadata, ``record_splits.json`` and ``skipped.csv``.
+
+A data set is a :class:`Source` subclass holding only its reader, label rules and defaults."""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import os
+import platform
+import re
+import sys
+import time
+from collections import Counter, deque
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+from tqdm import tqdm
+
+from .readers import ReadError, Recording
+from .signal import (SignalError, bandpass, cut_windows, normalize, notch, repair_nan, resample, select_channels,
+                     window_starts)
+from .splits import group_strata, split_groups
+from .writer import H5Writer, write_json_atomic
+
+__all__ = ["RecordRef", "Item", "Source", "Skip", "Summary", "process_record", "reason_kind", "run"]
+
+
+@dataclass(slots=True)
+class RecordRef:
+    """One unit of work, cheap to list: ``id`` (unique, used in ``record_id``), ``group`` (patient/subject;
+    splits never separate a group), ``source`` (what :meth:`Source.load` needs), ``label`` when known at
+    listing time (int class or multi-hot), ``split`` when the data set fixes it (official folds)."""
+    id: str
+    group: str
+    source: Any
+    label: Any = None
+    split: str | None = None
+
+
+@dataclass(slots=True)
+class Item:
+    """One recording loaded from a :class:`RecordRef` (a file may hold several, e.g. EPN-612 users)."""
+    id: str
+    recording: Recording
+    label: Any = None
+    split: str | None = None
+
+
+class Skip(Exception):
+    """A record (or item) that is not used; the message is its one-line reason in ``skipped.csv``."""
+
+
+class Source:
+    """A data set on disk. Subclasses set the class attributes and implement :meth:`list_records` and
+    :meth:`load`; :func:`run` does the rest."""
+
+    name: str = "folder"
+    description: str = ""
+    splits: tuple[str, ...] = ("train", "val")
+    class_names: list[str] | None = None   # None: no labels (pretraining)
+    class_codes: dict[str, list[str]] | None = None  # class name -> source codes, for the metadata
+    multilabel: bool = False
+    defaults: dict[str, Any] = {}
+    info_name: str = "preprocess_info.json"
+
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """Data-set specific flags."""
+
+    def default_output(self) -> Path:
+        """Output folder when ``--output`` is not given."""
+        return Path(self.args.input[0]).resolve().parent
+
+    def output_files(self) -> dict[str, str]:
+        """File name per split."""
+        return {s: f"{s}.h5" for s in self.splits}
+
+    def list_records(self) -> tuple[list[RecordRef], list[tuple[str, str]]]:
+        """All records (cheap: headers or index files only) and (record, reason) for those rejected already."""
+        raise NotImplementedError
+
+    def load(self, ref: RecordRef) -> Iterable[Item]:
+        """Read one record; raise :class:`~physiowave.preprocess.readers.ReadError` or :class:`Skip`."""
+        raise NotImplementedError
+
+    def label_shape(self) -> tuple[int, ...] | None:
+        if self.class_names is None:
+            return None
+        return (len(self.class_names),) if self.multilabel else ()
+
+
+# --------------------------------------------------------------------------------------------------- per record
+
+@dataclass
+class Processed:
+    """Windows of one item, or the reason it was skipped."""
+    id: str
+    split: str | None
+    windows: np.ndarray | None = None   # [n, C, T] float32
+    starts: np.ndarray | None = None    # [n] int64
+    label: Any = None
+    fs: float = 0.0
+    reason: str | None = None
+
+
+def process_recording(rec: Recording, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, float]:
+    """Clean, filter, resample, normalise and window one recording. Returns windows ``[n, C, window]``, their
+    starts ``[n]`` (in samples at the output rate) and that rate. Raises SignalError with the reason."""
+    x = np.asarray(rec.signal, dtype=np.float32)
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise SignalError(f"expected a [channels, samples] signal, got shape {x.shape}")
+    idx = select_channels(rec.channel_names, args.channels)
+    x = repair_nan(x[idx], rec.fs, args.max_nan_gap)
+    fs = rec.fs
+    if args.bandpass:
+        x = bandpass(x, fs, *args.bandpass)
+    if args.notch:
+        x = notch(x, fs, args.notch)
+    if args.target_fs and args.target_fs != fs:
+        x = resample(x, fs, args.target_fs)
+        fs = args.target_fs
+    starts = window_starts(x.shape[1], args.window, args.step, args.tail, args.min_real)
+    if not starts:
+        raise SignalError(f"{x.shape[1]} samples ({x.shape[1] / fs:.3g} s) is shorter than one window "
+                          f"({args.window}" + (f" with --min_real {args.min_real:g})" if args.tail == "pad" else ")"))
+    if args.norm_scope == "record":
+        x = normalize(x, args.normalize)
+        windows = cut_windows(x, starts, args.window)
+    else:
+        windows = cut_windows(x, starts, args.window, args.normalize)
+    return windows, np.array([s for s, _ in starts], dtype=np.int64), float(fs)
+
+
+def process_record(source: Source, ref: RecordRef) -> list[Processed]:
+    """Load and process one record; every failure becomes a ``Processed`` with a reason."""
+    try:
+        items = list(source.load(ref))
+    except (ReadError, Skip, SignalError, OSError, ValueError) as e:
+        return [Processed(ref.id, ref.split, reason=_one_line(e))]
+    out = []
+    for item in items:
+        label = item.label if item.label is not None else ref.label
+        split = item.split or ref.split
+        if isinstance(item.recording, str):  # a sample the reader could not parse
+            out.append(Processed(item.id, split, reason=item.recording))
+            continue
+        if source.class_names is not None and label is None:
+            out.append(Processed(item.id, split, reason="no label"))
+            continue
+        try:
+            windows, starts, fs = process_recording(item.recording, source.args)
+        except (SignalError, ValueError) as e:
+            out.append(Processed(item.id, split, reason=_one_line(e)))
+            continue
+        out.append(Processed(item.id, split, windows, starts, label, fs))
+    return out
+
+
+def _one_line(e: BaseException) -> str:
+    text = "".join(ch if ch.isprintable() else "?" for ch in " ".join(str(e).split()))
+    return text or type(e).__name__
+
+
+_WORKER_SOURCE: Source | None = None
+
+
+def _init_worker(source: Source) -> None:
+    global _WORKER_SOURCE
+    _WORKER_SOURCE = source
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def _work(ref: RecordRef) -> list[Processed]:
+    assert _WORKER_SOURCE is not None
+    return process_record(_WORKER_SOURCE, ref)
+
+
+def _ordered_map(source: Source, refs: list[RecordRef], workers: int) -> Iterator[list[Processed]]:
+    """process_record over ``refs`` in order, with at most ``4 * workers`` records in flight (bounded memory)."""
+    if workers <= 1:
+        for ref in refs:
+            yield process_record(source, ref)
+        return
+    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(source,)) as pool:
+        pending: deque = deque()
+        it = iter(refs)
+        for ref in it:
+            pending.append(pool.submit(_work, ref))
+            if len(pending) >= 4 * workers:
+                break
+        while pending:
+            result = pending.popleft().result()
+            nxt = next(it, None)
+            if nxt is not None:
+                pending.append(pool.submit(_work, nxt))
+            yield result
+
+
+# --------------------------------------------------------------------------------------------------- the run
+
+@dataclass
+class Summary:
+    """What a run produced."""
+    output_dir: Path
+    files: dict[str, Path] = field(default_factory=dict)
+    records: Counter = field(default_factory=Counter)
+    windows: Counter = field(default_factory=Counter)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _assign_splits(source: Source, refs: list[RecordRef]) -> None:
+    todo = [r for r in refs if r.split is None]
+    if not todo:
+        return
+    fractions = dict(zip(source.splits, source.args.split))
+    strata = None
+    if source.class_names is not None and all(r.label is not None for r in todo):
+        by_group: dict[str, list] = {}
+        for r in todo:
+            by_group.setdefault(r.group, []).append(r.label)
+        strata = {g: group_strata(labs) for g, labs in by_group.items()}
+    assign = split_groups([r.group for r in todo], fractions, source.args.seed, strata)
+    for r in todo:
+        r.split = assign[r.group]
+
+
+def _label_array(source: Source, label: Any, n: int) -> np.ndarray | None:
+    if source.class_names is None:
+        return None
+    if source.multilabel:
+        return np.repeat(np.asarray(label, dtype=np.float32)[None], n, axis=0)
+    return np.full(n, int(label), dtype=np.int64)
+
+
+def _distribution(source: Source, counts: np.ndarray | None) -> dict[str, int] | None:
+    if counts is None or source.class_names is None:
+        return None
+    return {name: int(c) for name, c in zip(source.class_names, counts)}
+
+
+def _versions() -> dict[str, str]:
+    import h5py
+    import scipy
+    import wfdb
+
+    from .. import __version__
+    return {"physiowave": __version__, "python": platform.python_version(), "numpy": np.__version__,
+            "scipy": scipy.__version__, "h5py": h5py.__version__, "wfdb": wfdb.__version__}
+
+
+def _write_skipped(path: Path, skipped: list[tuple[str, str]]) -> None:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["record", "reason"])
+    w.writerows(skipped)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, path)
+
+
+def run(source: Source, progress: bool = True) -> Summary:
+    """Run the whole pipeline for ``source`` (its ``args`` hold every parameter). Writes the split files, the
+    metadata JSON, ``record_splits.json`` and ``skipped.csv`` into the output folder; returns a Summary.
+
+    Raises SystemExit with a one-line message when no usable record was found (nothing is written then)."""
+    args = source.args
+    out_dir = Path(args.output) if args.output else source.default_output()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = Summary(out_dir)
+    t0 = time.time()
+
+    refs, skipped = source.list_records()
+    if args.limit:
+        refs = refs[:args.limit]
+    if not refs:
+        raise SystemExit(f"error: no records found under {', '.join(map(str, args.input))}"
+                         + (f" ({len(skipped)} rejected, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""))
+    _assign_splits(source, refs)
+    files = source.output_files()
+    writers: dict[str, H5Writer] = {}
+    shape: tuple[int, int] | None = None
+    fs: float | None = None
+    rec_split: dict[str, list[str]] = {s: [] for s in source.splits}
+    k = len(source.class_names or [])
+    win_counts = {s: np.zeros(k, np.int64) for s in source.splits}
+    rec_counts = {s: np.zeros(k, np.int64) for s in source.splits}
+    attrs = {"window": args.window,
+             "step": args.step, "normalize": args.normalize, "norm_scope": args.norm_scope, "source": source.name}
+    if source.class_names is not None:
+        attrs["class_names"] = list(source.class_names)
+    if args.channels:
+        attrs["channel_names"] = list(args.channels)
+    try:
+        bar = tqdm(total=len(refs), desc=f"{source.name}", unit="rec", disable=not progress, dynamic_ncols=True)
+        for results in _ordered_map(source, refs, args.workers):
+            bar.update(1)
+            for p in results:
+                if p.reason is None and shape is not None and p.windows.shape[1:] != shape:
+                    p.reason = f"has {p.windows.shape[1]} channels, expected {shape[0]} (as the first record)"
+                if p.reason is None and fs is not None and p.fs != fs:
+                    p.reason = f"sampled at {p.fs:g} Hz, the first record at {fs:g} Hz: pass --target_fs"
+                if p.reason is not None:
+                    skipped.append((p.id, p.reason))
+                    continue
+                if p.split not in files:
+                    skipped.append((p.id, f"split {p.split!r} is not one of {', '.join(files)}"))
+                    continue
+                shape, fs = p.windows.shape[1:], p.fs
+                if p.split not in writers:
+                    writers[p.split] = H5Writer(out_dir / files[p.split], shape[0], shape[1],
+                                                source.label_shape(), attrs)
+                n = len(p.windows)
+                labels = _label_array(source, p.label, n)
+                writers[p.split].append(p.windows, labels, p.id, p.starts)
+                rec_split[p.split].append(p.id)
+                summary.records[p.split] += 1
+                summary.windows[p.split] += n
+                if labels is not None:
+                    onehot = labels[0] if source.multilabel else np.eye(k, dtype=np.int64)[labels[0]]
+                    rec_counts[p.split] += (onehot > 0.5)
+                    win_counts[p.split] += n * (onehot > 0.5)
+            bar.set_postfix(windows=sum(summary.windows.values()), skipped=len(skipped))
+        bar.close()
+        if not writers:
+            reasons = Counter(r for _, r in skipped).most_common(1)
+            raise SystemExit(f"error: no usable record among {len(refs)} under "
+                             f"{', '.join(map(str, args.input))}" + (f" (most common reason: {reasons[0][0]})"
+                                                                      if reasons else ""))
+        for split, w in writers.items():
+            summary.files[split] = w.close({"fs": fs})
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+    summary.skipped = skipped
+
+    info = {
+        "dataset": source.name, "description": source.description,
+        "source": [str(Path(p).resolve()) for p in args.input],
+        "parameters": {k2: v for k2, v in vars(args).items() if k2 not in ("func",)},
+        "task": ("multilabel" if source.multilabel else "classification") if source.class_names else "pretrain",
+        "num_channels": int(shape[0]), "window": args.window, "step": args.step,
+        "sampling_rate": fs,
+        "class_names": source.class_names, "class_codes": source.class_codes,
+        "files": {s: p.name for s, p in summary.files.items()},
+        "splits": {s: {"records": summary.records[s], "windows": summary.windows[s],
+                       "record_label_distribution": _distribution(source, rec_counts[s]),
+                       "window_label_distribution": _distribution(source, win_counts[s])}
+                   for s in source.splits},
+        "skipped": {"records": len(skipped), "reasons": dict(Counter(reason_kind(r) for _, r in skipped))},
+        "software": _versions(), "command": " ".join(sys.argv),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(time.time() - t0, 2),
+    }
+    write_json_atomic(out_dir / source.info_name, info)
+    write_json_atomic(out_dir / "record_splits.json", rec_split)
+    _write_skipped(out_dir / "skipped.csv", skipped)
+    return summary
+
+
+def reason_kind(reason: str) -> str:
+    """A reason with its numbers masked, to count reasons of one kind together."""
+    masked = re.sub(r"\d+(\.\d+)?", "#", reason)
+    return re.sub(r"#([,;\s]+#)+", "#...", masked)[:100]

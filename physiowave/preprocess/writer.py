@@ -1,0 +1,96 @@
+"""Streaming HDF5 writer: windows are appended as records are processed, memory stays bounded, and the file
+appears under its final name only when complete (written as ``NAME.partial`` and renamed)."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+__all__ = ["H5Writer", "write_json_atomic"]
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+class H5Writer:
+    """Append ``[n, C, T]`` windows with labels and provenance to one HDF5 file.
+
+    Datasets: ``data`` float32 ``(N, C, T)`` (one window per gzip chunk, so random access reads one window),
+    ``label`` int64 ``(N,)`` or float32 ``(N, K)`` (absent when ``label_shape`` is None), ``record_id``
+    (UTF-8 strings) and ``start`` int64 (first sample of the window in the processed record, at the output
+    rate). ``attrs`` are written on the root (``class_names``, ``fs``, ...)."""
+
+    def __init__(self, path: str | Path, channels: int, length: int, label_shape: tuple[int, ...] | None,
+                 attrs: dict[str, Any] | None = None, buffer_windows: int = 256, compression_level: int = 4):
+        self.path = Path(path)
+        self.tmp = self.path.with_name(self.path.name + ".partial")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.channels, self.length, self.label_shape = channels, length, label_shape
+        self.buffer_windows = buffer_windows
+        self.n = 0
+        self._buf: list[tuple[np.ndarray, np.ndarray | None, list[str], np.ndarray]] = []
+        self._buffered = 0
+        self.f = h5py.File(self.tmp, "w")
+        gz = dict(compression="gzip", compression_opts=compression_level, shuffle=True)
+        self.f.create_dataset("data", shape=(0, channels, length), maxshape=(None, channels, length),
+                              dtype="float32", chunks=(1, channels, length), **gz)
+        if label_shape is not None:
+            dtype = "int64" if label_shape == () else "float32"
+            self.f.create_dataset("label", shape=(0, *label_shape), maxshape=(None, *label_shape), dtype=dtype,
+                                  chunks=(4096, *label_shape), **gz)
+        self.f.create_dataset("record_id", shape=(0,), maxshape=(None,), dtype=h5py.string_dtype(),
+                              chunks=(4096,), **gz)
+        self.f.create_dataset("start", shape=(0,), maxshape=(None,), dtype="int64", chunks=(4096,), **gz)
+        for k, v in (attrs or {}).items():
+            self.f.attrs[k] = v
+
+    def append(self, data: np.ndarray, label: np.ndarray | None, record_id: str, starts: np.ndarray) -> None:
+        """Queue the windows of one record: ``data`` [n, C, T], ``label`` [n] or [n, K] (or None), ``starts`` [n]."""
+        if data.shape[1:] != (self.channels, self.length):
+            raise ValueError(f"{record_id}: windows of shape {data.shape[1:]}, expected "
+                             f"{(self.channels, self.length)}")
+        self._buf.append((data, label, [record_id] * len(data), np.asarray(starts, dtype=np.int64)))
+        self._buffered += len(data)
+        if self._buffered >= self.buffer_windows:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the queued windows to the file."""
+        if not self._buf:
+            return
+        data = np.concatenate([b[0] for b in self._buf])
+        n0, n1 = self.n, self.n + len(data)
+        for name in ("data", "record_id", "start") + (("label",) if self.label_shape is not None else ()):
+            self.f[name].resize(n1, axis=0)
+        self.f["data"][n0:n1] = data
+        self.f["record_id"][n0:n1] = [r for b in self._buf for r in b[2]]
+        self.f["start"][n0:n1] = np.concatenate([b[3] for b in self._buf])
+        if self.label_shape is not None:
+            self.f["label"][n0:n1] = np.concatenate([b[1] for b in self._buf])
+        self.n = n1
+        self._buf, self._buffered = [], 0
+
+    def close(self, attrs: dict[str, Any] | None = None) -> Path:
+        """Flush, add final ``attrs``, close and rename to the final name. Returns the final path."""
+        self.flush()
+        for k, v in (attrs or {}).items():
+            self.f.attrs[k] = v
+        self.f.close()
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Close and delete the partial file (the final name is never touched)."""
+        try:
+            self.f.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
