@@ -40,6 +40,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from procmem import run_polled  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 __all__ = ["Settings", "FULL", "QUICK", "write_ecg_file", "launcher_flags", "measure_loader", "measure_step",
            "measure_script", "main"]
@@ -174,53 +175,16 @@ def measure_step(length: int, batch: int, warmup: int, steps: int, overrides: di
                 peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
-def _tree(root: int) -> list[int]:
-    """``root`` and its live descendants, from /proc/*/stat."""
-    parent: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    parent[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    found, frontier = [root], [root]
-    while frontier:
-        frontier = [p for p, pp in parent.items() if pp in frontier]
-        found += frontier
-    return found
-
-
-def _memory_kb(pid: int) -> tuple[int, int]:
-    """(RSS, PSS) of one process in kB; (0, 0) when it is gone."""
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as f:
-            fields = {ln.split(":")[0]: int(ln.split()[1]) for ln in f if ln.split(":")[0] in ("Rss", "Pss")}
-        return fields.get("Rss", 0), fields.get("Pss", 0)
-    except (OSError, ValueError, IndexError):
-        return 0, 0
-
-
 def measure_script(argv: list[str], output_dir: str) -> dict[str, Any]:
     """Run ``python pretrain.py argv`` and poll its process tree's memory → throughput, memory, times."""
     cmd = [sys.executable, str(ROOT / "pretrain.py"), *argv, "--output_dir", output_dir]
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    peak_rss = peak_pss = peak_procs = 0
-    while proc.poll() is None:
-        pids = _tree(proc.pid)
-        mem = [_memory_kb(p) for p in pids]
-        peak_rss = max(peak_rss, sum(m[0] for m in mem))
-        peak_pss = max(peak_pss, sum(m[1] for m in mem))
-        peak_procs = max(peak_procs, sum(1 for m in mem if m[0]))
-        time.sleep(POLL_S)
-    wall = time.perf_counter() - t0
-    log = proc.stdout.read()
-    if proc.returncode:
-        raise RuntimeError(f"pretrain.py exited {proc.returncode}: {shlex.join(cmd)}\n{log[-3000:]}")
+    res = run_polled(cmd, POLL_S, cwd=ROOT)
+    if res.returncode:
+        raise RuntimeError(f"pretrain.py exited {res.returncode}: {shlex.join(cmd)}\n{res.output[-3000:]}")
     history = json.loads((Path(output_dir) / "training_history.json").read_text())
     return dict(train_samples_per_sec=history["train_samples_per_sec"][-1], epoch_time_s=history["epoch_time"][-1],
-                wall_s=wall, tree_peak_rss_mb=peak_rss / 1024, tree_peak_pss_mb=peak_pss / 1024, max_processes=peak_procs,
+                wall_s=res.wall_s, tree_peak_rss_mb=res.peak_rss_mb, tree_peak_pss_mb=res.peak_pss_mb,
+                max_processes=res.max_processes,
                 max_single_process_rss_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
                 command=shlex.join(cmd[1:]))
 

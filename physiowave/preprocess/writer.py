@@ -30,7 +30,7 @@ class H5Writer:
     rate). ``attrs`` are written on the root (``class_names``, ``fs``, ...)."""
 
     def __init__(self, path: str | Path, channels: int, length: int, label_shape: tuple[int, ...] | None,
-                 attrs: dict[str, Any] | None = None, buffer_windows: int = 256, compression_level: int = 4):
+                 attrs: dict[str, Any] | None = None, buffer_windows: int = 32, compression_level: int = 4):
         self.path = Path(path)
         self.tmp = self.path.with_name(self.path.name + ".partial")
         self.path.parent.mkdir(parents=True, exist_ok=True)
