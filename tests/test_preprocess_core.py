@@ -262,14 +262,23 @@ def test_no_usable_record_fails_and_writes_nothing(shared: Path, tmp_path: Path,
     assert not list(out.glob("*.h5*"))
 
 
-def test_interrupted_run_leaves_no_complete_looking_file(shared: Path, tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def _arrays(out: Path) -> dict[str, dict[str, np.ndarray]]:
+    res = {}
+    for p in sorted(out.glob("*.h5")):
+        with h5py.File(p) as f:
+            res[p.name] = {k: f[k][:] for k in f}
+    return res
+
+
+def test_interrupted_run_keeps_previous_outputs_and_resumes_to_the_same_files(
+        shared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "out"
     args = ["--input", str(shared / CINC), "--format", "wfdb", "--output", str(out)]
     assert folder_main(args) == 0
     before = {p.name: p.read_bytes() for p in out.glob("*.h5")}
-    calls = {"n": 0}
+    reference = _arrays(out)
     real = core.process_record
+    calls = {"n": 0}
 
     def dies_after_20(source, ref):
         calls["n"] += 1
@@ -278,7 +287,58 @@ def test_interrupted_run_leaves_no_complete_looking_file(shared: Path, tmp_path:
         return real(source, ref)
 
     monkeypatch.setattr(core, "process_record", dies_after_20)
-    with pytest.raises(KeyboardInterrupt):
-        folder_main(args + ["--seed", "7"])
+    # no checkpoint yet (the default is every 60 s): nothing partial is kept
+    assert folder_main(args) == 130
     assert {p.name: p.read_bytes() for p in out.glob("*.h5")} == before   # the complete run is untouched
-    assert not list(out.glob("*.partial"))
+    assert not list(out.glob("*.partial")) and not list(out.glob("*.resume.json"))
+    # checkpoint after every record: the partial files and the checkpoint stay, the old outputs too
+    calls["n"] = 0
+    assert folder_main(args + ["--checkpoint_s", "0"]) == 130
+    assert sorted(p.name for p in out.glob("*.partial")) == ["train.h5.partial", "val.h5.partial"]
+    assert {p.name: p.read_bytes() for p in out.glob("*.h5")} == before
+    state = json.loads((out / "preprocess_info.resume.json").read_text())
+    assert state["done"] == 20
+    # resuming with other parameters is refused; with the same ones it ends as an uninterrupted run
+    monkeypatch.setattr(core, "process_record", real)
+    assert folder_main(args + ["--resume", "--seed", "5"]) == 1
+    for p in out.glob("*.h5"):
+        p.unlink()
+    assert folder_main(args + ["--resume"]) == 0
+    assert not list(out.glob("*.partial")) and not list(out.glob("*.resume.json"))
+    got = _arrays(out)
+    assert got.keys() == reference.keys()
+    for name in got:
+        for key in reference[name]:
+            np.testing.assert_array_equal(got[name][key], reference[name][key])
+
+
+def test_resume_after_sigkill(shared: Path, tmp_path: Path) -> None:
+    """A run killed with SIGKILL right after a checkpoint resumes to the same files."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "physiowave.preprocess", "folder", "--input", str(shared / CINC), "--format",
+           "wfdb", "--output", str(out), "--checkpoint_s", "0"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(root))
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = out / "preprocess_info.resume.json"
+    deadline = time.time() + 60
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and json.loads(state.read_text() or "{}").get("done", 0) >= 5:
+            break
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not list(out.glob("*.h5")) and state.exists()
+    assert subprocess.run(cmd + ["--resume"], cwd=root, env=env, capture_output=True).returncode == 0
+    ref = tmp_path / "ref"
+    assert folder_main(["--input", str(shared / CINC), "--format", "wfdb", "--output", str(ref)]) == 0
+    got, want = _arrays(out), _arrays(ref)
+    assert got.keys() == want.keys() == {"train.h5", "val.h5"}
+    for name in got:
+        for key in want[name]:
+            np.testing.assert_array_equal(got[name][key], want[name][key])

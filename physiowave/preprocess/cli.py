@@ -28,6 +28,10 @@ def build_parser(source_cls: type[Source], prog: str | None = None) -> argparse.
                     help="output folder (default: the data set's usual place, see the README)")
     io.add_argument("--workers", type=int, default=1, help="worker processes reading and processing records")
     io.add_argument("--limit", type=int, default=0, help="process only the first N records (0: all)")
+    io.add_argument("--resume", action="store_true",
+                    help="continue an interrupted run from its last checkpoint (same command and flags)")
+    io.add_argument("--checkpoint_s", type=float, default=60.0,
+                    help="seconds between checkpoints that --resume continues from")
     sig = p.add_argument_group("signal")
     sig.add_argument("--channels", type=_channel_list, default=None,
                      help="channels to keep, in this order: names (case-insensitive) or indices, comma-separated")
@@ -48,7 +52,7 @@ def build_parser(source_cls: type[Source], prog: str | None = None) -> argparse.
     win.add_argument("--min_real", type=float, default=0.5,
                      help="a padded window is kept when at least this fraction of it is real signal")
     spl = p.add_argument_group("splits")
-    if len(source_cls.splits) > 1:
+    if source_cls.drawn_splits and len(source_cls.splits) > 1:
         spl.add_argument("--split", type=float, nargs=len(source_cls.splits), default=None,
                          metavar=tuple(s.upper() for s in source_cls.splits),
                          help=f"fractions of groups (patients/subjects) for {'/'.join(source_cls.splits)}")
@@ -83,8 +87,8 @@ def parse_args(source_cls: type[Source], argv: list[str] | None = None,
 def main_for(source_cls: type[Source], argv: list[str] | None = None, prog: str | None = None) -> int:
     """Parse flags, run the pipeline, print where everything went. Returns the exit code."""
     args = parse_args(source_cls, argv, prog)
-    source = source_cls(args)
     try:
+        source = source_cls(args)
         summary = run(source)
     except OSError as e:
         print(f"error: cannot write the output: {' '.join(str(e).split())}", file=sys.stderr)
@@ -92,6 +96,8 @@ def main_for(source_cls: type[Source], argv: list[str] | None = None, prog: str 
     except SystemExit as e:
         print(e.code, file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        return 130
     for split, path in summary.files.items():
         print(f"{split:>5}: {summary.records[split]:7d} records {summary.windows[split]:9d} windows -> {path}")
     n_skip = len(summary.skipped)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import os
 import platform
 import re
@@ -63,6 +64,7 @@ class Source:
     name: str = "folder"
     description: str = ""
     splits: tuple[str, ...] = ("train", "val")
+    drawn_splits: bool = True              # False: the data set fixes every split (no --split flag)
     class_names: list[str] | None = None   # None: no labels (pretraining)
     class_codes: dict[str, list[str]] | None = None  # class name -> source codes, for the metadata
     multilabel: bool = False
@@ -190,7 +192,8 @@ def _ordered_map(source: Source, refs: list[RecordRef], workers: int) -> Iterato
         for ref in refs:
             yield process_record(source, ref)
         return
-    with ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(source,)) as pool:
+    pool = ProcessPoolExecutor(workers, initializer=_init_worker, initargs=(source,))
+    try:
         pending: deque = deque()
         it = iter(refs)
         for ref in it:
@@ -203,6 +206,8 @@ def _ordered_map(source: Source, refs: list[RecordRef], workers: int) -> Iterato
             if nxt is not None:
                 pending.append(pool.submit(_work, nxt))
             yield result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 # --------------------------------------------------------------------------------------------------- the run
@@ -267,15 +272,146 @@ def _write_skipped(path: Path, skipped: list[tuple[str, str]]) -> None:
     os.replace(tmp, path)
 
 
+class _Run:
+    """The state of one run: open writers, counts, skipped records; checkpointed for ``--resume``."""
+
+    def __init__(self, source: Source, out_dir: Path, skipped: list[tuple[str, str]]):
+        self.source, self.args, self.out_dir = source, source.args, out_dir
+        self.files = source.output_files()
+        self.state_path = out_dir / (Path(source.info_name).stem + ".resume.json")
+        self.writers: dict[str, H5Writer] = {}
+        self.skipped = skipped
+        self.done = 0                      # refs fully written (or skipped)
+        self.shape: tuple[int, int] | None = None
+        self.fs: float | None = None
+        k = len(source.class_names or [])
+        self.k = k
+        self.records = {s: 0 for s in source.splits}
+        self.windows = {s: 0 for s in source.splits}
+        self.rec_split: dict[str, list[str]] = {s: [] for s in source.splits}
+        self.rec_counts = {s: np.zeros(k, np.int64) for s in source.splits}
+        self.win_counts = {s: np.zeros(k, np.int64) for s in source.splits}
+        self.attrs: dict[str, Any] = {"window": self.args.window, "step": self.args.step,
+                                      "normalize": self.args.normalize, "norm_scope": self.args.norm_scope,
+                                      "source": source.name}
+        if source.class_names is not None:
+            self.attrs["class_names"] = list(source.class_names)
+        if self.args.channels:
+            self.attrs["channel_names"] = list(self.args.channels)
+        self.last_checkpoint = time.time()
+        self.checkpointed = False
+
+    # ---- resume
+    def fingerprint(self) -> dict[str, Any]:
+        skip = {"workers", "resume", "output", "checkpoint_s"}
+        return {k: v for k, v in sorted(vars(self.args).items()) if k not in skip} | {
+            "input": [str(Path(p).resolve()) for p in self.args.input]}
+
+    def resume(self) -> None:
+        """Restore the last checkpoint of an interrupted run with the same parameters."""
+        if not self.state_path.exists():
+            raise SystemExit(f"error: --resume: no checkpoint {self.state_path} (nothing to resume)")
+        state = json.loads(self.state_path.read_text())
+        if json.loads(json.dumps(self.fingerprint(), default=str)) != state["fingerprint"]:
+            raise SystemExit(f"error: --resume: {self.state_path} was written with other parameters; "
+                             "rerun without --resume to start over")
+        self.done, self.skipped = state["done"], [tuple(x) for x in state["skipped"]]
+        self.shape = tuple(state["shape"]) if state["shape"] else None
+        self.fs = state["fs"]
+        self.rec_split = state["rec_split"]
+        for s in self.source.splits:
+            self.records[s], self.windows[s] = state["records"][s], state["windows"][s]
+            self.rec_counts[s] = np.array(state["rec_counts"][s], np.int64)
+            self.win_counts[s] = np.array(state["win_counts"][s], np.int64)
+        try:
+            for s, n in self.windows.items():
+                if n:
+                    self.writers[s] = H5Writer(self.out_dir / self.files[s], *self.shape, self.source.label_shape(),
+                                               resume_at=(n, self.rec_split[s][-1]))
+        except ValueError as e:
+            self.abort()
+            raise SystemExit(f"error: --resume: {e}; rerun without --resume to start over")
+        self.checkpointed = True
+
+    def checkpoint(self) -> None:
+        """Flush every writer and record where the run stands (atomically)."""
+        for w in self.writers.values():
+            w.checkpoint()
+        write_json_atomic(self.state_path, {
+            "fingerprint": self.fingerprint(), "done": self.done, "skipped": self.skipped,
+            "shape": self.shape, "fs": self.fs, "records": self.records, "windows": self.windows,
+            "rec_split": self.rec_split, "rec_counts": {s: c.tolist() for s, c in self.rec_counts.items()},
+            "win_counts": {s: c.tolist() for s, c in self.win_counts.items()}})
+        self.last_checkpoint = time.time()
+        self.checkpointed = True
+
+    # ---- processing
+    def add(self, results: list[Processed]) -> None:
+        """Write the windows of one record (or note why it is skipped)."""
+        source = self.source
+        for p in results:
+            if p.reason is None and self.shape is not None and p.windows.shape[1:] != self.shape:
+                p.reason = f"has {p.windows.shape[1]} channels, expected {self.shape[0]} (as the first record)"
+            if p.reason is None and self.fs is not None and p.fs != self.fs:
+                p.reason = f"sampled at {p.fs:g} Hz, the first record at {self.fs:g} Hz: pass --target_fs"
+            if p.reason is None and p.split not in self.files:
+                p.reason = f"split {p.split!r} is not one of {', '.join(self.files)}"
+            if p.reason is not None:
+                self.skipped.append((p.id, p.reason))
+                continue
+            self.shape, self.fs = p.windows.shape[1:], p.fs
+            if p.split not in self.writers:
+                self.writers[p.split] = H5Writer(self.out_dir / self.files[p.split], *self.shape,
+                                                 source.label_shape(), self.attrs)
+            n = len(p.windows)
+            labels = _label_array(source, p.label, n)
+            self.writers[p.split].append(p.windows, labels, p.id, p.starts)
+            self.rec_split[p.split].append(p.id)
+            self.records[p.split] += 1
+            self.windows[p.split] += n
+            if labels is not None:
+                onehot = labels[0] if source.multilabel else np.eye(self.k, dtype=np.int64)[labels[0]]
+                self.rec_counts[p.split] += (onehot > 0.5)
+                self.win_counts[p.split] += n * (onehot > 0.5)
+        self.done += 1
+        if time.time() - self.last_checkpoint >= self.args.checkpoint_s:
+            self.checkpoint()
+
+    def finish(self) -> dict[str, Path]:
+        """Close and rename every file; remove the checkpoint."""
+        files = {s: w.close({"fs": self.fs}) for s, w in self.writers.items()}
+        self.state_path.unlink(missing_ok=True)
+        return files
+
+    def suspend(self) -> bool:
+        """After an interruption: keep the partial files when a checkpoint can resume them, else delete them.
+        Returns whether the run can be resumed."""
+        if not self.checkpointed:
+            self.abort()
+            return False
+        for w in self.writers.values():
+            try:
+                w.f.close()
+            except Exception:  # noqa: BLE001 - already broken; the checkpoint decides what is kept
+                pass
+        return True
+
+    def abort(self) -> None:
+        for w in self.writers.values():
+            w.abort()
+        self.state_path.unlink(missing_ok=True)
+
+
 def run(source: Source, progress: bool = True) -> Summary:
     """Run the whole pipeline for ``source`` (its ``args`` hold every parameter). Writes the split files, the
     metadata JSON, ``record_splits.json`` and ``skipped.csv`` into the output folder; returns a Summary.
 
-    Raises SystemExit with a one-line message when no usable record was found (nothing is written then)."""
+    Files are written as ``NAME.partial`` and renamed at the end. Every ``--checkpoint_s`` seconds the writers are
+    flushed and the position saved, so an interrupted run continues with ``--resume``. Raises SystemExit with a
+    one-line message when no usable record was found (nothing is written then)."""
     args = source.args
     out_dir = Path(args.output) if args.output else source.default_output()
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = Summary(out_dir)
     t0 = time.time()
 
     refs, skipped = source.list_records()
@@ -285,84 +421,53 @@ def run(source: Source, progress: bool = True) -> Summary:
         raise SystemExit(f"error: no records found under {', '.join(map(str, args.input))}"
                          + (f" ({len(skipped)} rejected, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""))
     _assign_splits(source, refs)
-    files = source.output_files()
-    writers: dict[str, H5Writer] = {}
-    shape: tuple[int, int] | None = None
-    fs: float | None = None
-    rec_split: dict[str, list[str]] = {s: [] for s in source.splits}
-    k = len(source.class_names or [])
-    win_counts = {s: np.zeros(k, np.int64) for s in source.splits}
-    rec_counts = {s: np.zeros(k, np.int64) for s in source.splits}
-    attrs = {"window": args.window,
-             "step": args.step, "normalize": args.normalize, "norm_scope": args.norm_scope, "source": source.name}
-    if source.class_names is not None:
-        attrs["class_names"] = list(source.class_names)
-    if args.channels:
-        attrs["channel_names"] = list(args.channels)
+    state = _Run(source, out_dir, skipped)
+    if args.resume:
+        state.resume()
     try:
-        bar = tqdm(total=len(refs), desc=f"{source.name}", unit="rec", disable=not progress, dynamic_ncols=True)
-        for results in _ordered_map(source, refs, args.workers):
+        bar = tqdm(total=len(refs), initial=state.done, desc=source.name, unit="rec", disable=not progress,
+                   dynamic_ncols=True)
+        for results in _ordered_map(source, refs[state.done:], args.workers):
+            state.add(results)
             bar.update(1)
-            for p in results:
-                if p.reason is None and shape is not None and p.windows.shape[1:] != shape:
-                    p.reason = f"has {p.windows.shape[1]} channels, expected {shape[0]} (as the first record)"
-                if p.reason is None and fs is not None and p.fs != fs:
-                    p.reason = f"sampled at {p.fs:g} Hz, the first record at {fs:g} Hz: pass --target_fs"
-                if p.reason is not None:
-                    skipped.append((p.id, p.reason))
-                    continue
-                if p.split not in files:
-                    skipped.append((p.id, f"split {p.split!r} is not one of {', '.join(files)}"))
-                    continue
-                shape, fs = p.windows.shape[1:], p.fs
-                if p.split not in writers:
-                    writers[p.split] = H5Writer(out_dir / files[p.split], shape[0], shape[1],
-                                                source.label_shape(), attrs)
-                n = len(p.windows)
-                labels = _label_array(source, p.label, n)
-                writers[p.split].append(p.windows, labels, p.id, p.starts)
-                rec_split[p.split].append(p.id)
-                summary.records[p.split] += 1
-                summary.windows[p.split] += n
-                if labels is not None:
-                    onehot = labels[0] if source.multilabel else np.eye(k, dtype=np.int64)[labels[0]]
-                    rec_counts[p.split] += (onehot > 0.5)
-                    win_counts[p.split] += n * (onehot > 0.5)
-            bar.set_postfix(windows=sum(summary.windows.values()), skipped=len(skipped))
+            bar.set_postfix(windows=sum(state.windows.values()), skipped=len(state.skipped), refresh=False)
         bar.close()
-        if not writers:
-            reasons = Counter(r for _, r in skipped).most_common(1)
+        if not state.writers:
+            reasons = Counter(reason_kind(r) for _, r in state.skipped).most_common(1)
             raise SystemExit(f"error: no usable record among {len(refs)} under "
                              f"{', '.join(map(str, args.input))}" + (f" (most common reason: {reasons[0][0]})"
                                                                       if reasons else ""))
-        for split, w in writers.items():
-            summary.files[split] = w.close({"fs": fs})
-    except BaseException:
-        for w in writers.values():
-            w.abort()
+        files = state.finish()
+    except SystemExit:
+        state.abort()
         raise
-    summary.skipped = skipped
+    except BaseException:
+        if state.suspend():
+            print(f"\ninterrupted: {state.done} of {len(refs)} records are checkpointed in {out_dir}; "
+                  "run the same command with --resume to continue", file=sys.stderr)
+        raise
 
+    summary = Summary(out_dir, files, Counter(state.records), Counter(state.windows), state.skipped)
     info = {
         "dataset": source.name, "description": source.description,
         "source": [str(Path(p).resolve()) for p in args.input],
-        "parameters": {k2: v for k2, v in vars(args).items() if k2 not in ("func",)},
+        "parameters": dict(vars(args)),
         "task": ("multilabel" if source.multilabel else "classification") if source.class_names else "pretrain",
-        "num_channels": int(shape[0]), "window": args.window, "step": args.step,
-        "sampling_rate": fs,
+        "num_channels": int(state.shape[0]), "window": args.window, "step": args.step, "sampling_rate": state.fs,
         "class_names": source.class_names, "class_codes": source.class_codes,
-        "files": {s: p.name for s, p in summary.files.items()},
-        "splits": {s: {"records": summary.records[s], "windows": summary.windows[s],
-                       "record_label_distribution": _distribution(source, rec_counts[s]),
-                       "window_label_distribution": _distribution(source, win_counts[s])}
+        "files": {s: p.name for s, p in files.items()},
+        "splits": {s: {"records": state.records[s], "windows": state.windows[s],
+                       "record_label_distribution": _distribution(source, state.rec_counts[s]),
+                       "window_label_distribution": _distribution(source, state.win_counts[s])}
                    for s in source.splits},
-        "skipped": {"records": len(skipped), "reasons": dict(Counter(reason_kind(r) for _, r in skipped))},
+        "skipped": {"records": len(state.skipped),
+                    "reasons": dict(Counter(reason_kind(r) for _, r in state.skipped).most_common())},
         "software": _versions(), "command": " ".join(sys.argv),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(time.time() - t0, 2),
     }
     write_json_atomic(out_dir / source.info_name, info)
-    write_json_atomic(out_dir / "record_splits.json", rec_split)
-    _write_skipped(out_dir / "skipped.csv", skipped)
+    write_json_atomic(out_dir / "record_splits.json", state.rec_split)
+    _write_skipped(out_dir / "skipped.csv", state.skipped)
     return summary
 
 

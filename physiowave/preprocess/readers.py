@@ -15,6 +15,7 @@ import io
 import json
 import os
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -22,8 +23,11 @@ from typing import Any, NamedTuple
 import h5py
 import numpy as np
 import scipy.io
-import wfdb
 from scipy.io.matlab import matfile_version
+
+with warnings.catch_warnings():  # wfdb 4.3's import calls pandas APIs that pandas 3 deprecates
+    warnings.filterwarnings("ignore", message="The inplace keyword in DataFrame")
+    import wfdb
 
 __all__ = ["ReadError", "Recording", "Header", "SignalSpec", "read_text", "header_codes", "parse_header",
            "read_wfdb", "read_challenge", "read_mat_array", "read_csv", "read_epn_user", "read_ninapro"]
@@ -202,7 +206,9 @@ def read_wfdb(path: PathLike) -> Recording:
     p = Path(path)
     record_path = p.with_suffix("") if p.suffix.lower() == ".hea" else p
     try:
-        record = wfdb.rdrecord(str(record_path), physical=True)
+        with warnings.catch_warnings():  # wfdb 4.3 uses pandas APIs that pandas 3 deprecates, on every read
+            warnings.filterwarnings("ignore", message="The inplace keyword in DataFrame")
+            record = wfdb.rdrecord(str(record_path), physical=True)
     except Exception as err:  # wfdb raises many types (ValueError, TypeError, OSError, ...) on bad records
         raise _fail(p, f"wfdb could not read the record: {type(err).__name__}: {err}") from err
     if record.p_signal is None or record.p_signal.ndim != 2 or record.p_signal.shape[1] == 0:

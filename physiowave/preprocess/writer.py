@@ -30,7 +30,8 @@ class H5Writer:
     rate). ``attrs`` are written on the root (``class_names``, ``fs``, ...)."""
 
     def __init__(self, path: str | Path, channels: int, length: int, label_shape: tuple[int, ...] | None,
-                 attrs: dict[str, Any] | None = None, buffer_windows: int = 32, compression_level: int = 4):
+                 attrs: dict[str, Any] | None = None, buffer_windows: int = 32, compression_level: int = 4,
+                 resume_at: tuple[int, str] | None = None):
         self.path = Path(path)
         self.tmp = self.path.with_name(self.path.name + ".partial")
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -39,6 +40,9 @@ class H5Writer:
         self.n = 0
         self._buf: list[tuple[np.ndarray, np.ndarray | None, list[str], np.ndarray]] = []
         self._buffered = 0
+        if resume_at is not None:
+            self._reopen(*resume_at)
+            return
         self.f = h5py.File(self.tmp, "w")
         gz = dict(compression="gzip", compression_opts=compression_level, shuffle=True)
         self.f.create_dataset("data", shape=(0, channels, length), maxshape=(None, channels, length),
@@ -52,6 +56,30 @@ class H5Writer:
         self.f.create_dataset("start", shape=(0,), maxshape=(None,), dtype="int64", chunks=(4096,), **gz)
         for k, v in (attrs or {}).items():
             self.f.attrs[k] = v
+
+    def _names(self) -> tuple[str, ...]:
+        return ("data", "record_id", "start") + (("label",) if self.label_shape is not None else ())
+
+    def _reopen(self, n: int, last_record_id: str) -> None:
+        """Continue the ``.partial`` file of an interrupted run from its last checkpoint (``n`` windows, the last
+        from ``last_record_id``); windows written after that checkpoint are dropped."""
+        try:
+            self.f = h5py.File(self.tmp, "r+")
+        except OSError as e:
+            raise ValueError(f"{self.tmp}: cannot reopen to resume ({' '.join(str(e).split())})") from None
+        try:
+            sizes = {k: len(self.f[k]) for k in self._names()}
+            if min(sizes.values()) < n or self.f["data"].shape[1:] != (self.channels, self.length):
+                raise ValueError(f"{self.tmp}: holds {sizes} windows, the checkpoint expects {n} of "
+                                 f"{(self.channels, self.length)}")
+            for k in self._names():
+                self.f[k].resize(n, axis=0)
+            if n and self.f["record_id"].asstr()[n - 1] != last_record_id:
+                raise ValueError(f"{self.tmp}: window {n - 1} is not from {last_record_id} as the checkpoint says")
+        except BaseException:
+            self.f.close()
+            raise
+        self.n = n
 
     def append(self, data: np.ndarray, label: np.ndarray | None, record_id: str, starts: np.ndarray) -> None:
         """Queue the windows of one record: ``data`` [n, C, T], ``label`` [n] or [n, K] (or None), ``starts`` [n]."""
@@ -69,7 +97,7 @@ class H5Writer:
             return
         data = np.concatenate([b[0] for b in self._buf])
         n0, n1 = self.n, self.n + len(data)
-        for name in ("data", "record_id", "start") + (("label",) if self.label_shape is not None else ()):
+        for name in self._names():
             self.f[name].resize(n1, axis=0)
         self.f["data"][n0:n1] = data
         self.f["record_id"][n0:n1] = [r for b in self._buf for r in b[2]]
@@ -78,6 +106,16 @@ class H5Writer:
             self.f["label"][n0:n1] = np.concatenate([b[1] for b in self._buf])
         self.n = n1
         self._buf, self._buffered = [], 0
+
+    def checkpoint(self) -> None:
+        """Write the queued windows and flush the file to disk, so a later run can resume from here."""
+        self.flush()
+        self.f.flush()
+
+    def suspend(self) -> None:
+        """Flush and close, keeping the ``.partial`` file for a resumed run."""
+        self.checkpoint()
+        self.f.close()
 
     def close(self, attrs: dict[str, Any] | None = None) -> Path:
         """Flush, add final ``attrs``, close and rename to the final name. Returns the final path."""

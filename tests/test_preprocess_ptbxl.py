@@ -1,0 +1,290 @@
+"""PTB-XL preprocessing on a native-layout mini database (ptbxl_database.csv, scp_statements.csv, WFDB records
+written with wfdb.wrsamp from the real PTB-XL/Georgia Challenge records, synthetic when ../shared is absent):
+labels by the single and multi-label rules, the official fold split, windows traced back to the source,
+corrupted records in skipped.csv, the script run as a subprocess, and --workers 2 == --workers 1."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import wfdb
+
+from physiowave.data import H5Dataset
+from physiowave.preprocess.cli import parse_args
+from physiowave.preprocess.ptbxl import PTBXLSource, main, superclass_label
+from physiowave.preprocess.readers import read_challenge
+
+ROOT = Path(__file__).resolve().parents[1]
+LEADS = ["I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6"]  # as PTB-XL headers name them
+GAIN = 1000.0  # digital units per mV, as in PTB-XL
+NORM, MI, STTC, CD, HYP = range(5)
+
+# scp_statements.csv rows (real PTB-XL values): code, description, diagnostic, form, rhythm, diagnostic_class
+STATEMENTS = [("NORM", "normal ECG", "1.0", "", "", "NORM"),
+              ("IMI", "inferior myocardial infarction", "1.0", "", "", "MI"),
+              ("NDT", "non-diagnostic T abnormalities", "1.0", "1.0", "", "STTC"),
+              ("CLBBB", "complete left bundle branch block", "1.0", "", "", "CD"),
+              ("LVH", "left ventricular hypertrophy", "1.0", "", "", "HYP"),
+              ("SR", "sinus rhythm", "", "", "1.0", "")]
+
+
+def _hot(*classes: int) -> list[float]:
+    return [1.0 if i in classes else 0.0 for i in range(5)]
+
+
+# ecg_id, patient_id, strat_fold, scp_codes, single-label rule result, multi-label rule result, what is broken.
+# single: highest superclass index among diagnostic codes with likelihood >= 80; multi: all diagnostic codes.
+RECORDS = [
+    (1, 100, 1, {"NORM": 100.0, "SR": 0.0}, NORM, _hot(NORM), None),
+    (2, 100, 1, {"IMI": 100.0, "LVH": 50.0, "SR": 0.0}, MI, _hot(MI, HYP), None),   # LVH below 80
+    (3, 101, 3, {"NDT": 100.0, "IMI": 80.0}, STTC, _hot(MI, STTC), None),            # both count, STTC > MI
+    (4, 102, 8, {"CLBBB": 100.0}, CD, _hot(CD), None),
+    (5, 103, 9, {"LVH": 100.0, "NORM": 80.0}, HYP, _hot(NORM, HYP), None),
+    (6, 104, 10, {"NORM": 100.0, "SR": 0.0}, NORM, _hot(NORM), None),
+    (7, 105, 9, {"IMI": 100.0}, MI, _hot(MI), None),
+    (8, 106, 10, {"NDT": 50.0, "SR": 0.0}, None, _hot(STTC), None),                  # all likelihoods < 80
+    (9, 107, 2, {"CLBBB": 100.0}, CD, _hot(CD), "no_dat"),
+    (10, 108, 5, {"SR": 0.0}, None, None, None),                                     # no diagnostic code
+    (11, 109, 4, {"NORM": 100.0}, NORM, _hot(NORM), "11_leads"),
+    (12, 110, 6, {"LVH": 100.0}, HYP, _hot(HYP), "truncated"),
+]
+
+
+def _hr(ecg_id: int) -> str:
+    return f"records500/00000/{ecg_id:05d}_hr"
+
+
+def _lr(ecg_id: int) -> str:
+    return f"records100/00000/{ecg_id:05d}_lr"
+
+
+def _source_signals(n: int) -> list[np.ndarray]:
+    """n 12-lead 10 s 500 Hz signals as int16 digital values [5000, 12] (gain 1000/mV): the real PTB-XL (HR*)
+    and Georgia (E*) Challenge records when ../shared is present, else seeded random walks."""
+    from tests.conftest import SHARED
+    real = SHARED / "data/real/torch_ecg_cinc2021"
+    if real.is_dir():
+        heas = (sorted(real.glob("HR*.hea")) + sorted(real.glob("E*.hea")))[:n]
+        out = []
+        for hea in heas:
+            rec = read_challenge(hea)
+            digital = np.round(rec.signal.T.astype(np.float64) * GAIN)
+            assert np.abs(digital / GAIN - rec.signal.T).max() < 1e-6  # the source really is 1000/mV
+            out.append(digital.astype(np.int16))
+        return out
+    rng = np.random.default_rng(0)
+    return [np.cumsum(rng.normal(0, 20, (5000, 12)), axis=0).astype(np.int16) for _ in range(n)]
+
+
+def _write(path: Path, digital: np.ndarray, fs: int, names: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    c = digital.shape[1]
+    wfdb.wrsamp(path.name, fs=fs, units=["mV"] * c, sig_name=names, d_signal=digital, fmt=["16"] * c,
+                adc_gain=[GAIN] * c, baseline=[0] * c, write_dir=str(path.parent))
+
+
+def _make_tree(root: Path, records: list[tuple]) -> dict[str, np.ndarray]:
+    """Write the mini database; returns record path → source signal in mV, float64 [12, T] (standard order)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / "scp_statements.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["", "description", "diagnostic", "form", "rhythm", "diagnostic_class"])
+        w.writerows(STATEMENTS)
+    with open(root / "ptbxl_database.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["ecg_id", "patient_id", "age", "sex", "scp_codes", "strat_fold", "filename_lr", "filename_hr"])
+        for ecg_id, patient, fold, codes, *_ in records:
+            w.writerow([ecg_id, f"{patient}.0", 56.0, 1, repr(codes), fold, _lr(ecg_id), _hr(ecg_id)])
+    sources = {}
+    for (ecg_id, *_, broken), digital in zip(records, _source_signals(len(records))):
+        names = LEADS
+        if broken == "11_leads":
+            digital, names = digital[:, :11], LEADS[:11]
+        _write(root / _hr(ecg_id), digital, 500, names)
+        _write(root / _lr(ecg_id), np.ascontiguousarray(digital[::5]), 100, names)
+        dat = root / f"{_hr(ecg_id)}.dat"
+        if broken == "no_dat":
+            dat.unlink()
+        elif broken == "truncated":
+            os.truncate(dat, dat.stat().st_size // 2)
+        sources[_hr(ecg_id)] = digital.T.astype(np.float64) / GAIN
+        sources[_lr(ecg_id)] = digital[::5].T.astype(np.float64) / GAIN
+    return sources
+
+
+def _minmax(v: np.ndarray) -> np.ndarray:
+    """Per-channel min-max to [-1, 1] of v [C, n] (a constant channel → 0)."""
+    lo, hi = v.min(1, keepdims=True), v.max(1, keepdims=True)
+    return np.where(hi > lo, 2 * (v - lo) / np.where(hi > lo, hi - lo, 1) - 1, 0)
+
+
+def _read(path: Path) -> dict[str, np.ndarray]:
+    with h5py.File(path) as f:
+        return {"data": f["data"][:], "label": f["label"][:], "record_id": f["record_id"].asstr()[:],
+                "start": f["start"][:], "fs": f.attrs["fs"]}
+
+
+def _skipped(out: Path) -> dict[str, str]:
+    with open(out / "skipped.csv", newline="") as f:
+        return {row["record"]: row["reason"] for row in csv.DictReader(f)}
+
+
+def _check_windows(h5: dict[str, np.ndarray], sources: dict[str, np.ndarray], window: int) -> None:
+    """Every window equals its source slice, min-max normalised on its real samples, zero-padded."""
+    for x, rid, s in zip(h5["data"], h5["record_id"], h5["start"]):
+        src = sources[rid]
+        real = min(window, src.shape[1] - s)
+        expected = np.zeros((12, window))
+        expected[:, :real] = _minmax(src[:, s:s + real])
+        np.testing.assert_allclose(x, expected, atol=1e-5, err_msg=f"{rid} @ {s}")
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, np.ndarray]]:
+    root = tmp_path_factory.mktemp("ptbxl") / "PTBXL"
+    return root, _make_tree(root, RECORDS)
+
+
+@pytest.fixture(scope="module")
+def single_run(tree: tuple[Path, dict]) -> Path:
+    """The default run (no --output: the files go into the PTB-XL root, as the original's)."""
+    root, _ = tree
+    assert main(["--input", str(root)]) == 0
+    return root
+
+
+def test_single_label_values_splits_and_skipped(tree: tuple[Path, dict], single_run: Path) -> None:
+    root, sources = tree
+    out = single_run
+    fold_split = {f: "train" if f <= 8 else "val" if f == 9 else "test" for f in range(1, 11)}
+    usable = {_hr(r[0]): r for r in RECORDS if r[4] is not None and r[6] is None}
+    seen, patient_splits = set(), {}
+    for split in ("train", "val", "test"):
+        h5 = _read(out / f"{split}.h5")
+        assert h5["data"].shape[1:] == (12, 2048) and h5["fs"] == 500.0
+        _check_windows(h5, sources, 2048)
+        for rid in set(h5["record_id"]):
+            ecg_id, patient, fold, _, label, _, _ = usable[rid]
+            assert fold_split[fold] == split
+            assert (h5["label"][h5["record_id"] == rid] == label).all()
+            np.testing.assert_array_equal(h5["start"][h5["record_id"] == rid], [0, 1024, 2048, 3072])
+            patient_splits.setdefault(patient, set()).add(split)
+            seen.add(rid)
+        ds = H5Dataset(str(out / f"{split}.h5"))
+        assert ds.label_kind == "single" and ds.num_channels == 12 and len(ds) == len(h5["data"])
+    assert seen == set(usable)
+    assert all(len(s) == 1 for s in patient_splits.values())
+
+    skipped = _skipped(out)
+    assert set(skipped) == {_hr(i) for i in (8, 9, 10, 11, 12)}
+    assert "likelihood >= 80" in skipped[_hr(8)] and "NDT" in skipped[_hr(8)]
+    assert "no diagnostic superclass" in skipped[_hr(10)]
+    assert "00009_hr" in skipped[_hr(9)] and "wfdb could not read" in skipped[_hr(9)]
+    assert "wfdb could not read" in skipped[_hr(12)]
+    assert "missing channel(s) V6" in skipped[_hr(11)]
+
+    info = json.loads((out / "ptbxl_info.json").read_text())
+    assert info["class_names"] == ["NORM", "MI", "STTC", "CD", "HYP"] and info["task"] == "classification"
+    assert info["class_codes"] == {"NORM": ["NORM"], "MI": ["IMI"], "STTC": ["NDT"], "CD": ["CLBBB"], "HYP": ["LVH"]}
+    assert info["sampling_rate"] == 500.0 and info["num_channels"] == 12
+    assert info["parameters"]["min_likelihood"] == 80.0 and info["parameters"]["normalize"] == "minmax"
+    assert {s: v["records"] for s, v in info["splits"].items()} == {"train": 4, "val": 2, "test": 1}
+
+
+def test_multilabel_as_a_subprocess_of_the_script(tree: tuple[Path, dict], tmp_path: Path) -> None:
+    root, sources = tree
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "ECG/ptbxl_finetune.py", "--input", str(root), "--output",
+                           str(tmp_path), "--task", "multilabel"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    expected = {_hr(r[0]): np.array(r[5], np.float32) for r in RECORDS if r[5] is not None and r[6] is None}
+    seen = set()
+    for split in ("train", "val", "test"):
+        h5 = _read(tmp_path / f"{split}.h5")
+        assert h5["label"].dtype == np.float32 and h5["label"].shape[1:] == (5,)
+        for rid, y in zip(h5["record_id"], h5["label"]):
+            np.testing.assert_array_equal(y, expected[rid])
+            seen.add(rid)
+        _check_windows(h5, sources, 2048)
+        assert H5Dataset(str(tmp_path / f"{split}.h5")).label_kind == "multi"
+    assert seen == set(expected)  # record 8 (likelihoods < 80) is kept here
+    assert set(_skipped(tmp_path)) == {_hr(i) for i in (9, 10, 11, 12)}
+
+
+def _refs(root: Path, *flags: str) -> list:
+    args = parse_args(PTBXLSource, ["--input", str(root), *flags])
+    refs, _ = PTBXLSource(args).list_records()
+    return refs
+
+
+def test_min_likelihood_and_rate_pick_labels_and_files(tree: tuple[Path, dict]) -> None:
+    root, _ = tree
+    refs = {r.id: r for r in _refs(root, "--min_likelihood", "50")}
+    assert refs[_hr(8)].label == STTC and refs[_hr(2)].label == HYP  # now LVH (50) counts and outranks MI
+    assert refs[_hr(1)].group == refs[_hr(2)].group == "100"
+    refs = _refs(root, "--rate", "100")
+    assert {r.source for r in refs} == {_lr(r[0]) for r in RECORDS if r[4] is not None}
+
+
+def test_rate_100_reads_the_low_rate_records(tree: tuple[Path, dict], tmp_path: Path) -> None:
+    root, sources = tree
+    assert main(["--input", str(root), "--output", str(tmp_path), "--rate", "100", "--window", "1000",
+                 "--step", "500"]) == 0
+    h5 = _read(tmp_path / "train.h5")
+    assert h5["fs"] == 100.0 and all(r.startswith("records100/") for r in h5["record_id"])
+    _check_windows(h5, sources, 1000)
+
+
+def test_two_workers_write_identical_arrays(tree: tuple[Path, dict], tmp_path: Path) -> None:
+    root, _ = tree
+    for w in ("1", "2"):
+        assert main(["--input", str(root), "--output", str(tmp_path / w), "--workers", w]) == 0
+    for split in ("train", "val", "test"):
+        a, b = _read(tmp_path / "1" / f"{split}.h5"), _read(tmp_path / "2" / f"{split}.h5")
+        for key in ("data", "label", "start"):
+            assert a[key].tobytes() == b[key].tobytes()
+        assert list(a["record_id"]) == list(b["record_id"])
+
+
+def test_no_usable_record_fails_and_leaves_no_file(tmp_path: Path) -> None:
+    root = tmp_path / "PTBXL"
+    _make_tree(root, [r for r in RECORDS if r[0] in (9, 10)])  # a missing .dat and a record without a label
+    assert main(["--input", str(root), "--output", str(tmp_path / "out")]) != 0
+    assert not list((tmp_path / "out").glob("*.h5*"))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--split", "0.8", "0.1", "0.1"], "unrecognized arguments: --split"),  # the official folds decide
+    (["--task", "multilabel", "--min_likelihood", "50"], "--min_likelihood applies to --task single only"),
+])
+def test_flags_that_do_not_apply_are_errors(tree: tuple[Path, dict], flags: list[str], message: str,
+                                            capsys: pytest.CaptureFixture) -> None:
+    root, _ = tree
+    try:
+        rc = main(["--input", str(root), *flags])
+    except SystemExit as e:  # argparse errors exit 2
+        rc = e.code
+    assert rc != 0
+    assert message in capsys.readouterr().err
+
+
+def test_missing_index_file_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "scp_statements.csv").write_text(",description,diagnostic,diagnostic_class\nNORM,x,1.0,NORM\n")
+    assert main(["--input", str(tmp_path), "--output", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "ptbxl_database.csv: not found" in err and "\n" not in err
+
+
+def test_superclass_rule() -> None:
+    diag = {"NORM": "NORM", "IMI": "MI", "LVH": "HYP"}
+    assert superclass_label({"IMI": 100.0, "NORM": 100.0}, diag, multilabel=False) == MI
+    assert superclass_label({"LVH": 79.0}, diag, multilabel=False) is None
+    np.testing.assert_array_equal(superclass_label({"LVH": 0.0, "SR": 0.0}, diag, multilabel=True), _hot(HYP))
