@@ -27,7 +27,7 @@ from .readers import ReadError, Recording
 from .signal import (SignalError, bandpass, cut_windows, normalize, notch, repair_nan, resample, select_channels,
                      window_starts)
 from .splits import group_strata, split_groups
-from .writer import H5Writer, write_json_atomic
+from .writer import H5Writer, compress_windows, write_json_atomic
 
 __all__ = ["RecordRef", "Item", "Source", "Skip", "Summary", "process_record", "reason_kind", "run"]
 
@@ -107,7 +107,8 @@ class Processed:
     """Windows of one item, or the reason it was skipped."""
     id: str
     split: str | None
-    windows: np.ndarray | None = None   # [n, C, T] float32
+    chunks: list[bytes] | None = None   # the n windows, compressed for the HDF5 file (in the worker)
+    shape: tuple[int, int] = (0, 0)     # one window's (C, T)
     starts: np.ndarray | None = None    # [n] int64
     label: Any = None
     fs: float = 0.0
@@ -163,7 +164,7 @@ def process_record(source: Source, ref: RecordRef) -> list[Processed]:
         except (SignalError, ValueError) as e:
             out.append(Processed(item.id, split, reason=_one_line(e)))
             continue
-        out.append(Processed(item.id, split, windows, starts, label, fs))
+        out.append(Processed(item.id, split, compress_windows(windows), windows.shape[1:], starts, label, fs))
     return out
 
 
@@ -350,8 +351,8 @@ class _Run:
         """Write the windows of one record (or note why it is skipped)."""
         source = self.source
         for p in results:
-            if p.reason is None and self.shape is not None and p.windows.shape[1:] != self.shape:
-                p.reason = f"has {p.windows.shape[1]} channels, expected {self.shape[0]} (as the first record)"
+            if p.reason is None and self.shape is not None and p.shape != self.shape:
+                p.reason = f"has {p.shape[0]} channels, expected {self.shape[0]} (as the first record)"
             if p.reason is None and self.fs is not None and p.fs != self.fs:
                 p.reason = f"sampled at {p.fs:g} Hz, the first record at {self.fs:g} Hz: pass --target_fs"
             if p.reason is None and p.split not in self.files:
@@ -359,13 +360,13 @@ class _Run:
             if p.reason is not None:
                 self.skipped.append((p.id, p.reason))
                 continue
-            self.shape, self.fs = p.windows.shape[1:], p.fs
+            self.shape, self.fs = p.shape, p.fs
             if p.split not in self.writers:
                 self.writers[p.split] = H5Writer(self.out_dir / self.files[p.split], *self.shape,
                                                  source.label_shape(), self.attrs)
-            n = len(p.windows)
+            n = len(p.chunks)
             labels = _label_array(source, p.label, n)
-            self.writers[p.split].append(p.windows, labels, p.id, p.starts)
+            self.writers[p.split].append_compressed(p.chunks, p.shape, labels, p.id, p.starts)
             self.rec_split[p.split].append(p.id)
             self.records[p.split] += 1
             self.windows[p.split] += n

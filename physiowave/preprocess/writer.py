@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
 
-__all__ = ["H5Writer", "write_json_atomic"]
+__all__ = ["H5Writer", "compress_windows", "write_json_atomic", "COMPRESSION_LEVEL"]
+
+COMPRESSION_LEVEL = 1
+
+
+def compress_windows(data: np.ndarray, level: int = COMPRESSION_LEVEL) -> list[bytes]:
+    """Each window of ``data`` [n, C, T] as the bytes of one HDF5 deflate chunk (float32, zlib stream)."""
+    return [zlib.compress(np.ascontiguousarray(w, dtype="<f4").tobytes(), level) for w in data]
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
@@ -30,13 +38,14 @@ class H5Writer:
     rate). ``attrs`` are written on the root (``class_names``, ``fs``, ...)."""
 
     def __init__(self, path: str | Path, channels: int, length: int, label_shape: tuple[int, ...] | None,
-                 attrs: dict[str, Any] | None = None, buffer_windows: int = 32, compression_level: int = 4,
+                 attrs: dict[str, Any] | None = None, buffer_windows: int = 32, compression_level: int = COMPRESSION_LEVEL,
                  resume_at: tuple[int, str] | None = None):
         self.path = Path(path)
         self.tmp = self.path.with_name(self.path.name + ".partial")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.channels, self.length, self.label_shape = channels, length, label_shape
         self.buffer_windows = buffer_windows
+        self.level = compression_level
         self.n = 0
         self._buf: list[tuple[np.ndarray, np.ndarray | None, list[str], np.ndarray]] = []
         self._buffered = 0
@@ -44,7 +53,9 @@ class H5Writer:
             self._reopen(*resume_at)
             return
         self.f = h5py.File(self.tmp, "w")
-        gz = dict(compression="gzip", compression_opts=compression_level, shuffle=True)
+        # gzip 1 without shuffle: on real z-scored ECG windows 2x faster to write and 44 % smaller than gzip 4 with
+        # shuffle (34 vs 60 KB per 12x2048 window). Only the deflate filter: compress_windows relies on it.
+        gz = dict(compression="gzip", compression_opts=compression_level)
         self.f.create_dataset("data", shape=(0, channels, length), maxshape=(None, channels, length),
                               dtype="float32", chunks=(1, channels, length), **gz)
         if label_shape is not None:
@@ -83,11 +94,16 @@ class H5Writer:
 
     def append(self, data: np.ndarray, label: np.ndarray | None, record_id: str, starts: np.ndarray) -> None:
         """Queue the windows of one record: ``data`` [n, C, T], ``label`` [n] or [n, K] (or None), ``starts`` [n]."""
-        if data.shape[1:] != (self.channels, self.length):
-            raise ValueError(f"{record_id}: windows of shape {data.shape[1:]}, expected "
-                             f"{(self.channels, self.length)}")
-        self._buf.append((data, label, [record_id] * len(data), np.asarray(starts, dtype=np.int64)))
-        self._buffered += len(data)
+        self.append_compressed(compress_windows(data, self.level), data.shape[1:], label, record_id, starts)
+
+    def append_compressed(self, chunks: list[bytes], shape: tuple[int, ...], label: np.ndarray | None,
+                          record_id: str, starts: np.ndarray) -> None:
+        """As :meth:`append`, with the windows already compressed by :func:`compress_windows` (in the worker
+        processes, so the one writing process only copies bytes); ``shape`` is one window's ``(C, T)``."""
+        if tuple(shape) != (self.channels, self.length):
+            raise ValueError(f"{record_id}: windows of shape {tuple(shape)}, expected {(self.channels, self.length)}")
+        self._buf.append((chunks, label, [record_id] * len(chunks), np.asarray(starts, dtype=np.int64)))
+        self._buffered += len(chunks)
         if self._buffered >= self.buffer_windows:
             self.flush()
 
@@ -95,11 +111,13 @@ class H5Writer:
         """Write the queued windows to the file."""
         if not self._buf:
             return
-        data = np.concatenate([b[0] for b in self._buf])
-        n0, n1 = self.n, self.n + len(data)
+        chunks = [c for b in self._buf for c in b[0]]
+        n0, n1 = self.n, self.n + len(chunks)
         for name in self._names():
             self.f[name].resize(n1, axis=0)
-        self.f["data"][n0:n1] = data
+        dsid = self.f["data"].id
+        for i, chunk in enumerate(chunks, start=n0):  # one window per chunk, already deflated
+            dsid.write_direct_chunk((i, 0, 0), chunk)
         self.f["record_id"][n0:n1] = [r for b in self._buf for r in b[2]]
         self.f["start"][n0:n1] = np.concatenate([b[3] for b in self._buf])
         if self.label_shape is not None:
@@ -111,11 +129,6 @@ class H5Writer:
         """Write the queued windows and flush the file to disk, so a later run can resume from here."""
         self.flush()
         self.f.flush()
-
-    def suspend(self) -> None:
-        """Flush and close, keeping the ``.partial`` file for a resumed run."""
-        self.checkpoint()
-        self.f.close()
 
     def close(self, attrs: dict[str, Any] | None = None) -> Path:
         """Flush, add final ``attrs``, close and rename to the final name. Returns the final path."""
