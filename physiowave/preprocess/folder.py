@@ -53,7 +53,8 @@ class FolderSource(Source):
             return [root]
         if self.args.format == "wfdb":
             return sorted(root.rglob("*.hea"))
-        return sorted(p for ext in ("*.csv", "*.tsv", "*.txt") for p in root.rglob(ext))
+        return sorted(p for ext in ("*.csv", "*.tsv", "*.txt") for p in root.rglob(ext)
+                      if not p.name.upper().startswith("README"))
 
     def list_records(self) -> tuple[list[RecordRef], list[tuple[str, str]]]:
         refs, skipped = [], []
