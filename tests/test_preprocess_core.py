@@ -342,3 +342,12 @@ def test_resume_after_sigkill(shared: Path, tmp_path: Path) -> None:
     for name in got:
         for key in want[name]:
             np.testing.assert_array_equal(got[name][key], want[name][key])
+
+
+def test_unwritable_output_is_a_one_line_error(shared: Path, tmp_path: Path, capsys) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    rc = folder_main(["--input", str(shared / MYO), "--format", "csv", "--fs", "200", "--window", "256",
+                      "--output", str(blocker / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and err[-1].startswith("error: cannot write the output") and "a_file" in err[-1]
