@@ -1,38 +1,15 @@
 """Run outputs on rank 0: TensorBoard scalars and images, ``training_history.json``, JSON results, summary."""
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..fileio import to_jsonable, write_json
+
 __all__ = ["RunLogger", "write_json", "to_jsonable", "heatmap", "scalars_of"]
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Plain Python values (NumPy scalars/arrays and tuples converted) so JSON and ``weights_only`` loads accept them."""
-    if isinstance(obj, dict):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return to_jsonable(obj.tolist())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def write_json(path: str | Path, obj: Any) -> None:
-    """Write JSON atomically (temporary name, then rename). NaN is written as NaN (Python's json convention)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(to_jsonable(obj), indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 def scalars_of(metrics: dict[str, Any]) -> dict[str, float]:

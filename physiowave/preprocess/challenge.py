@@ -10,7 +10,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .core import Item, RecordRef, Source
-from .readers import ReadError, header_codes, read_challenge, read_text
+from .readers import ReadError, header_codes, parse_header, read_challenge, read_text
 
 __all__ = ["ChallengeSource", "multi_hot"]
 
@@ -41,12 +41,10 @@ class ChallengeSource(Source):
                 skipped.append((rid, f"{hea}: duplicate record name (already listed)"))
                 continue
             try:
-                comments = [ln.strip().lstrip("#").strip() for ln in read_text(hea).splitlines()
-                            if ln.lstrip().startswith("#")]
+                codes = header_codes(parse_header(read_text(hea), str(hea)).comments)
             except ReadError as e:
                 skipped.append((rid, str(e)))
                 continue
-            codes = header_codes(comments)
             if not codes:
                 skipped.append((rid, f"{hea}: no '# Dx:' line with diagnosis codes"))
                 continue

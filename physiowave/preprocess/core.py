@@ -23,11 +23,12 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 from tqdm import tqdm
 
+from ..fileio import atomic_write_text, to_jsonable, write_json
 from .readers import ReadError, Recording
 from .signal import (SignalError, bandpass, cut_windows, normalize, notch, repair_nan, resample, select_channels,
                      window_starts)
 from .splits import group_strata, split_groups
-from .writer import H5Writer, compress_windows, write_json_atomic
+from .writer import H5Writer, compress_windows
 
 __all__ = ["RecordRef", "Item", "Source", "Skip", "Summary", "process_record", "reason_kind", "run"]
 
@@ -46,11 +47,13 @@ class RecordRef:
 
 @dataclass(slots=True)
 class Item:
-    """One recording loaded from a :class:`RecordRef` (a file may hold several, e.g. EPN-612 users)."""
+    """One recording loaded from a :class:`RecordRef` (a file may hold several, e.g. EPN-612 users); an item
+    that cannot be used has no recording and a ``reason`` (a sample the reader could not parse)."""
     id: str
-    recording: Recording
+    recording: Recording | None
     label: Any = None
     split: str | None = None
+    reason: str | None = None
 
 
 class Skip(Exception):
@@ -153,8 +156,8 @@ def process_record(source: Source, ref: RecordRef) -> list[Processed]:
     for item in items:
         label = item.label if item.label is not None else ref.label
         split = item.split or ref.split
-        if isinstance(item.recording, str):  # a sample the reader could not parse
-            out.append(Processed(item.id, split, reason=item.recording))
+        if item.reason is not None:
+            out.append(Processed(item.id, split, reason=item.reason))
             continue
         if source.class_names is not None and label is None:
             out.append(Processed(item.id, split, reason="no label"))
@@ -268,9 +271,7 @@ def _write_skipped(path: Path, skipped: list[tuple[str, str]]) -> None:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["record", "reason"])
     w.writerows(skipped)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, path)
+    atomic_write_text(path, buf.getvalue())
 
 
 class _Run:
@@ -287,7 +288,6 @@ class _Run:
         self.fs: float | None = None
         k = len(source.class_names or [])
         self.k = k
-        self.records = {s: 0 for s in source.splits}
         self.windows = {s: 0 for s in source.splits}
         self.rec_split: dict[str, list[str]] = {s: [] for s in source.splits}
         self.rec_counts = {s: np.zeros(k, np.int64) for s in source.splits}
@@ -313,7 +313,7 @@ class _Run:
         if not self.state_path.exists():
             raise SystemExit(f"error: --resume: no checkpoint {self.state_path} (nothing to resume)")
         state = json.loads(self.state_path.read_text())
-        if json.loads(json.dumps(self.fingerprint(), default=str)) != state["fingerprint"]:
+        if json.loads(json.dumps(to_jsonable(self.fingerprint()))) != state["fingerprint"]:
             raise SystemExit(f"error: --resume: {self.state_path} was written with other parameters; "
                              "rerun without --resume to start over")
         self.done, self.skipped = state["done"], [tuple(x) for x in state["skipped"]]
@@ -321,7 +321,7 @@ class _Run:
         self.fs = state["fs"]
         self.rec_split = state["rec_split"]
         for s in self.source.splits:
-            self.records[s], self.windows[s] = state["records"][s], state["windows"][s]
+            self.windows[s] = state["windows"][s]
             self.rec_counts[s] = np.array(state["rec_counts"][s], np.int64)
             self.win_counts[s] = np.array(state["win_counts"][s], np.int64)
         try:
@@ -338,9 +338,9 @@ class _Run:
         """Flush every writer and record where the run stands (atomically)."""
         for w in self.writers.values():
             w.checkpoint()
-        write_json_atomic(self.state_path, {
+        write_json(self.state_path, {
             "fingerprint": self.fingerprint(), "done": self.done, "skipped": self.skipped,
-            "shape": self.shape, "fs": self.fs, "records": self.records, "windows": self.windows,
+            "shape": self.shape, "fs": self.fs, "windows": self.windows,
             "rec_split": self.rec_split, "rec_counts": {s: c.tolist() for s, c in self.rec_counts.items()},
             "win_counts": {s: c.tolist() for s, c in self.win_counts.items()}})
         self.last_checkpoint = time.time()
@@ -368,7 +368,6 @@ class _Run:
             labels = _label_array(source, p.label, n)
             self.writers[p.split].append_compressed(p.chunks, p.shape, labels, p.id, p.starts)
             self.rec_split[p.split].append(p.id)
-            self.records[p.split] += 1
             self.windows[p.split] += n
             if labels is not None:
                 onehot = labels[0] if source.multilabel else np.eye(self.k, dtype=np.int64)[labels[0]]
@@ -392,7 +391,7 @@ class _Run:
             return False
         for w in self.writers.values():
             try:
-                w.f.close()
+                w.keep_partial()
             except Exception:  # noqa: BLE001 - already broken; the checkpoint decides what is kept
                 pass
         return True
@@ -448,7 +447,8 @@ def run(source: Source, progress: bool = True) -> Summary:
                   "run the same command with --resume to continue", file=sys.stderr)
         raise
 
-    summary = Summary(out_dir, files, Counter(state.records), Counter(state.windows), state.skipped)
+    records = {s: len(ids) for s, ids in state.rec_split.items()}
+    summary = Summary(out_dir, files, Counter(records), Counter(state.windows), state.skipped)
     info = {
         "dataset": source.name, "description": source.description,
         "source": [str(Path(p).resolve()) for p in args.input],
@@ -457,7 +457,7 @@ def run(source: Source, progress: bool = True) -> Summary:
         "num_channels": int(state.shape[0]), "window": args.window, "step": args.step, "sampling_rate": state.fs,
         "class_names": source.class_names, "class_codes": source.class_codes,
         "files": {s: p.name for s, p in files.items()},
-        "splits": {s: {"records": state.records[s], "windows": state.windows[s],
+        "splits": {s: {"records": records[s], "windows": state.windows[s],
                        "record_label_distribution": _distribution(source, state.rec_counts[s]),
                        "window_label_distribution": _distribution(source, state.win_counts[s])}
                    for s in source.splits},
@@ -466,8 +466,8 @@ def run(source: Source, progress: bool = True) -> Summary:
         "software": _versions(), "command": " ".join(sys.argv),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(time.time() - t0, 2),
     }
-    write_json_atomic(out_dir / source.info_name, info)
-    write_json_atomic(out_dir / "record_splits.json", state.rec_split)
+    write_json(out_dir / source.info_name, info)
+    write_json(out_dir / "record_splits.json", state.rec_split)
     _write_skipped(out_dir / "skipped.csv", state.skipped)
     return summary
 

@@ -114,7 +114,7 @@ class EPN612Source(Source):
                         seen[GESTURES[label]] += 1
                 reason = reason or sample.get("error")
                 if reason is not None:
-                    yield Item(item_id, reason, label, split)
+                    yield Item(item_id, None, label, split, reason)
                     continue
                 emg = sample["emg"][:, :limit] / SCALE  # [8, T'] with T' <= limit
                 yield Item(item_id, Recording(emg, FS, [f"ch{i}" for i in range(1, 9)]), label, split)

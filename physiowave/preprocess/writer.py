@@ -2,7 +2,6 @@
 appears under its final name only when complete (written as ``NAME.partial`` and renamed)."""
 from __future__ import annotations
 
-import json
 import os
 import zlib
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-__all__ = ["H5Writer", "compress_windows", "write_json_atomic", "COMPRESSION_LEVEL"]
+__all__ = ["H5Writer", "compress_windows", "COMPRESSION_LEVEL"]
 
 COMPRESSION_LEVEL = 1
 
@@ -19,14 +18,6 @@ COMPRESSION_LEVEL = 1
 def compress_windows(data: np.ndarray, level: int = COMPRESSION_LEVEL) -> list[bytes]:
     """Each window of ``data`` [n, C, T] as the bytes of one HDF5 deflate chunk (float32, zlib stream)."""
     return [zlib.compress(np.ascontiguousarray(w, dtype="<f4").tobytes(), level) for w in data]
-
-
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``path`` through a temporary file and a rename."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 class H5Writer:
@@ -129,6 +120,10 @@ class H5Writer:
         """Write the queued windows and flush the file to disk, so a later run can resume from here."""
         self.flush()
         self.f.flush()
+
+    def keep_partial(self) -> None:
+        """Close without renaming: the ``.partial`` file stays for a resumed run (from its last checkpoint)."""
+        self.f.close()
 
     def close(self, attrs: dict[str, Any] | None = None) -> Path:
         """Flush, add final ``attrs``, close and rename to the final name. Returns the final path."""
