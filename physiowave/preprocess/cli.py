@@ -18,6 +18,12 @@ def _channel_list(text: str) -> list[str]:
     return [c for c in text.replace(" ", ",").split(",") if c]
 
 
+def _split_arity(source_cls: type[Source]) -> tuple[int, int]:
+    """(most, fewest) fractions ``--split`` takes: one per split, or down to ``source_cls.min_splits``."""
+    n_max = len(source_cls.splits)
+    return n_max, max(1, min(n_max, getattr(source_cls, "min_splits", n_max)))
+
+
 def build_parser(source_cls: type[Source], prog: str | None = None) -> argparse.ArgumentParser:
     """Parser with the common flags, the data set's own flags and its defaults."""
     p = argparse.ArgumentParser(prog=prog, description=source_cls.description,
@@ -53,9 +59,16 @@ def build_parser(source_cls: type[Source], prog: str | None = None) -> argparse.
                      help="a padded window is kept when at least this fraction of it is real signal")
     spl = p.add_argument_group("splits")
     if source_cls.drawn_splits and len(source_cls.splits) > 1:
-        spl.add_argument("--split", type=float, nargs=len(source_cls.splits), default=None,
-                         metavar=tuple(s.upper() for s in source_cls.splits),
-                         help=f"fractions of groups (patients/subjects) for {'/'.join(source_cls.splits)}")
+        n_max, n_min = _split_arity(source_cls)
+        if n_min == n_max:
+            spl.add_argument("--split", type=float, nargs=n_max, default=None,
+                             metavar=tuple(s.upper() for s in source_cls.splits),
+                             help=f"fractions of groups (patients/subjects) for {'/'.join(source_cls.splits)}")
+        else:  # e.g. TRAIN VAL [TEST]: the splits past the fractions given get nothing (no file)
+            names = "/".join(source_cls.splits[:n_min]) + "".join(f"[/{s}]" for s in source_cls.splits[n_min:])
+            spl.add_argument("--split", type=float, nargs="+", default=None, metavar="FRAC",
+                             help=f"{n_min} to {n_max} fractions of groups (patients/subjects) for {names}; "
+                                  "splits without a fraction are not written")
     spl.add_argument("--seed", type=int, default=42, help="seed of the split")
     source_cls.add_arguments(p)
     p.set_defaults(**source_cls.defaults)
@@ -71,6 +84,12 @@ def parse_args(source_cls: type[Source], argv: list[str] | None = None,
         if not Path(path).exists():
             p.error(f"--input {path}: no such file or folder")
     if getattr(args, "split", None) is not None:
+        n_max, n_min = _split_arity(source_cls)
+        if not n_min <= len(args.split) <= n_max:
+            names = " ".join(s.upper() for s in source_cls.splits[:n_min]) + "".join(
+                f" [{s.upper()}]" for s in source_cls.splits[n_min:])
+            p.error(f"--split {' '.join(map(str, args.split))}: expected {n_min}"
+                    + (f" to {n_max}" if n_max > n_min else "") + f" fractions ({names})")
         if any(f < 0 for f in args.split) or abs(sum(args.split) - 1) > 1e-6:
             p.error(f"--split {' '.join(map(str, args.split))}: expected non-negative fractions summing to 1")
     if args.window <= 0 or args.step <= 0:

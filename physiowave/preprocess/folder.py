@@ -1,5 +1,9 @@
 """Any folder of recordings (WFDB/Challenge records or CSV files, any channel count and rate: 1-lead ECG, PPG,
-EMG ...) → pretraining HDF5 with the same core: ``python -m physiowave.preprocess folder --input DIR ...``."""
+EMG ...) → HDF5 with the same core: ``python -m physiowave.preprocess folder --input DIR ...``.
+
+Without ``--label_regex`` the output is unlabelled pretraining data; with it, the class of each record is parsed
+from its path (e.g. ``--label_regex 'C_(\\d+)'`` on ``R_3_C_2_EMG.csv`` → class ``"2"``) and the files carry
+int64 class indices and a ``class_names`` attribute. ``--split TRAIN VAL [TEST]`` draws 2 or 3 splits."""
 from __future__ import annotations
 
 import argparse
@@ -10,16 +14,40 @@ from typing import Iterable
 from .core import Item, RecordRef, Source
 from .readers import read_challenge, read_csv, read_wfdb
 
-__all__ = ["FolderSource", "main"]
+__all__ = ["FolderSource", "main", "sort_class_names"]
+
+_INT = re.compile(r"[+-]?\d+")
+
+
+def sort_class_names(names: Iterable[str]) -> list[str]:
+    """The unique names sorted: numerically when every name is an integer ("2" < "10"), else as strings."""
+    uniq = set(names)
+    if uniq and all(_INT.fullmatch(n) for n in uniq):
+        return sorted(uniq, key=lambda n: (int(n), n))
+    return sorted(uniq)
+
+
+def _compile(flag: str, pattern: str | None) -> re.Pattern | None:
+    try:
+        return re.compile(pattern) if pattern else None
+    except re.error as e:
+        raise SystemExit(f"error: {flag} {pattern!r}: {e}")
+
+
+def _class_list(text: str) -> list[str]:
+    return [c.strip() for c in text.split(",") if c.strip()]
 
 
 class FolderSource(Source):
-    """Every record under ``--input`` (recursively), split into train/val by record or by ``--group_regex``."""
+    """Every record under ``--input`` (recursively), split by record or by ``--group_regex``; labelled by
+    ``--label_regex`` when given (class names then known after :meth:`list_records`)."""
 
     name = "folder"
-    description = ("Convert a folder of WFDB/Challenge records or CSV files into pretraining HDF5 "
-                   "(train.h5 / val.h5, no labels).")
-    splits = ("train", "val")
+    description = ("Convert a folder of WFDB/Challenge records or CSV files into HDF5 (train.h5 / val.h5 "
+                   "[/ test.h5]): unlabelled pretraining data, or single-label classification data with "
+                   "--label_regex.")
+    splits = ("train", "val", "test")
+    min_splits = 2      # --split takes TRAIN VAL [TEST]; with two fractions there is no test split
     defaults = {"split": [0.9, 0.1]}
 
     @classmethod
@@ -31,6 +59,13 @@ class FolderSource(Source):
         g.add_argument("--group_regex", default=None,
                        help="regex on the record's path relative to --input whose first group names the subject "
                             "(records of one subject stay in one split); default: each record is its own group")
+        g.add_argument("--label_regex", default=None,
+                       help="regex on the record's path relative to --input (without extension) whose first group "
+                            "(or whole match) is the record's class, e.g. 'C_(\\d+)'; records that do not match "
+                            "are skipped; unset: no labels (pretraining data)")
+        g.add_argument("--classes", type=_class_list, default=None, metavar="A,B,...",
+                       help="with --label_regex: the class names in label-index order; records of other classes "
+                            "are skipped; unset: every class found, sorted (numerically when all are integers)")
 
     def __init__(self, args: argparse.Namespace):
         super().__init__(args)
@@ -39,10 +74,19 @@ class FolderSource(Source):
         if args.format == "wfdb" and args.fs:
             raise SystemExit("error: --fs applies to --format csv only; WFDB headers carry the rate "
                              "(use --target_fs to resample)")
-        try:
-            self.group_re = re.compile(args.group_regex) if args.group_regex else None
-        except re.error as e:
-            raise SystemExit(f"error: --group_regex {args.group_regex!r}: {e}")
+        self.group_re = _compile("--group_regex", args.group_regex)
+        self.label_re = _compile("--label_regex", getattr(args, "label_regex", None))
+        classes = getattr(args, "classes", None)
+        if classes is not None:
+            if self.label_re is None:
+                raise SystemExit("error: --classes needs --label_regex (the regex that finds each record's class)")
+            if not classes:
+                raise SystemExit("error: --classes: expected comma-separated class names, got none")
+            dup = sorted({c for c in classes if classes.count(c) > 1})
+            if dup:
+                raise SystemExit(f"error: --classes: {', '.join(dup)} listed more than once")
+        split = getattr(args, "split", None) or self.defaults["split"]
+        self.splits = type(self).splits[:len(split)]   # two fractions: train/val only, no test.h5
 
     def default_output(self) -> Path:
         src = Path(self.args.input[0]).resolve()
@@ -56,21 +100,50 @@ class FolderSource(Source):
         return sorted(p for ext in ("*.csv", "*.tsv", "*.txt") for p in root.rglob(ext)
                       if not p.name.upper().startswith("README"))
 
+    @staticmethod
+    def _match(regex: re.Pattern, rel: str) -> str | None:
+        m = regex.search(rel)
+        if m is None:
+            return None
+        return m.group(1) if m.groups() else m.group(0)
+
     def list_records(self) -> tuple[list[RecordRef], list[tuple[str, str]]]:
-        refs, skipped = [], []
+        """Every record; with ``--label_regex`` also sets ``self.class_names`` and each ref's class index."""
+        refs: list[RecordRef] = []
+        skipped: list[tuple[str, str]] = []
+        names: list[str | None] = []
         for root in map(Path, self.args.input):
             base = root if root.is_dir() else root.parent
             for path in self._files(root):
                 rel = path.relative_to(base).with_suffix("").as_posix()
                 group = rel
                 if self.group_re is not None:
-                    m = self.group_re.search(rel)
-                    if m is None:
+                    group = self._match(self.group_re, rel)
+                    if group is None:
                         skipped.append((rel, f"--group_regex {self.args.group_regex!r} does not match"))
                         continue
-                    group = m.group(1) if m.groups() else m.group(0)
+                name = None
+                if self.label_re is not None:
+                    name = self._match(self.label_re, rel)
+                    if not name:
+                        what = "does not match" if name is None else "matches an empty class name"
+                        skipped.append((rel, f"--label_regex {self.args.label_regex!r} {what}"))
+                        continue
                 refs.append(RecordRef(rel, group, str(path)))
-        return refs, skipped
+                names.append(name)
+        if self.label_re is None:
+            return refs, skipped
+        classes = self.args.classes or sort_class_names(n for n in names if n is not None)
+        index = {c: i for i, c in enumerate(classes)}
+        kept = []
+        for ref, name in zip(refs, names):
+            if name not in index:
+                skipped.append((ref.id, f"class {name!r} is not in --classes"))
+                continue
+            ref.label = index[name]
+            kept.append(ref)
+        self.class_names = list(classes)
+        return kept, skipped
 
     def load(self, ref: RecordRef) -> Iterable[Item]:
         path = Path(ref.source)
