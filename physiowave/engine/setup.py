@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import warnings
 from pathlib import Path
@@ -76,6 +77,21 @@ def class_names_of(paths: list[str]) -> list[str] | None:
     return None
 
 
+def preprocessing_of(path: str) -> dict[str, Any] | None:
+    """How ``physiowave.preprocess`` made a file: its flags (``input_fs``: the rate given for CSV input) plus the
+    output rate ``fs``; None for files written by other tools."""
+    with h5py.File(path, "r") as f:
+        text = f.attrs.get("preprocessing")
+        if text is None:
+            return None
+        params = json.loads(text)
+        if "fs" in params:  # the folder source's --fs: the rate of its CSV input
+            params["input_fs"] = params.pop("fs")
+        if "fs" in f.attrs:
+            params["fs"] = float(f.attrs["fs"])
+    return params
+
+
 def split_indices(n: int, ratio: float, seed: int, groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Hold out ``ratio`` of the samples → (train, val) indices; whole groups (records) go to one side."""
     rng = np.random.default_rng(seed)
@@ -138,6 +154,7 @@ def open_datasets(args: argparse.Namespace) -> dict[str, Any]:
         info["class_counts"] = (np.bincount(labels, minlength=train.num_classes) if mode == "single"
                                 else labels.sum(0)).astype(np.int64).tolist()
         info["class_names"] = class_names_of(train_paths)
+    info["preprocessing"] = preprocessing_of(train_paths[0])
     info["train_samples"] = len(train_set)
     return {"train": train_set, "val": val, "test": test, "info": info}
 

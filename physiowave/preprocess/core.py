@@ -294,13 +294,19 @@ class _Run:
         self.win_counts = {s: np.zeros(k, np.int64) for s in source.splits}
         self.attrs: dict[str, Any] = {"window": self.args.window, "step": self.args.step,
                                       "normalize": self.args.normalize, "norm_scope": self.args.norm_scope,
-                                      "source": source.name}
+                                      "source": source.name, "preprocessing": json.dumps(self.parameters())}
         if source.class_names is not None:
             self.attrs["class_names"] = list(source.class_names)
         if self.args.channels:
             self.attrs["channel_names"] = list(self.args.channels)
         self.last_checkpoint = time.time()
         self.checkpointed = False
+
+    def parameters(self) -> dict[str, Any]:
+        """The flags that shape the windows (stored in every output file, and from there in checkpoints, so that
+        ``physiowave predict`` can prepare raw recordings the same way)."""
+        skip = {"input", "output", "workers", "resume", "checkpoint_s", "limit", "split", "seed"}
+        return to_jsonable({k: v for k, v in sorted(vars(self.args).items()) if k not in skip} | {"source": self.source.name})
 
     # ---- resume
     def fingerprint(self) -> dict[str, Any]:
