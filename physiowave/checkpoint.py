@@ -22,7 +22,7 @@ import torch
 from .models import PhysioWave
 
 __all__ = ["read_checkpoint", "extract_state_dict", "clean_state_dict", "model_args", "infer_config",
-           "load_state_dict_checked", "load_model", "save_checkpoint", "load_encoder_weights"]
+           "load_state_dict_checked", "load_model", "model_from_checkpoint", "save_checkpoint", "load_encoder_weights"]
 
 _PREFIXES = ("module.", "_orig_mod.")
 _MODEL_KEYS = set(inspect.signature(PhysioWave.__init__).parameters) - {"self"}
@@ -149,7 +149,11 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu", **ove
 
     ``overrides`` replace architecture values (e.g. ``num_heads`` for a file without ``args``).
     """
-    checkpoint = read_checkpoint(path, map_location)
+    return model_from_checkpoint(read_checkpoint(path, map_location), path, **overrides)
+
+
+def model_from_checkpoint(checkpoint: Any, path: str | Path = "checkpoint", **overrides: Any) -> PhysioWave:
+    """:func:`load_model` for a checkpoint already read with :func:`read_checkpoint` (``path`` names it in messages)."""
     state_dict = clean_state_dict(extract_state_dict(checkpoint))
     args = model_args(checkpoint)
     if args is not None:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["parse_file_paths", "H5Dataset", "DATA_KEYS", "LABEL_KEYS"]
+__all__ = ["parse_file_paths", "H5Dataset", "DATA_KEYS", "LABEL_KEYS", "crop_bounds", "standardize", "pad_right", "fit_length"]
 
 DATA_KEYS = ("input", "data", "X")
 LABEL_KEYS = ("label", "labels", "y", "Y")
@@ -52,6 +52,35 @@ def parse_file_paths(spec: str | os.PathLike[str] | Sequence[str | os.PathLike[s
         parts = spec.split(",") if "," in spec else spec.split()
         return [p.strip() for p in parts if p.strip()]
     return [path for item in spec for path in parse_file_paths(item)]
+
+
+def crop_bounds(T: int, L: int, rng: np.random.Generator | None = None) -> tuple[int, int]:
+    """Samples ``[start, stop)`` of a length-T signal kept for length L: a random crop with ``rng``, else the centre."""
+    start = 0
+    if T > L:
+        start = int(rng.integers(T - L + 1)) if rng is not None else (T - L) // 2
+    return start, min(T, start + L)
+
+
+def standardize(x: np.ndarray) -> np.ndarray:
+    """Z-score each channel of ``[..., C, T]`` over time (std floored at 1e-8)."""
+    mean = x.mean(axis=-1, keepdims=True)
+    std = x.std(axis=-1, keepdims=True)
+    return (x - mean) / np.maximum(std, _STD_FLOOR)
+
+
+def pad_right(x: np.ndarray, L: int) -> np.ndarray:
+    """Right zero-pad the last axis to L samples (no-op when already L long)."""
+    if x.shape[-1] >= L:
+        return x
+    return np.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, L - x.shape[-1])])
+
+
+def fit_length(x: np.ndarray, L: int, normalize: bool) -> np.ndarray:
+    """What evaluation does to a stored sample: ``[..., C, T]`` → centre crop, optional z-score, right pad → ``[..., C, L]``."""
+    start, stop = crop_bounds(x.shape[-1], L)
+    x = np.asarray(x[..., start:stop], dtype=np.float32)
+    return pad_right(standardize(x) if normalize else x, L)
 
 
 @dataclass(frozen=True)
@@ -306,23 +335,16 @@ class H5Dataset(Dataset):
         file_index, local = self._locate(i)
         rng = (np.random.default_rng([self.seed, self._epoch, i])
                if self.random_crop or self.augment is not None else None)
-        T, L = self._length, self.output_length
-        start = 0
-        if T > L:
-            start = int(rng.integers(T - L + 1)) if self.random_crop else (T - L) // 2
-        stop = min(T, start + L)
+        start, stop = crop_bounds(self._length, self.output_length, rng if self.random_crop else None)
         x = np.asarray(self._dataset(file_index)[local, :, start:stop], dtype=np.float32)  # [C, min(T, L)]
         if self.normalize:
-            mean = x.mean(axis=-1, keepdims=True)
-            std = x.std(axis=-1, keepdims=True)
-            x = (x - mean) / np.maximum(std, _STD_FLOOR)
+            x = standardize(x)
         if self.augment is not None:
             real = x.shape
             x = np.asarray(self.augment(x, rng), dtype=np.float32)
             if x.shape != real:
                 raise ValueError(f"H5Dataset: augment returned shape {x.shape} for input {real}; expected the same")
-        if x.shape[-1] < L:
-            x = np.pad(x, ((0, 0), (0, L - x.shape[-1])))  # right zero-pad → [C, L]
+        x = pad_right(x, self.output_length)
         sample = torch.from_numpy(np.ascontiguousarray(x))
         if self._kind == "none":
             return sample

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["derive_seed", "DistEnv", "init_distributed", "cleanup", "seed_everything", "gather_by_index", "all_reduce_sums", "barrier"]
+__all__ = ["derive_seed", "DistEnv", "pick_device", "init_distributed", "cleanup", "seed_everything", "gather_by_index", "all_reduce_sums", "barrier"]
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,8 @@ class DistEnv:
         return self.world_size > 1
 
 
-def _pick_device(flag: str | None, local_rank: int) -> torch.device:
+def pick_device(flag: str | None, local_rank: int = 0) -> torch.device:
+    """``--device`` value (None: CUDA when available, else CPU) → a usable device, or a one-line RuntimeError."""
     if flag is None:
         flag = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(flag)
@@ -56,7 +57,7 @@ def init_distributed(device: str | None = None, expected_world_size: int | None 
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if expected_world_size and expected_world_size != world_size and rank == 0:
         print(f"note: --world_size {expected_world_size} differs from torchrun's WORLD_SIZE={world_size}; using {world_size}")
-    env = DistEnv(rank, local_rank, world_size, _pick_device(device, local_rank))
+    env = DistEnv(rank, local_rank, world_size, pick_device(device, local_rank))
     if env.distributed and not dist.is_initialized():
         backend = "nccl" if env.device.type == "cuda" else "gloo"
         kwargs = {"device_id": env.device} if backend == "nccl" else {}
