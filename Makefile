@@ -1,6 +1,8 @@
 # PhysioWave: two-command setup.
-#   make install   install torch (only if none is importable) and physiowave[test], editable
+#   make demo      make install, then the whole pipeline on the bundled real EMG recordings (demo/run.py);
+#                  DEMO_QUICK=1: 2 epochs per stage (CI), DEMO_OUTPUT=dir (default demo_output)
 #   make test      make install, then run the test suite (extra args: PYTEST_ARGS=...)
+#   make install   install torch (only if none is importable) and physiowave[test], editable
 #
 # Python: the active virtualenv / conda env if any, else ./.venv (created on demand).
 # Override with `make test PYTHON=/path/to/python`.
@@ -9,6 +11,8 @@ TORCH_VERSION := 2.13.0
 SYSTEM_PYTHON := python3
 VENV          := .venv
 PYTEST_ARGS   ?=
+DEMO_OUTPUT   ?= demo_output
+DEMO_QUICK    ?=
 
 ifneq ($(VIRTUAL_ENV),)
   PYTHON := $(VIRTUAL_ENV)/bin/python
@@ -27,7 +31,7 @@ VENV_DEP := $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/bin/python)
 define INSTALL_CHECK
 import importlib.metadata as md, json, os, sys, urllib.parse, urllib.request
 sys.path[:] = [p for p in sys.path if p not in ("", ".", os.getcwd())]  # skip ./physiowave.egg-info
-import torch, numpy, h5py, pywt, scipy, wfdb, sklearn, tqdm, tensorboard, pytest
+import torch, numpy, h5py, pywt, scipy, wfdb, sklearn, tqdm, tensorboard, matplotlib, pytest
 dist = md.distribution("physiowave")
 info = json.loads(dist.read_text("direct_url.json") or "{}")
 src = urllib.request.url2pathname(urllib.parse.urlparse(info.get("url", "")).path)
@@ -37,7 +41,7 @@ assert os.path.getmtime(meta.locate()) >= os.path.getmtime("pyproject.toml")
 endef
 export INSTALL_CHECK
 
-.PHONY: install test
+.PHONY: install test demo
 
 $(VENV)/bin/python:
 	$(SYSTEM_PYTHON) -m venv $(VENV)
@@ -59,3 +63,6 @@ install: $(VENV_DEP)
 
 test: install
 	$(PYTHON) -m pytest -q tests $(PYTEST_ARGS)
+
+demo: install
+	DEMO_QUICK=$(DEMO_QUICK) $(PYTHON) demo/run.py --output $(DEMO_OUTPUT)

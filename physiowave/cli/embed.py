@@ -1,0 +1,123 @@
+"""``physiowave embed CKPT INPUT... -o out.h5|out.npy``: encoder embeddings of every window (or record).
+
+Each window gives the pooled encoder output ``[D]`` (the checkpoint's pooling, mean by default), i.e.
+``pool(model.encode(x))``; ``--tokens`` also keeps every token ``[N, D]`` (.h5 only); ``--per_record`` averages
+the windows of each record. ``.h5`` output holds ``embedding`` ``[n, D]``, ``record_id`` and ``start`` (window
+rows) and the preparation as attributes; ``.npy`` holds the ``embedding`` array alone.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+from tqdm import tqdm
+
+from ..fileio import to_jsonable
+from ..inference import TrainedModel, find_inputs, read_units, run_batches
+from ..models.heads import pool_tokens
+from .common import add_model_arguments, add_preparation_arguments, trained_from_args
+
+__all__ = ["add_parser", "embed"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("embed", help="encoder embeddings of recordings", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(p)
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="WFDB/Challenge records (.hea), CSV files, preprocessed HDF5 files or folders of them")
+    p.add_argument("-o", "--output", required=True, help="output file: .h5 (embeddings + ids) or .npy (array only)")
+    p.add_argument("--tokens", action="store_true", help="also store per-token embeddings [n, N, D] (.h5 only)")
+    p.add_argument("--per_record", action="store_true", help="average the window embeddings of each record")
+    add_preparation_arguments(p)
+    p.set_defaults(run=run)
+
+
+def _append(dset: h5py.Dataset, values: np.ndarray) -> None:
+    n = dset.shape[0]
+    dset.resize(n + len(values), axis=0)
+    dset[n:] = values
+
+
+def embed(trained: TrainedModel, inputs: list[str], output: Path, tokens: bool = False, per_record: bool = False,
+          batch_size: int = 64, progress: bool = True) -> dict[str, int]:
+    """Write embeddings of ``inputs`` to ``output`` (.h5 or .npy, written under a temporary name then renamed).
+    Returns counts: ``records``, ``windows``, ``skipped``."""
+    suffix = output.suffix.lower()
+    if suffix not in (".h5", ".hdf5", ".npy"):
+        raise ValueError(f"-o {output}: expected a .h5 or .npy file name")
+    if tokens and (suffix == ".npy" or per_record):
+        raise ValueError("--tokens needs .h5 output and window rows (not --per_record)")
+    files = find_inputs(inputs)
+    skipped: list[tuple[str, str]] = []
+    pooling = trained.pooling
+
+    def outputs(model, x):
+        t = model.encode(x)
+        return {"embedding": pool_tokens(t, pooling), **({"tokens": t} if tokens else {})}
+
+    bar = tqdm(files, desc="embed", unit="file", disable=not progress, file=sys.stderr)
+    units = read_units(bar, trained.preparation, trained.model.in_channels, lambda r, why: skipped.append((r, why)))
+    rows_emb, rows_id, rows_start = [], [], []
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output.with_name(output.name + ".partial")
+    f = h5py.File(tmp, "w") if suffix != ".npy" and tokens else None
+    try:
+        for keys, out, _ in run_batches(trained, units, batch_size, outputs):
+            rows_emb.append(out["embedding"])
+            rows_id += [k for k, _ in keys]
+            rows_start += [s for _, s in keys]
+            bar.set_postfix(windows=len(rows_id), skipped=len(skipped), refresh=False)
+            if f is not None:
+                if "tokens" not in f:
+                    f.create_dataset("tokens", shape=(0, *out["tokens"].shape[1:]), maxshape=(None, *out["tokens"].shape[1:]),
+                                     dtype="float32", chunks=(1, *out["tokens"].shape[1:]))
+                _append(f["tokens"], out["tokens"])
+        if not rows_emb:
+            raise ValueError("no usable input: " + "; ".join(f"{r}: {why}" for r, why in skipped[:3]))
+        emb = np.concatenate(rows_emb).astype(np.float32)
+        ids, starts = np.asarray(rows_id), np.asarray(rows_start, dtype=np.int64)
+        if per_record:
+            order = list(dict.fromkeys(ids.tolist()))
+            index = {r: i for i, r in enumerate(order)}
+            inv = np.array([index[r] for r in ids])
+            sums = np.zeros((len(order), emb.shape[1]), np.float64)
+            np.add.at(sums, inv, emb)
+            emb = (sums / np.bincount(inv)[:, None]).astype(np.float32)
+            ids, starts = np.asarray(order), None
+        if suffix == ".npy":
+            with open(tmp, "wb") as fh:
+                np.save(fh, emb)
+        else:
+            f = f if f is not None else h5py.File(tmp, "w")
+            f.create_dataset("embedding", data=emb)
+            f.create_dataset("record_id", data=ids.astype(object), dtype=h5py.string_dtype())
+            if starts is not None:
+                f.create_dataset("start", data=starts)
+            f.attrs.update({"checkpoint": str(trained.path), "pooling": pooling, "per_record": per_record,
+                            "preparation": json.dumps(to_jsonable(trained.preparation.as_dict()))})
+            f.close()
+            f = None
+        os.replace(tmp, output)
+    finally:
+        if f is not None:
+            f.close()
+        if tmp.exists():
+            tmp.unlink()
+    return {"records": len(dict.fromkeys(rows_id)), "windows": len(rows_id), "skipped": len(skipped),
+            "skipped_reasons": skipped}
+
+
+def run(args: argparse.Namespace) -> int:
+    trained = trained_from_args(args)
+    counts = embed(trained, args.inputs, Path(args.output), args.tokens, args.per_record, args.batch_size)
+    for record, why in counts["skipped_reasons"]:
+        print(f"skipped {record}: {why}", file=sys.stderr)
+    print(f"{counts['windows']} windows of {counts['records']} records embedded "
+          f"({counts['skipped']} skipped) -> {args.output}")
+    return 0

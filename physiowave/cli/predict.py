@@ -1,0 +1,114 @@
+"""``physiowave predict CKPT INPUT... -o predictions.csv``: class probabilities and labels per record.
+
+Records are windowed as the training data was; the window probabilities (softmax, or sigmoid for multi-label)
+are averaged per record, and the record's label is the most probable class (single-label) or every class whose
+mean probability reaches its threshold (multi-label: the thresholds tuned on validation data and stored in the
+checkpoint, else ``--threshold``). ``--per_window`` writes one row per window instead.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from ..fileio import atomic_write_text
+from ..inference import TrainedModel, find_inputs, probabilities, read_units, run_batches
+from .common import add_model_arguments, add_preparation_arguments, trained_from_args
+
+__all__ = ["add_parser", "predict", "Predictions"]
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="class probabilities of recordings", description=__doc__,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(p)
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="WFDB/Challenge records (.hea), CSV files, preprocessed HDF5 files or folders of them")
+    p.add_argument("-o", "--output", required=True, help="CSV file to write")
+    p.add_argument("--per_window", action="store_true", help="one row per window (with its start) instead of per record")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="multi-label decision threshold for every class (default: the checkpoint's tuned thresholds, else 0.5)")
+    add_preparation_arguments(p)
+    p.set_defaults(run=run)
+
+
+class Predictions:
+    """Window-level results: ``records`` [n] ids, ``starts`` [n], ``probs`` [n, K], ``labels`` [n(, K)] or None."""
+
+    def __init__(self, records: np.ndarray, starts: np.ndarray, probs: np.ndarray, labels: np.ndarray | None):
+        self.records, self.starts, self.probs, self.labels = records, starts, probs, labels
+
+    def per_record(self) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """(record ids in first-seen order, window counts [R], mean probabilities [R, K])."""
+        order = list(dict.fromkeys(self.records.tolist()))
+        index = {r: i for i, r in enumerate(order)}
+        inv = np.array([index[r] for r in self.records], dtype=np.int64)
+        counts = np.bincount(inv, minlength=len(order))
+        sums = np.zeros((len(order), self.probs.shape[1]), np.float64)
+        np.add.at(sums, inv, self.probs)
+        return order, counts, sums / counts[:, None]
+
+
+def predict(trained: TrainedModel, inputs: list[str], batch_size: int = 64, progress: bool = True
+            ) -> tuple[Predictions, list[tuple[str, str]]]:
+    """Run the classifier over every window of ``inputs`` → (window predictions, skipped (record, reason))."""
+    if trained.task is None:
+        raise ValueError(f"{trained.path}: has no classification head (a pretraining checkpoint): use `physiowave embed`")
+    files = find_inputs(inputs)
+    skipped: list[tuple[str, str]] = []
+    bar = tqdm(files, desc="predict", unit="file", disable=not progress, file=sys.stderr)
+    units = read_units(bar, trained.preparation, trained.model.in_channels, lambda r, why: skipped.append((r, why)))
+    records, starts, probs, labels = [], [], [], []
+    for keys, out, y in run_batches(trained, units, batch_size, lambda model, x: {"logits": model(x)}):
+        records += [k for k, _ in keys]
+        starts += [s for _, s in keys]
+        probs.append(probabilities(out["logits"], trained.task))
+        labels.append(y)
+        bar.set_postfix(windows=len(records), skipped=len(skipped), refresh=False)
+    if not records:
+        raise ValueError("no usable input: " + "; ".join(f"{r}: {why}" for r, why in skipped[:3]))
+    y = np.concatenate(labels) if all(v is not None for v in labels) else None
+    return Predictions(np.asarray(records), np.asarray(starts, np.int64), np.concatenate(probs), y), skipped
+
+
+def decide(probs: np.ndarray, task: str, names: list[str], thresholds: np.ndarray) -> list[str]:
+    """Predicted label text per row: the argmax class, or the ';'-joined classes at or above their thresholds."""
+    if task == "single":
+        return [names[i] for i in probs.argmax(1)]
+    return [";".join(n for n, hit in zip(names, row) if hit) for row in probs >= thresholds]
+
+
+def to_csv(pred: Predictions, trained: TrainedModel, per_window: bool, threshold: float | None) -> str:
+    names = trained.class_names or []
+    k = len(names)
+    thresholds = np.full(k, threshold if threshold is not None else 0.5)
+    if threshold is None and trained.thresholds is not None:
+        thresholds = trained.thresholds
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    if per_window:
+        w.writerow(["record", "start", *(f"prob_{n}" for n in names), "predicted"])
+        for r, s, p, label in zip(pred.records, pred.starts, pred.probs, decide(pred.probs, trained.task, names, thresholds)):
+            w.writerow([r, s, *(f"{v:.6g}" for v in p), label])
+    else:
+        ids, counts, mean = pred.per_record()
+        w.writerow(["record", "windows", *(f"prob_{n}" for n in names), "predicted"])
+        for r, c, p, label in zip(ids, counts, mean, decide(mean, trained.task, names, thresholds)):
+            w.writerow([r, c, *(f"{v:.6g}" for v in p), label])
+    return buf.getvalue()
+
+
+def run(args: argparse.Namespace) -> int:
+    trained = trained_from_args(args)
+    pred, skipped = predict(trained, args.inputs, args.batch_size)
+    atomic_write_text(Path(args.output), to_csv(pred, trained, args.per_window, args.threshold))
+    for record, why in skipped:
+        print(f"skipped {record}: {why}", file=sys.stderr)
+    n_records = len(dict.fromkeys(pred.records.tolist()))
+    print(f"{len(pred.records)} windows of {n_records} records ({len(skipped)} skipped) -> {args.output}")
+    return 0
