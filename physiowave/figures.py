@@ -19,7 +19,7 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import Bbox
 
-__all__ = ["save_figure", "figure_size_px", "wavelet_bands", "wavelet_filters", "selector_weights",
+__all__ = ["save_figure", "figure_size_px", "figure_to_array", "wavelet_bands", "wavelet_filters", "selector_weights",
            "masked_reconstruction", "confusion_matrix", "roc_pr_curves", "training_curves", "PALETTE"]
 
 # Okabe-Ito colour-blind-safe palette (black left out: it is used for signals/targets).
@@ -65,6 +65,17 @@ def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def figure_to_array(fig: Figure, dpi: int = 100) -> np.ndarray:
+    """Render ``fig`` → uint8 RGB image ``[3, H, W]`` (for TensorBoard), without pyplot."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig.set_dpi(dpi)
+    fig.set_facecolor("white")
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].transpose(2, 0, 1).copy()
 
 
 # ------------------------------------------------------------------------------------------------- validation
@@ -424,6 +435,7 @@ def roc_pr_curves(scores: np.ndarray, labels: np.ndarray, class_names: Sequence[
 
 _LR_KEYS = ("learning_rates", "learning_rate", "lr")
 _SKIP_KEYS = {"epoch", "epochs", "epoch_time", "time", "step", "global_step"}
+_SKIP_PARTS = ("samples_per_sec", "_time", "memory", "throughput")  # speed and resources: not model quality
 _PREFIX_STYLE = {"train": "-", "val": "--", "test": ":"}
 
 
@@ -480,7 +492,7 @@ def training_curves(history: Mapping[str, Sequence[float | None]]) -> Figure:
     losses, metrics, lr = {}, {}, None
     for key, values in history.items():
         y = _series(values, n)
-        if y is None or key in _SKIP_KEYS or not np.isfinite(y).any():
+        if y is None or key in _SKIP_KEYS or any(p in key for p in _SKIP_PARTS) or not np.isfinite(y).any():
             continue
         if key in _LR_KEYS:
             lr = lr if lr is not None else y

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -9,23 +10,12 @@ import numpy as np
 
 from ..fileio import to_jsonable, write_json
 
-__all__ = ["RunLogger", "write_json", "to_jsonable", "heatmap", "scalars_of"]
+__all__ = ["RunLogger", "write_json", "to_jsonable", "scalars_of"]
 
 
 def scalars_of(metrics: dict[str, Any]) -> dict[str, float]:
     """The scalar entries of a metrics dict (drops confusion matrices, per-class tables, thresholds)."""
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, np.generic)) and not isinstance(v, bool)}
-
-
-def heatmap(values: np.ndarray, scale: int = 1) -> np.ndarray:
-    """2-D array → uint8 RGB image ``[3, H·scale, W·scale]`` (blue = low, yellow = high) for TensorBoard."""
-    v = np.asarray(values, dtype=np.float64)
-    finite = np.isfinite(v)
-    lo, hi = (v[finite].min(), v[finite].max()) if finite.any() else (0.0, 1.0)
-    t = np.where(finite, (v - lo) / (hi - lo if hi > lo else 1.0), 0.0)
-    rgb = np.stack([t, 0.2 + 0.6 * t, 1.0 - t])  # a simple blue → yellow ramp
-    rgb = np.repeat(np.repeat(rgb, scale, axis=1), scale, axis=2)
-    return (rgb * 255).astype(np.uint8)
 
 
 class RunLogger:
@@ -48,9 +38,12 @@ class RunLogger:
             if math.isfinite(v):
                 self._tb.add_scalar(f"{prefix}/{k}", v, step)
 
-    def image(self, tag: str, image: np.ndarray, step: int) -> None:
+    def figure(self, tag: str, make: Callable[[], Any], step: int) -> None:
+        """Log the matplotlib figure ``make()`` returns as an image (``make`` is not called on other ranks)."""
         if self._tb is not None:
-            self._tb.add_image(tag, image, step, dataformats="CHW")
+            from ..figures import figure_to_array
+
+            self._tb.add_image(tag, figure_to_array(make()), step, dataformats="CHW")
 
     def text(self, tag: str, text: str, step: int = 0) -> None:
         if self._tb is not None:

@@ -24,7 +24,7 @@ from ..checkpoint import load_state_dict_checked, read_checkpoint, save_checkpoi
 from ..models.heads import pool_tokens
 from .args import MODEL_DEFAULTS, parse_args
 from .distributed import DistEnv, barrier, cleanup, init_distributed
-from .logger import RunLogger, heatmap, scalars_of, to_jsonable, write_json
+from .logger import RunLogger, scalars_of, to_jsonable, write_json
 from .loop import NonFiniteLossError, Precision, evaluate, train_one_epoch
 from .samplers import EvalSampler, TrainSampler
 from .schedule import build_scheduler
@@ -345,26 +345,27 @@ class Run:
         self.logger.close()
 
     def _log_images(self, metrics: dict[str, Any], step: int) -> None:
+        """Figures in TensorBoard: the validation confusion matrix; in pretraining a masked reconstruction of the
+        first validation sample (channel 0) and the learned wavelet filters."""
         if not self.env.is_main:
             return
+        from .. import figures
+        from ..models import introspect
+
         val = metrics.get("val") or {}
         if "confusion_matrix" in val:
-            cm = np.asarray(val["confusion_matrix"], dtype=np.float64)
-            self.logger.image("val/confusion_matrix", heatmap(cm / np.maximum(cm.sum(1, keepdims=True), 1), scale=24), step)
+            names = self.info.get("class_names") or [str(i) for i in range(len(val["confusion_matrix"]))]
+            self.logger.figure("val/confusion_matrix", lambda: figures.confusion_matrix(np.asarray(val["confusion_matrix"]), names), step)
         if self.args.task == "pretrain":
             ds = self.data["val"] or self.data["train"]
-            x = torch.stack([ds[i] for i in range(min(2, len(ds)))]).to(self.env.device)
+            x = ds[0].unsqueeze(0).to(self.env.device)
             self.model.eval()
-            with torch.no_grad():
-                gen = torch.Generator(device=self.env.device).manual_seed(self.args.seed)
-                pred, target, mask = self.model.forward_pretrain(x, self.args.mask_ratio, self.args.masking_strategy,
-                                                                 self.args.importance_ratio, gen)
-            F_ = self.model.num_bands
-            for i in range(len(x)):
-                as_spec = lambda t: t[i].float().reshape(F_, -1).cpu().numpy()  # noqa: E731  [N, P] → [F, T]
-                shown = target * ~mask.unsqueeze(-1)
-                rows = np.concatenate([as_spec(target), as_spec(shown), as_spec(pred)])  # target / visible / reconstruction
-                self.logger.image(f"reconstruction/sample_{i}", heatmap(rows), step)
+            target, pred, mask = introspect.masked_reconstruction(self.model, x, self.args.mask_ratio, self.args.masking_strategy,
+                                                                  self.args.importance_ratio, seed=self.args.seed)
+            bands = introspect.band_names(self.model.config["max_level"])
+            self.logger.figure("pretrain/reconstruction", lambda: figures.masked_reconstruction(
+                target[0, 0], pred[0, 0], mask[0, 0], self.model.patch_size, bands), step)
+            self.logger.figure("pretrain/wavelet_filters", lambda: figures.wavelet_filters(*introspect.learned_filters(self.model)), step)
 
     # -- test -----------------------------------------------------------------------------------------
     def test(self) -> dict[str, Any] | None:
