@@ -10,6 +10,7 @@ files) come from flags, else from the preprocessing defaults, and are reported a
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 import h5py
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .checkpoint import model_from_checkpoint, read_checkpoint
 from .data.h5 import H5Dataset, fit_length
@@ -29,7 +31,7 @@ from .preprocess.readers import ReadError, Recording, read_challenge, read_csv, 
 from .preprocess.signal import SignalError
 
 __all__ = ["Preparation", "TrainedModel", "Unit", "load_trained", "find_inputs", "read_units", "run_batches",
-           "RAW_SUFFIXES", "H5_SUFFIXES"]
+           "run_inputs", "group_mean", "probabilities", "RAW_SUFFIXES", "H5_SUFFIXES"]
 
 RAW_SUFFIXES = (".hea", ".csv", ".tsv", ".txt")
 H5_SUFFIXES = (".h5", ".hdf5")
@@ -225,7 +227,7 @@ def _h5_units(path: Path, prep: Preparation, channels: int, block: int = 256) ->
     ds.close()
 
 
-def read_units(inputs: list[tuple[Path, str]], prep: Preparation, channels: int,
+def read_units(inputs: Iterable[tuple[Path, str]], prep: Preparation, channels: int,
                on_skip: Callable[[str, str], None]) -> Iterator[Unit]:
     """Units of every input in order; a raw record that cannot be used is reported by ``on_skip(record, reason)``
     and skipped (HDF5 problems raise: a file is not a record)."""
@@ -271,6 +273,34 @@ def run_batches(trained: TrainedModel, units: Iterable[Unit], batch_size: int,
                 keys, xs, ys = [], [], []
     if keys:
         yield flush()
+
+
+def run_inputs(trained: TrainedModel, inputs: Iterable[str | Path], batch_size: int,
+               outputs: Callable[[PhysioWave, torch.Tensor], dict[str, torch.Tensor]], skipped: list[tuple[str, str]],
+               desc: str = "", progress: bool = True
+               ) -> Iterator[tuple[list[tuple[str, int]], dict[str, np.ndarray], np.ndarray | None]]:
+    """:func:`run_batches` over the command line's inputs with a progress bar (windows); records that cannot be
+    used are appended to ``skipped`` as (record, reason)."""
+    units = read_units(find_inputs(inputs), trained.preparation, trained.model.in_channels,
+                       lambda record, why: skipped.append((record, why)))
+    with tqdm(desc=desc, unit="window", disable=not progress, file=sys.stderr) as bar:
+        for batch in run_batches(trained, units, batch_size, outputs):
+            bar.update(len(batch[0]))
+            bar.set_postfix(skipped=len(skipped), refresh=False)
+            yield batch
+    if not bar.n:
+        raise ValueError("no usable input: " + "; ".join(f"{r}: {why}" for r, why in skipped[:3]))
+
+
+def group_mean(ids: np.ndarray, values: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Rows ``values [n, D]`` grouped by ``ids [n]`` → (ids in first-seen order, counts [R], means [R, D])."""
+    order = list(dict.fromkeys(ids.tolist()))
+    index = {r: i for i, r in enumerate(order)}
+    inv = np.array([index[r] for r in ids.tolist()], dtype=np.int64)
+    counts = np.bincount(inv, minlength=len(order))
+    sums = np.zeros((len(order), values.shape[1]), np.float64)
+    np.add.at(sums, inv, values)
+    return order, counts, sums / counts[:, None]
 
 
 def probabilities(logits: np.ndarray, task: str) -> np.ndarray:

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import h5py
 import numpy as np
-from tqdm import tqdm
 
 from ..fileio import to_jsonable
-from ..inference import TrainedModel, find_inputs, read_units, run_batches
+from ..inference import TrainedModel, group_mean, run_inputs
 from ..models.heads import pool_tokens
 from .common import add_model_arguments, add_preparation_arguments, trained_from_args
 
@@ -53,7 +52,6 @@ def embed(trained: TrainedModel, inputs: list[str], output: Path, tokens: bool =
         raise ValueError(f"-o {output}: expected a .h5 or .npy file name")
     if tokens and (suffix == ".npy" or per_record):
         raise ValueError("--tokens needs .h5 output and window rows (not --per_record)")
-    files = find_inputs(inputs)
     skipped: list[tuple[str, str]] = []
     pooling = trained.pooling
 
@@ -61,35 +59,25 @@ def embed(trained: TrainedModel, inputs: list[str], output: Path, tokens: bool =
         t = model.encode(x)
         return {"embedding": pool_tokens(t, pooling), **({"tokens": t} if tokens else {})}
 
-    bar = tqdm(files, desc="embed", unit="file", disable=not progress, file=sys.stderr)
-    units = read_units(bar, trained.preparation, trained.model.in_channels, lambda r, why: skipped.append((r, why)))
     rows_emb, rows_id, rows_start = [], [], []
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".partial")
     f = h5py.File(tmp, "w") if suffix != ".npy" and tokens else None
     try:
-        for keys, out, _ in run_batches(trained, units, batch_size, outputs):
+        for keys, out, _ in run_inputs(trained, inputs, batch_size, outputs, skipped, "embed", progress):
             rows_emb.append(out["embedding"])
             rows_id += [k for k, _ in keys]
             rows_start += [s for _, s in keys]
-            bar.set_postfix(windows=len(rows_id), skipped=len(skipped), refresh=False)
             if f is not None:
                 if "tokens" not in f:
                     f.create_dataset("tokens", shape=(0, *out["tokens"].shape[1:]), maxshape=(None, *out["tokens"].shape[1:]),
                                      dtype="float32", chunks=(1, *out["tokens"].shape[1:]))
                 _append(f["tokens"], out["tokens"])
-        if not rows_emb:
-            raise ValueError("no usable input: " + "; ".join(f"{r}: {why}" for r, why in skipped[:3]))
         emb = np.concatenate(rows_emb).astype(np.float32)
         ids, starts = np.asarray(rows_id), np.asarray(rows_start, dtype=np.int64)
         if per_record:
-            order = list(dict.fromkeys(ids.tolist()))
-            index = {r: i for i, r in enumerate(order)}
-            inv = np.array([index[r] for r in ids])
-            sums = np.zeros((len(order), emb.shape[1]), np.float64)
-            np.add.at(sums, inv, emb)
-            emb = (sums / np.bincount(inv)[:, None]).astype(np.float32)
-            ids, starts = np.asarray(order), None
+            order, _, mean = group_mean(ids, emb)
+            emb, ids, starts = mean.astype(np.float32), np.asarray(order), None
         if suffix == ".npy":
             with open(tmp, "wb") as fh:
                 np.save(fh, emb)

@@ -11,13 +11,13 @@ import argparse
 import csv
 import io
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ..fileio import atomic_write_text
-from ..inference import TrainedModel, find_inputs, probabilities, read_units, run_batches
+from ..inference import TrainedModel, group_mean, probabilities, run_inputs
 from .common import add_model_arguments, add_preparation_arguments, trained_from_args
 
 __all__ = ["add_parser", "predict", "Predictions"]
@@ -37,21 +37,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+@dataclass
 class Predictions:
     """Window-level results: ``records`` [n] ids, ``starts`` [n], ``probs`` [n, K], ``labels`` [n(, K)] or None."""
-
-    def __init__(self, records: np.ndarray, starts: np.ndarray, probs: np.ndarray, labels: np.ndarray | None):
-        self.records, self.starts, self.probs, self.labels = records, starts, probs, labels
+    records: np.ndarray
+    starts: np.ndarray
+    probs: np.ndarray
+    labels: np.ndarray | None
 
     def per_record(self) -> tuple[list[str], np.ndarray, np.ndarray]:
         """(record ids in first-seen order, window counts [R], mean probabilities [R, K])."""
-        order = list(dict.fromkeys(self.records.tolist()))
-        index = {r: i for i, r in enumerate(order)}
-        inv = np.array([index[r] for r in self.records], dtype=np.int64)
-        counts = np.bincount(inv, minlength=len(order))
-        sums = np.zeros((len(order), self.probs.shape[1]), np.float64)
-        np.add.at(sums, inv, self.probs)
-        return order, counts, sums / counts[:, None]
+        return group_mean(self.records, self.probs)
 
 
 def predict(trained: TrainedModel, inputs: list[str], batch_size: int = 64, progress: bool = True
@@ -59,19 +55,14 @@ def predict(trained: TrainedModel, inputs: list[str], batch_size: int = 64, prog
     """Run the classifier over every window of ``inputs`` → (window predictions, skipped (record, reason))."""
     if trained.task is None:
         raise ValueError(f"{trained.path}: has no classification head (a pretraining checkpoint): use `physiowave embed`")
-    files = find_inputs(inputs)
     skipped: list[tuple[str, str]] = []
-    bar = tqdm(files, desc="predict", unit="file", disable=not progress, file=sys.stderr)
-    units = read_units(bar, trained.preparation, trained.model.in_channels, lambda r, why: skipped.append((r, why)))
     records, starts, probs, labels = [], [], [], []
-    for keys, out, y in run_batches(trained, units, batch_size, lambda model, x: {"logits": model(x)}):
+    for keys, out, y in run_inputs(trained, inputs, batch_size, lambda model, x: {"logits": model(x)}, skipped,
+                                   "predict", progress):
         records += [k for k, _ in keys]
         starts += [s for _, s in keys]
         probs.append(probabilities(out["logits"], trained.task))
         labels.append(y)
-        bar.set_postfix(windows=len(records), skipped=len(skipped), refresh=False)
-    if not records:
-        raise ValueError("no usable input: " + "; ".join(f"{r}: {why}" for r, why in skipped[:3]))
     y = np.concatenate(labels) if all(v is not None for v in labels) else None
     return Predictions(np.asarray(records), np.asarray(starts, np.int64), np.concatenate(probs), y), skipped
 
