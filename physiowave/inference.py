@@ -83,6 +83,7 @@ class TrainedModel:
     thresholds: np.ndarray | None         # multi-label decision thresholds [K]
     preparation: Preparation
     assumed: dict[str, str] = field(default_factory=dict)
+    args: dict[str, Any] = field(default_factory=dict)        # the training flags (a Namespace in old files)
     checkpoint: dict[str, Any] = field(default_factory=dict)  # everything but the tensors
 
     @property
@@ -153,7 +154,8 @@ def load_trained(path: str | Path, device: str | None = None, **overrides: Any) 
     prep, assumed = _preparation(ckpt, args, overrides)
     if has_head and task is None:
         assumed["task"] = "single-label"
-    return TrainedModel(path, model.to(dev).eval(), dev, task, names if has_head else None, thresholds, prep, assumed, meta)
+    return TrainedModel(path, model.to(dev).eval(), dev, task, names if has_head else None, thresholds, prep, assumed,
+                        args, meta)
 
 
 # --------------------------------------------------------------------------------------------------- inputs
@@ -289,7 +291,8 @@ def run_inputs(trained: TrainedModel, inputs: Iterable[str | Path], batch_size: 
             bar.set_postfix(skipped=len(skipped), refresh=False)
             yield batch
     if not bar.n:
-        raise ValueError("no usable input: " + "; ".join(f"{r}: {why}" for r, why in skipped[:3]))
+        first = f": {len(skipped)} record(s) skipped, the first {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
+        raise ValueError("no usable input" + first)
 
 
 def group_mean(ids: np.ndarray, values: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:

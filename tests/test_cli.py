@@ -233,3 +233,26 @@ def test_checkpoints_record_the_preprocessing_of_their_training_data(myo) -> Non
     prep = ckpt["data"]["preprocessing"]
     assert prep["window"] == 128 and prep["fs"] == 200.0 and prep["label_regex"] == r"C_(\d+)"
     assert ckpt["data"]["class_names"] == ["0", "1", "2", "3", "4"]
+
+
+def test_info_reads_namespace_args_and_bare_state_dicts(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import argparse
+
+    from physiowave import PhysioWave
+
+    model = PhysioWave(in_channels=8, embed_dim=32, depth=1, num_heads=2, patch_size=16, max_level=2)
+    ns = argparse.Namespace(in_channels=8, embed_dim=32, depth=1, num_heads=2, patch_size=16, max_level=2,
+                            max_length=256, lr=3e-4)
+    torch.save({"model_state_dict": model.state_dict(), "args": ns}, tmp_path / "pretrain.pth")  # original pretraining layout
+    assert cli(["info", str(tmp_path / "pretrain.pth"), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert s["args"] == vars(ns) and s["preprocessing"]["length"] == 256 and s["classes"] is None
+    torch.save(model.state_dict(), tmp_path / "bare.pth")
+    with pytest.warns(UserWarning, match="inferred from shapes"):
+        assert cli(["info", str(tmp_path / "bare.pth"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["parameters"]["total"] == sum(p.numel() for p in model.parameters())
+    # CSV needs a rate that this file does not record: every record is skipped → one line naming the flag
+    assert cli(["embed", str(tmp_path / "pretrain.pth"), str(MYO), "-o", str(tmp_path / "e.h5")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: no usable input: 20 record(s) skipped") and "--input_fs" in err
+    assert not (tmp_path / "e.h5").exists()

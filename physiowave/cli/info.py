@@ -43,7 +43,7 @@ def summarize(trained: TrainedModel) -> dict[str, Any]:
                      "best": ckpt.get("best"),
                      "validation": scalars_of(ckpt.get("val_metrics") or {})
                      or {k[4:]: v for k, v in ckpt.items() if k.startswith("val_") and isinstance(v, (int, float))}},
-        "args": ckpt.get("args"),
+        "args": trained.args or None,
         "data": {k: data[k] for k in ("train_files", "train_samples", "channels", "length", "class_counts", "pretrained")
                  if k in data} or None,
         "preprocessing": trained.preparation.as_dict(), "assumed": trained.assumed,

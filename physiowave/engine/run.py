@@ -9,7 +9,6 @@ import argparse
 import math
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -369,7 +368,6 @@ class Run:
 
     # -- test -----------------------------------------------------------------------------------------
     def test(self) -> dict[str, Any] | None:
-        args, env = self.args, self.env
         if self.eval_sets.get("test") is None:
             return None
         best = self.paths["best"]
