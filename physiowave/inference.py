@@ -31,7 +31,7 @@ from .preprocess.readers import ReadError, Recording, read_challenge, read_csv, 
 from .preprocess.signal import SignalError
 
 __all__ = ["Preparation", "TrainedModel", "Unit", "load_trained", "find_inputs", "read_units", "run_batches",
-           "run_inputs", "group_mean", "probabilities", "RAW_SUFFIXES", "H5_SUFFIXES"]
+           "run_inputs", "no_usable_input", "group_mean", "probabilities", "RAW_SUFFIXES", "H5_SUFFIXES"]
 
 RAW_SUFFIXES = (".hea", ".csv", ".tsv", ".txt")
 H5_SUFFIXES = (".h5", ".hdf5")
@@ -291,8 +291,13 @@ def run_inputs(trained: TrainedModel, inputs: Iterable[str | Path], batch_size: 
             bar.set_postfix(skipped=len(skipped), refresh=False)
             yield batch
     if not bar.n:
-        first = f": {len(skipped)} record(s) skipped, the first {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
-        raise ValueError("no usable input" + first)
+        raise no_usable_input(skipped)
+
+
+def no_usable_input(skipped: list[tuple[str, str]]) -> ValueError:
+    """The one-line error when every input was skipped (names the first record and its reason)."""
+    first = f": {len(skipped)} record(s) skipped, the first {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
+    return ValueError("no usable input" + first)
 
 
 def group_mean(ids: np.ndarray, values: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:

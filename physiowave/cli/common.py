@@ -6,15 +6,21 @@ import sys
 
 from ..inference import TrainedModel, load_trained
 
-__all__ = ["add_model_arguments", "add_preparation_arguments", "trained_from_args", "channel_list"]
+__all__ = ["INPUTS_HELP", "add_model_arguments", "add_preparation_arguments", "trained_from_args", "channel_list"]
 
 
 def channel_list(text: str) -> list[str]:
     return [c for c in text.replace(" ", ",").split(",") if c]
 
 
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
+INPUTS_HELP = "WFDB/Challenge records (.hea), CSV files, preprocessed HDF5 files or folders of them"
+
+
+def add_model_arguments(p: argparse.ArgumentParser, inputs: str | None = None) -> None:
+    """The checkpoint, ``--device`` and, when ``inputs`` (their help text) is given, the INPUT... positionals."""
     p.add_argument("checkpoint", help="PhysioWave checkpoint (.pth): ours or an original ecg.pth/emg.pth/best_model.pth")
+    if inputs is not None:
+        p.add_argument("inputs", nargs="+", metavar="INPUT", help=inputs)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda when available, else cpu)")
 
 

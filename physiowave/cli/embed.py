@@ -19,7 +19,7 @@ import numpy as np
 from ..fileio import to_jsonable
 from ..inference import TrainedModel, group_mean, run_inputs
 from ..models.heads import pool_tokens
-from .common import add_model_arguments, add_preparation_arguments, trained_from_args
+from .common import INPUTS_HELP, add_model_arguments, add_preparation_arguments, trained_from_args
 
 __all__ = ["add_parser", "embed"]
 
@@ -27,9 +27,7 @@ __all__ = ["add_parser", "embed"]
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("embed", help="encoder embeddings of recordings", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_arguments(p)
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="WFDB/Challenge records (.hea), CSV files, preprocessed HDF5 files or folders of them")
+    add_model_arguments(p, INPUTS_HELP)
     p.add_argument("-o", "--output", required=True, help="output file: .h5 (embeddings + ids) or .npy (array only)")
     p.add_argument("--tokens", action="store_true", help="also store per-token embeddings [n, N, D] (.h5 only)")
     p.add_argument("--per_record", action="store_true", help="average the window embeddings of each record")

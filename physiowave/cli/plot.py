@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from .. import figures
-from ..inference import TrainedModel, find_inputs, read_units
+from ..inference import TrainedModel, find_inputs, no_usable_input, read_units
 from ..models import introspect
 from ..models.masking import MASKING_STRATEGIES
-from .common import add_model_arguments, add_preparation_arguments, trained_from_args
+from .common import INPUTS_HELP, add_model_arguments, add_preparation_arguments, trained_from_args
 from .predict import predict
 
 __all__ = ["add_parser", "KINDS"]
@@ -43,10 +43,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         if kind == "history":
             k.add_argument("run_dir", metavar="RUN", help="training output folder or its training_history.json")
         else:
-            add_model_arguments(k)
+            labelled = " (HDF5 with labels)" if kind in ("confusion", "roc") else ""
+            add_model_arguments(k, None if kind == "filters" else INPUTS_HELP + labelled)
             if kind != "filters":
-                k.add_argument("inputs", nargs="+", metavar="INPUT", help="records, CSV or HDF5 files"
-                               + (" with labels" if kind in ("confusion", "roc") else ""))
                 add_preparation_arguments(k)
         k.add_argument("-o", "--output", required=True, help="PNG file to write")
         k.add_argument("--dpi", type=int, default=100)
@@ -75,7 +74,7 @@ def _windows(trained: TrainedModel, inputs: list[str], limit: int) -> np.ndarray
         if n >= limit:
             break
     if not out:
-        raise ValueError("no usable input" + (f": {skipped[0][0]}: {skipped[0][1]}" if skipped else ""))
+        raise no_usable_input(skipped)
     return np.concatenate(out)
 
 

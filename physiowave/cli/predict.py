@@ -18,7 +18,7 @@ import numpy as np
 
 from ..fileio import atomic_write_text
 from ..inference import TrainedModel, group_mean, probabilities, run_inputs
-from .common import add_model_arguments, add_preparation_arguments, trained_from_args
+from .common import INPUTS_HELP, add_model_arguments, add_preparation_arguments, trained_from_args
 
 __all__ = ["add_parser", "predict", "Predictions"]
 
@@ -26,9 +26,7 @@ __all__ = ["add_parser", "predict", "Predictions"]
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("predict", help="class probabilities of recordings", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_arguments(p)
-    p.add_argument("inputs", nargs="+", metavar="INPUT",
-                   help="WFDB/Challenge records (.hea), CSV files, preprocessed HDF5 files or folders of them")
+    add_model_arguments(p, INPUTS_HELP)
     p.add_argument("-o", "--output", required=True, help="CSV file to write")
     p.add_argument("--per_window", action="store_true", help="one row per window (with its start) instead of per record")
     p.add_argument("--threshold", type=float, default=None,
