@@ -125,7 +125,7 @@ def _preparation(ckpt: Mapping[str, Any], args: Mapping[str, Any], overrides: Ma
     length = overrides.get("length") or data.get("length") or args.get("max_length") or values["window"]
     if not (overrides.get("length") or data.get("length")):
         assumed["length"] = f"{length} ({'the training --max_length' if args.get('max_length') else 'the window'})"
-    standardize = bool(args.get("normalize")) if isinstance(args.get("normalize"), bool) else False
+    standardize = args.get("normalize") is True  # the training --normalize flag (original files: absent)
     return Preparation(length=int(length), standardize=standardize, **values), assumed
 
 
@@ -138,8 +138,8 @@ def load_trained(path: str | Path, device: str | None = None, **overrides: Any) 
     model = model_from_checkpoint(raw, path)
     dev = pick_device(device)
     ckpt = dict(raw) if isinstance(raw, Mapping) and not all(isinstance(v, torch.Tensor) for v in raw.values()) else {}
-    args = {k: v for k, v in vars(ckpt["args"]).items()} if isinstance(ckpt.get("args"), argparse.Namespace) \
-        else dict(ckpt.get("args") or {})
+    stored = ckpt.get("args") or {}
+    args = dict(vars(stored) if isinstance(stored, argparse.Namespace) else stored)
     meta = {k: v for k, v in ckpt.items() if not k.endswith("state_dict") and k not in ("rng",)}
     has_head = "classification" in model.task_heads
     task = overrides.pop("task", None) or _task_of(ckpt, args, has_head)
@@ -152,8 +152,6 @@ def load_trained(path: str | Path, device: str | None = None, **overrides: Any) 
     thresholds = ckpt.get("thresholds")
     thresholds = np.asarray(thresholds, dtype=np.float64) if thresholds is not None else None
     prep, assumed = _preparation(ckpt, args, overrides)
-    if has_head and task is None:
-        assumed["task"] = "single-label"
     return TrainedModel(path, model.to(dev).eval(), dev, task, names if has_head else None, thresholds, prep, assumed,
                         args, meta)
 
