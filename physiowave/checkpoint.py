@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .models import PhysioWave
+from .models import FusionModel, PhysioWave
 
 __all__ = ["read_checkpoint", "extract_state_dict", "clean_state_dict", "model_args", "infer_config",
            "load_state_dict_checked", "load_model", "model_from_checkpoint", "save_checkpoint", "load_encoder_weights"]
@@ -144,18 +144,23 @@ def load_state_dict_checked(model: torch.nn.Module, state_dict: Mapping[str, tor
     model.load_state_dict(state_dict, strict=True)
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu", **overrides: Any) -> PhysioWave:
+def load_model(path: str | Path, map_location: str | torch.device = "cpu", **overrides: Any) -> PhysioWave | FusionModel:
     """Build a :class:`PhysioWave` from a checkpoint's own ``args`` (or its shapes), load its weights, return it in eval mode.
 
-    ``overrides`` replace architecture values (e.g. ``num_heads`` for a file without ``args``).
+    ``overrides`` replace architecture values (e.g. ``num_heads`` for a file without ``args``). A fusion run's
+    checkpoint gives its :class:`FusionModel` (overrides do not apply).
     """
     return model_from_checkpoint(read_checkpoint(path, map_location), path, **overrides)
 
 
-def model_from_checkpoint(checkpoint: Any, path: str | Path = "checkpoint", **overrides: Any) -> PhysioWave:
+def model_from_checkpoint(checkpoint: Any, path: str | Path = "checkpoint", **overrides: Any) -> PhysioWave | FusionModel:
     """:func:`load_model` for a checkpoint already read with :func:`read_checkpoint` (``path`` names it in messages)."""
     state_dict = clean_state_dict(extract_state_dict(checkpoint))
     args = model_args(checkpoint)
+    if args is not None and "modalities" in args:  # a multi-modal fusion model (its model_config)
+        fusion = FusionModel.from_config(args)
+        load_state_dict_checked(fusion, state_dict, source=str(path))
+        return fusion.eval()
     if args is not None:
         config = {k: v for k, v in args.items() if k in _MODEL_KEYS}
         head = _head_config(state_dict)

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from .checkpoint import model_from_checkpoint, read_checkpoint
 from .data.h5 import H5Dataset, fit_length
 from .engine.distributed import pick_device
-from .models import PhysioWave
+from .models import FusionModel, PhysioWave
 from .preprocess.cli import build_parser
 from .preprocess.core import Source, process_recording
 from .preprocess.readers import ReadError, Recording, read_challenge, read_csv, read_wfdb
@@ -136,6 +136,10 @@ def load_trained(path: str | Path, device: str | None = None, **overrides: Any) 
     path = Path(path)
     raw = read_checkpoint(path)
     model = model_from_checkpoint(raw, path)
+    if isinstance(model, FusionModel):
+        raise ValueError(f"{path}: a multi-modal fusion checkpoint ({', '.join(model.names)}); the physiowave command "
+                         "reads one modality: evaluate it with finetune.py --eval --resume and its --modality flags, "
+                         "or load it with physiowave.load_model")
     dev = pick_device(device)
     ckpt = dict(raw) if isinstance(raw, Mapping) and not all(isinstance(v, torch.Tensor) for v in raw.values()) else {}
     stored = ckpt.get("args") or {}

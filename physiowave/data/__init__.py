@@ -1,7 +1,9 @@
-"""Data loading: lazy HDF5 datasets ([N, C, T] files) and fine-tuning augmentation."""
+"""Data loading: lazy HDF5 datasets ([N, C, T] files, and multi-modal files for fusion) and fine-tuning augmentation."""
 from __future__ import annotations
 
 from .augment import Augmentation, time_stretch
 from .h5 import DATA_KEYS, LABEL_KEYS, H5Dataset, parse_file_paths
+from .multimodal import Modality, MultiModalDataset, parse_modality
 
-__all__ = ["H5Dataset", "parse_file_paths", "Augmentation", "time_stretch", "DATA_KEYS", "LABEL_KEYS"]
+__all__ = ["H5Dataset", "MultiModalDataset", "Modality", "parse_modality", "parse_file_paths", "Augmentation", "time_stretch",
+           "DATA_KEYS", "LABEL_KEYS"]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..data.multimodal import parse_modality
+from ..models.fusion import FUSIONS
 from ..models.heads import POOLINGS
 from ..models.masking import MASKING_STRATEGIES
 from .schedule import SCHEDULERS
@@ -162,6 +164,58 @@ def _task_args(p: argparse.ArgumentParser, task: str) -> None:
     g.add_argument("--eval", action="store_true", help="only evaluate the --resume checkpoint on the val and test files")
 
 
+def _modality(spec: str) -> str:
+    """The spec as given (kept as text in args.json and checkpoints), once it parses."""
+    try:
+        parse_modality(spec)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from err
+    return spec
+
+
+def _fusion_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("multi-modal fusion (one PhysioWave branch per --modality)")
+    g.add_argument("--modality", action="append", type=_modality, default=None, metavar="NAME:KEY_OR_CHANNELS[:CHECKPOINT]",
+                   help="repeat once per modality: its HDF5 dataset (e.g. ecg:data_ecg), or inclusive channel ranges "
+                        "of --data_key (e.g. emg:12-19); an optional checkpoint initialises its branch (its own "
+                        "architecture); without one the branch is fresh, shaped by the model flags")
+    g.add_argument("--fusion", choices=FUSIONS, default=None,
+                   help="weighted: learned softmax modality weights (default); concat: concatenated projections")
+    g.add_argument("--fusion_dim", type=int, default=None, help="common width of the projected branches (default: the widest branch)")
+    g.add_argument("--fusion_lr", type=float, default=None,
+                   help="peak learning rate (default 1e-2) of the modality weights' logits (no weight decay), on the --lr schedule. "
+                        "With Adam a logit moves about this much per step, so at --lr they would barely leave uniform")
+    g.add_argument("--freeze_branch", action="append", default=None, metavar="NAME",
+                   help="keep this modality's branch fixed (eval mode) while the others and the fusion train; repeatable")
+
+
+def _check_fusion(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if not args.modality:
+        for flag in ("fusion", "fusion_dim", "fusion_lr", "freeze_branch"):
+            if getattr(args, flag) is not None:
+                p.error(f"--{flag} applies to multi-modal fusion: give the modalities with --modality")
+        return
+    names = [parse_modality(m).name for m in args.modality]
+    if len(set(names)) != len(names):
+        p.error(f"--modality: each name once, got {names}")
+    for flag, why in (("pretrained_path", "give each branch its checkpoint as --modality NAME:SOURCE:CHECKPOINT"),
+                      ("in_channels", "each branch takes its modality's channel count"),
+                      ("max_length", "each modality keeps its stored length (right-padded to its branch's patch size)")):
+        if getattr(args, flag):
+            p.error(f"--{flag} does not apply with --modality: {why}")
+    for name in args.freeze_branch or []:
+        if name not in names:
+            p.error(f"--freeze_branch {name}: no such --modality (have {', '.join(names)})")
+    if args.freeze_branch and args.freeze_encoder:
+        p.error("--freeze_branch with --freeze_encoder: --freeze_encoder already freezes every branch")
+    if args.fusion_dim is not None and args.fusion_dim < 1:
+        p.error(f"--fusion_dim must be ≥ 1, got {args.fusion_dim}")
+    if args.fusion_lr is not None and args.fusion_lr < 0:
+        p.error(f"--fusion_lr must be ≥ 0, got {args.fusion_lr}")
+    if args.fusion_lr is None:
+        args.fusion_lr = 1e-2
+
+
 def _run_args(p: argparse.ArgumentParser, task: str) -> None:
     d = _DEFAULTS[task]
     g = p.add_argument_group("run")
@@ -188,6 +242,8 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     _optim_args(p, task)
     _model_args(p, task)
     _task_args(p, task)
+    if task != "pretrain":
+        _fusion_args(p)
     _run_args(p, task)
     return p
 
@@ -204,6 +260,7 @@ def parse_args(task: str, argv: list[str] | None = None) -> argparse.Namespace:
             p.error("give --head_hidden_dim or --hidden_factor, not both")
         if args.eval and not args.resume:
             p.error("--eval evaluates the --resume checkpoint: pass --resume PATH")
+        _check_fusion(p, args)
     for flag in ("batch_size", "epochs", "grad_accumulation_steps"):
         if getattr(args, flag) < 1:
             p.error(f"--{flag} must be ≥ 1, got {getattr(args, flag)}")

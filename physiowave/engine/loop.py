@@ -55,8 +55,11 @@ class Precision:
 
 
 def move_batch(batch: Any, device: torch.device) -> Any:
+    """Tensors, and tuples/lists/dicts of them (fusion inputs are ``{modality: [B, C, T]}``), onto ``device``."""
     if isinstance(batch, torch.Tensor):
         return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: move_batch(v, device) for k, v in batch.items()}
     return type(batch)(move_batch(b, device) for b in batch)
 
 

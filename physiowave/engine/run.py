@@ -20,15 +20,16 @@ from torch.utils.data import DataLoader, Dataset
 
 from .. import __version__
 from ..checkpoint import load_state_dict_checked, read_checkpoint, save_checkpoint
-from ..models.heads import pool_tokens
+from ..models import FusionModel
 from .args import MODEL_DEFAULTS, parse_args
 from .distributed import DistEnv, barrier, cleanup, init_distributed
 from .logger import RunLogger, scalars_of, to_jsonable, write_json
 from .loop import NonFiniteLossError, Precision, evaluate, train_one_epoch
 from .samplers import EvalSampler, TrainSampler
 from .schedule import build_scheduler
-from .setup import (ConfigError, Indexed, build_model, build_optimizer, checkpoint_model_config, frozen_parameter_names,
-                    head_config, load_pretrained, open_datasets, output_paths, resolve_model_config)
+from .setup import (ConfigError, Indexed, build_fusion_model, build_model, build_optimizer, checkpoint_model_config,
+                    frozen_parameter_names, head_config, load_pretrained, modalities_of, open_datasets, output_paths,
+                    resolve_model_config)
 from .tasks import LOWER_IS_BETTER, Task, build_task
 
 __all__ = ["main", "run"]
@@ -55,14 +56,12 @@ def _rng_state() -> dict[str, Any]:
 
 
 class FeatureTask(Task):
-    """Pooled encoder features of a frozen model, for linear probing."""
-
-    def __init__(self, pooling: str):
-        self.pooling = pooling
+    """The frozen model's features (``model.features``: pooled encoder tokens, or a fusion model's branch
+    features), for linear probing."""
 
     def eval_step(self, model, batch, generator):
         x, y = batch
-        return {"features": pool_tokens(model.encode(x), self.pooling).float().cpu().numpy(), "labels": y.cpu().numpy()}
+        return {"features": model.features(x).float().cpu().numpy(), "labels": y.cpu().numpy()}
 
 
 class ProbeHead(nn.Module):
@@ -73,7 +72,21 @@ class ProbeHead(nn.Module):
         self.head = head
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return self.head.head(features)
+        return self.head.classify(features)
+
+
+def feature_head(model: nn.Module) -> nn.Module:
+    """The part of the model that maps ``model.features(x)`` to logits: what linear probing trains."""
+    return model.fusion if isinstance(model, FusionModel) else ProbeHead(model.task_heads["classification"])
+
+
+def _check_resumed_modalities(args: argparse.Namespace, config: dict[str, Any], path: Path) -> None:
+    """A fusion checkpoint resumes with the same ``--modality`` names, a single-modality one without any."""
+    stored = list(config.get("modalities") or [])
+    given = [m.name for m in modalities_of(args)]
+    if stored != given:
+        want = f"--modality flags for {', '.join(stored)}" if stored else "no --modality flags"
+        raise ConfigError(f"--resume {path}: the checkpoint needs {want}, got {', '.join(given) or 'none'}")
 
 
 class FeatureSet(Dataset):
@@ -88,7 +101,7 @@ class FeatureSet(Dataset):
 
 
 def _features(model: nn.Module, ds: Dataset, args: argparse.Namespace, env: DistEnv, precision: Precision) -> FeatureSet:
-    out = evaluate(model, _eval_loader(ds, args, env), FeatureTask(args.pooling), env, precision, seed=args.seed, desc="features")
+    out = evaluate(model, _eval_loader(ds, args, env), FeatureTask(), env, precision, seed=args.seed, desc="features")
     return FeatureSet(out["features"].astype(np.float32), out["labels"])
 
 
@@ -122,6 +135,7 @@ class Run:
                 flag = getattr(args, key, None)
                 if flag is not None and key in config and flag != config[key]:
                     raise ConfigError(f"--{key} {flag} contradicts the checkpoint being resumed {resume} ({key}={config[key]})")
+            _check_resumed_modalities(args, config, resume)
             model = build_model(config)
             try:
                 load_state_dict_checked(model, state, source=str(resume))
@@ -129,6 +143,10 @@ class Run:
                 raise ConfigError(str(err)) from err
             verb = "evaluating" if getattr(args, "eval", False) else "resuming from"
             _log(env, f"{verb} {resume} (saved after epoch {ckpt.get('epoch', -1) + 1})")
+        elif self.info.get("modalities"):
+            model = build_fusion_model(args, self.info, self._num_classes())
+            for name, report in (self.info.get("pretrained") or {}).items():
+                _log(env, f"branch {name}: loaded {report['loaded']}/{report['total']} tensors from {report['path']}")
         else:
             stored = state = None
             source = args.pretrained_path or None
@@ -136,31 +154,42 @@ class Run:
                 stored, state, _ = checkpoint_model_config(source)
             config = resolve_model_config(args, self.info["channels"], stored, source)
             if args.task != "pretrain":
-                num_classes = self.info["num_classes"]
-                if getattr(args, "num_classes", None):
-                    if args.num_classes < num_classes:
-                        raise ConfigError(f"--num_classes {args.num_classes}: the training labels go up to {num_classes - 1}")
-                    num_classes = args.num_classes
-                config.update(head_config(args, num_classes, config["embed_dim"]))
+                config.update(head_config(args, self._num_classes(), config["embed_dim"]))
             model = build_model(config)
             if source:
                 report = load_pretrained(model, source, state)
                 _log(env, f"loaded {report['loaded']}/{report['total']} tensors from {source} (every encoder tensor; "
                           f"{len(report['skipped'])} head tensors newly initialised)")
                 self.info["pretrained"] = {"path": source, **{k: v for k, v in report.items() if k != "ignored"}}
-        length = self.info["length"]
-        if length % model.patch_size:
-            P = model.patch_size
+        if isinstance(model, FusionModel):
+            for name, m in self.info["modalities"].items():
+                P = model.branches[name].patch_size
+                pad = f", right-padded to {-(-m['length'] // P) * P} (patch size {P})" if m["length"] % P else ""
+                _log(env, f"modality {name} ({m['source']}): {m['channels']} channels × {m['length']} samples{pad}")
+            model.freeze_branches(getattr(args, "freeze_branch", None) or [])
+        elif self.info["length"] % model.patch_size:
+            length, P = self.info["length"], model.patch_size
             raise ConfigError(f"samples are {length} long, not a multiple of --patch_size {P}: pass --max_length "
                               f"{max(P, length // P * P)} or {-(-length // P) * P}")
         model.set_grad_checkpointing(args.grad_checkpointing)
         self.frozen = frozen_parameter_names(model, args.task)
         probe = args.task != "pretrain" and args.freeze_encoder
+        trainable = {id(p) for p in feature_head(model).parameters()} if probe else None
         for name, p in model.named_parameters():
-            if name in self.frozen or (probe and not name.startswith("task_heads.classification.")):
+            if name in self.frozen or (trainable is not None and id(p) not in trainable):
                 p.requires_grad_(False)
         self.model = model.to(self.env.device)
         self.probe = probe
+
+    def _num_classes(self) -> int:
+        """Classes of the head: the data's, or ``--num_classes`` when it is larger."""
+        num_classes = self.info["num_classes"]
+        requested = getattr(self.args, "num_classes", None)
+        if requested:
+            if requested < num_classes:
+                raise ConfigError(f"--num_classes {requested}: the training labels go up to {num_classes - 1}")
+            num_classes = requested
+        return num_classes
 
     def _resume_path(self) -> Path | None:
         r = self.args.resume
@@ -232,7 +261,7 @@ class Run:
 
     def _net(self) -> tuple[nn.Module, nn.Module]:
         """(module trained, possibly DDP-wrapped; the same module unwrapped for evaluation)."""
-        inner = self.task.wrap(ProbeHead(self.model.task_heads["classification"]) if self.probe else self.model)
+        inner = self.task.wrap(feature_head(self.model) if self.probe else self.model)
         if self.env.distributed:
             ids = [self.env.device.index] if self.env.device.type == "cuda" else None
             return DDP(inner, device_ids=ids), inner
@@ -245,7 +274,14 @@ class Run:
         net = self.eval_net
         loader = _eval_loader(ds, self.args, self.env, batch_size=self.args.batch_size * 2)
         outputs = evaluate(net, loader, self.task, self.env, self.precision, seed=self.args.seed, desc=split)
-        return self.task.metrics(outputs, state)
+        result = self.task.metrics(outputs, state)
+        if self.modality_weights():
+            result["modality_weights"] = self.modality_weights()
+        return result
+
+    def modality_weights(self) -> dict[str, float] | None:
+        """The fusion model's learned modality weights (None for one modality or concatenation)."""
+        return self.model.modality_weights() if isinstance(self.model, FusionModel) else None
 
     def _selected(self, metrics: dict[str, Any]) -> tuple[str, float]:
         name = self.args.select_metric
@@ -267,7 +303,8 @@ class Run:
         self._loaders()
         self.net, self.eval_net = self._net()
         params = [p for p in self.net.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(params, args)
+        fusion = self.model.fusion if isinstance(self.model, FusionModel) else None
+        self.optimizer = build_optimizer(params, args, getattr(fusion, "modality_logits", None))
         total = args.epochs * self.steps_per_epoch
         warmup = args.warmup_epochs * self.steps_per_epoch
         if args.task != "pretrain" and args.warmup_epochs == 0:
@@ -325,7 +362,10 @@ class Run:
             row = {f"train_{k}": v for k, v in scalars_of(train_metrics).items()}
             row.update({f"val_{k}": v for k, v in scalars_of(val or {}).items()})
             row.update(learning_rates=lr, epoch=epoch + 1, epoch_time=time.perf_counter() - t0)
+            weights = self.modality_weights() or {}
+            row.update({f"modality_weight_{name}": w for name, w in weights.items()})
             self.logger.record_epoch(row)
+            self.logger.scalars("modality_weight", weights, epoch + 1)
             self.logger.scalars("train", train_metrics, epoch + 1)
             self.logger.scalars("val", val or {}, epoch + 1)
             self.logger.scalars("lr", {"lr": lr}, epoch + 1)
@@ -338,6 +378,7 @@ class Run:
                 names.append(self.paths["dir"] / f"checkpoint_epoch_{epoch + 1}.pth")
             self._save(ckpt, *names)
             shown = {k: v for k, v in row.items() if k.endswith(("loss", "acc", "auroc", "f1_macro", "macro_f1"))}
+            shown.update({f"weight {name}": w for name, w in weights.items()})
             _log(env, f"epoch {epoch + 1}/{args.epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items())
                       + f", lr {lr:.3g}{' (best)' if is_best else ''}, {row['epoch_time']:.1f}s")
         barrier(env)
@@ -394,6 +435,8 @@ def _summary(r: Run, test: dict[str, Any] | None, elapsed: float) -> str:
              f"pretrained: {args.pretrained_path or 'none'}", f"freeze encoder: {getattr(args, 'freeze_encoder', False)}",
              f"processes: {r.env.world_size}, device: {r.env.device}, precision: {r.precision.name}",
              f"wall time: {elapsed:.1f} s"]
+    if r.modality_weights():
+        lines.append("modality weights: " + ", ".join(f"{n} {w:.4f}" for n, w in r.modality_weights().items()))
     if test:
         lines += ["test:"] + [f"  {k}: {v:.6g}" for k, v in scalars_of(test).items()]
     return "\n".join(lines) + "\n"

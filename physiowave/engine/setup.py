@@ -15,12 +15,12 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ..checkpoint import clean_state_dict, extract_state_dict, infer_config, load_encoder_weights, model_args, read_checkpoint
-from ..data import Augmentation, H5Dataset, parse_file_paths
-from ..models import PhysioWave
+from ..data import Augmentation, H5Dataset, Modality, MultiModalDataset, parse_file_paths, parse_modality
+from ..models import FusionModel, PhysioWave
 from .args import ARCH_FLAGS, MODEL_DEFAULTS
 
-__all__ = ["ConfigError", "Indexed", "Subset", "open_datasets", "split_indices", "resolve_model_config",
-           "head_config", "build_model", "frozen_parameter_names", "build_optimizer", "class_names_of"]
+__all__ = ["ConfigError", "Indexed", "Subset", "open_datasets", "modalities_of", "split_indices", "resolve_model_config",
+           "head_config", "build_model", "build_fusion_model", "frozen_parameter_names", "build_optimizer", "class_names_of"]
 
 
 class ConfigError(ValueError):
@@ -123,19 +123,31 @@ def open_datasets(args: argparse.Namespace) -> dict[str, Any]:
     if not train_paths:
         raise ConfigError(f"{flag}: no file given")
     augment = Augmentation() if args.use_augmentation else None
+    modalities = modalities_of(args)
+
+    def dataset(paths: list[str], train: bool = False) -> H5Dataset | MultiModalDataset:
+        aug = augment if train else None
+        if modalities:
+            return MultiModalDataset(paths, modalities, data_key=args.data_key, label_key=args.label_key, labels=mode,
+                                     seed=args.seed, normalize=args.normalize, augment=aug)
+        return H5Dataset(paths, random_crop=train, augment=aug, **common)
+
     try:
-        train = H5Dataset(train_paths, random_crop=True, augment=augment, **common)
-        val = H5Dataset(val_paths, **common) if val_paths else None
-        test = H5Dataset(test_paths, **common) if test_paths else None
+        train = dataset(train_paths, train=True)
+        val = dataset(val_paths) if val_paths else None
+        test = dataset(test_paths) if test_paths else None
     except (FileNotFoundError, KeyError, OSError, ValueError) as err:
         raise ConfigError(str(err).strip("'\"")) from err
     info: dict[str, Any] = {"train_files": train_paths, "val_files": val_paths, "test_files": test_paths,
-                            "channels": train.num_channels, "stored_length": train.length,
-                            "length": train.output_length, "label_kind": train.label_kind}
+                            "label_kind": train.label_kind, **_shape_info(train)}
+    if modalities:
+        info["modalities"] = {m.name: {"source": m.source, "checkpoint": m.checkpoint, "channels": c, "length": t,
+                                       "flagged_absent": train.absent_counts[m.name]}
+                              for m, (c, t) in zip(modalities, train.shapes.values())}
     for name, ds in (("val", val), ("test", test)):
-        if ds is not None and (ds.num_channels, ds.output_length) != (train.num_channels, train.output_length):
-            raise ConfigError(f"{ds.file_paths[0]}: {name} samples are {ds.num_channels}×{ds.output_length}, training samples "
-                              f"{train.num_channels}×{train.output_length} (channels × length after --max_length)")
+        if ds is not None and _shape_info(ds) != _shape_info(train):
+            raise ConfigError(f"{ds.file_paths[0]}: {name} samples are {_describe(ds)}, training samples {_describe(train)} "
+                              "(channels × length" + ("" if modalities else " after --max_length") + ")")
     labels = train.labels_array
     train_set: Dataset = train
     if args.task == "finetune" and val is None and args.val_split_ratio > 0:
@@ -147,7 +159,7 @@ def open_datasets(args: argparse.Namespace) -> dict[str, Any]:
                           "overlapping windows of one recording can land on both sides; pass --val_file to avoid it",
                           stacklevel=2)
         train_set = Subset(train, tr_idx)
-        val = Subset(H5Dataset(train_paths, **common), va_idx)
+        val = Subset(dataset(train_paths), va_idx)
         labels = labels[tr_idx]
     if mode != "none":
         info["num_classes"] = train.num_classes
@@ -157,6 +169,26 @@ def open_datasets(args: argparse.Namespace) -> dict[str, Any]:
     info["preprocessing"] = preprocessing_of(train_paths[0])
     info["train_samples"] = len(train_set)
     return {"train": train_set, "val": val, "test": test, "info": info}
+
+
+def modalities_of(args: argparse.Namespace) -> list[Modality]:
+    """The parsed ``--modality`` specs ([] for a single-modality run)."""
+    return [parse_modality(spec) for spec in getattr(args, "modality", None) or []]
+
+
+def _shape_info(ds: H5Dataset | MultiModalDataset) -> dict[str, Any]:
+    """``channels``, ``length`` (returned) and ``stored_length``: ints, or ``{modality: int}`` for fusion data."""
+    if isinstance(ds, MultiModalDataset):
+        shapes = ds.shapes
+        return {"channels": {n: c for n, (c, _) in shapes.items()}, "length": {n: t for n, (_, t) in shapes.items()},
+                "stored_length": {n: t for n, (_, t) in shapes.items()}}
+    return {"channels": ds.num_channels, "length": ds.output_length, "stored_length": ds.length}
+
+
+def _describe(ds: H5Dataset | MultiModalDataset) -> str:
+    if isinstance(ds, MultiModalDataset):
+        return ", ".join(f"{n} {c}×{t}" for n, (c, t) in ds.shapes.items())
+    return f"{ds.num_channels}×{ds.output_length}"
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -219,9 +251,10 @@ def head_config(args: argparse.Namespace, num_classes: int, embed_dim: int) -> d
     return dict(num_classes=num_classes, head_hidden_dim=hidden, head_dropout=args.head_dropout, pooling=args.pooling)
 
 
-def build_model(config: dict[str, Any]) -> PhysioWave:
+def build_model(config: dict[str, Any]) -> PhysioWave | FusionModel:
+    """The model a stored or resolved configuration describes (a fusion configuration has ``modalities``)."""
     try:
-        return PhysioWave(**config)
+        return FusionModel.from_config(config) if "modalities" in config else PhysioWave(**config)
     except (ValueError, TypeError) as err:
         raise ConfigError(f"model flags: {err}") from err
 
@@ -233,8 +266,49 @@ def load_pretrained(model: PhysioWave, path: str, state: dict[str, torch.Tensor]
         raise ConfigError(str(err)) from err
 
 
-def frozen_parameter_names(model: PhysioWave, task: str) -> list[str]:
+def build_fusion_model(args: argparse.Namespace, info: dict[str, Any], num_classes: int) -> FusionModel:
+    """One branch per ``--modality`` (from its checkpoint, with that checkpoint's architecture, or fresh from the
+    model flags), fused with the ``--fusion`` settings; ``info["pretrained"]`` records what each branch loaded."""
+    fresh_flags = args
+    loaded_flags = argparse.Namespace(**{**vars(args), **{k: None for k in ARCH_FLAGS}})  # a checkpoint fixes its shape
+    branches: dict[str, PhysioWave] = {}
+    reports: dict[str, Any] = {}
+    for m in modalities_of(args):
+        channels = info["channels"][m.name]
+        stored = state = None
+        if m.checkpoint:
+            stored, state, _ = checkpoint_model_config(m.checkpoint)
+            if "modalities" in stored:  # a fusion checkpoint: its branch of the same name
+                if m.name not in stored["modalities"]:
+                    raise ConfigError(f"--modality {m.name}: {m.checkpoint} is a fusion checkpoint without a "
+                                      f"{m.name!r} branch (it has {', '.join(stored['modalities'])})")
+                prefix = f"branches.{m.name}."
+                stored = stored["modalities"][m.name]
+                state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            if stored.get("in_channels") not in (None, channels):
+                raise ConfigError(f"--modality {m.name}: {m.checkpoint} was trained on {stored['in_channels']} channels, "
+                                  f"the modality has {channels}")
+        config = resolve_model_config(loaded_flags if m.checkpoint else fresh_flags, channels, stored, m.checkpoint)
+        branch = build_model({**config, "num_classes": None})
+        if m.checkpoint:
+            report = load_pretrained(branch, m.checkpoint, state)
+            reports[m.name] = {"path": m.checkpoint, **{k: v for k, v in report.items() if k != "ignored"}}
+        branches[m.name] = branch
+    widest = max(b.config["embed_dim"] for b in branches.values())
+    head = head_config(args, num_classes, args.fusion_dim or widest)
+    if reports:
+        info["pretrained"] = reports
+    try:
+        return FusionModel(branches, fusion=args.fusion or "weighted", fusion_dim=args.fusion_dim, **head)
+    except ValueError as err:
+        raise ConfigError(f"fusion flags: {err}") from err
+
+
+def frozen_parameter_names(model: PhysioWave | FusionModel, task: str) -> list[str]:
     """Parameters that get no gradient in this task; frozen so DDP needs no ``find_unused_parameters``."""
+    if isinstance(model, FusionModel):
+        return sorted(f"branches.{name}.{p}" for name, branch in model.branches.items()
+                      for p in frozen_parameter_names(branch, task))
     names = set(model.unused_parameter_names())
     for n, _ in model.named_parameters():
         if task != "pretrain" and (n.startswith("task_heads.pretrain.") or n == "mask_token"):
@@ -244,10 +318,16 @@ def frozen_parameter_names(model: PhysioWave, task: str) -> list[str]:
     return sorted(names)
 
 
-def build_optimizer(params: list[nn.Parameter], args: argparse.Namespace) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters, one group, as the original (pretraining betas 0.9/0.95)."""
+def build_optimizer(params: list[nn.Parameter], args: argparse.Namespace,
+                    modality_logits: nn.Parameter | None = None) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters, one group, as the original (pretraining betas 0.9/0.95). A fusion
+    model's modality logits get a second group: ``--fusion_lr``, no weight decay (which would pull them to uniform)."""
     betas = (0.9, 0.95) if args.task == "pretrain" else (0.9, 0.999)
-    return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay, betas=betas)
+    if modality_logits is None or not modality_logits.requires_grad:
+        return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay, betas=betas)
+    rest = [p for p in params if p is not modality_logits]
+    groups = [{"params": rest}, {"params": [modality_logits], "lr": args.fusion_lr, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=args.lr, weight_decay=args.weight_decay, betas=betas)
 
 
 def output_paths(args: argparse.Namespace) -> dict[str, Path]:

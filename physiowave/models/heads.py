@@ -70,5 +70,9 @@ class ClassificationHead(nn.Module):
             prev = h
         self.head = nn.Sequential(*layers, nn.Linear(prev, num_classes))
 
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Pooled features ``[B, D]`` → logits ``[B, K]`` (the head without its pooling)."""
+        return self.head(features)
+
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.head(pool_tokens(tokens, self.pooling))
+        return self.classify(pool_tokens(tokens, self.pooling))

@@ -15,7 +15,7 @@ from torch import nn
 from .decoder import MaskedDecoder, decoder_heads
 from .decomposition import SoftGatedWaveletDecomposition
 from .embedding import PatchEmbed, PositionalEmbedding1d, sincos_2d, table_dtype
-from .heads import ClassificationHead, ReconstructionHead
+from .heads import ClassificationHead, ReconstructionHead, pool_tokens
 from .masking import make_mask
 from .transformer import TransformerEncoder, init_weights
 
@@ -153,6 +153,10 @@ class PhysioWave(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, T]`` → encoder tokens ``[B, N, D]`` after the final LayerNorm, nothing masked."""
         return self.encoder(self.tokenize(self.decompose(x)))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, T]`` → pooled encoder features ``[B, D]`` (the ``pooling`` of the config), the classification head's input."""
+        return pool_tokens(self.encode(x), self.config["pooling"])
 
     @property
     def mae(self) -> bool:
