@@ -99,6 +99,28 @@ def test_fused_model_learns_the_informative_modality_and_weights_it_up(fused, da
     assert "modality weights: sig" in (fused / "training_summary.txt").read_text()
 
 
+def test_complementary_modalities_are_fused(tmp_path):
+    """4 classes = 2 bits, one bit per modality (different channels and lengths): either modality alone is right at
+    most half the time; only a model that combines both can be right more often."""
+    files = []
+    for name, n, seed in (("train", 256, 0), ("val", 64, 1)):
+        rng = np.random.default_rng(seed)
+        y = rng.integers(0, 4, n)
+        ta, tb = np.arange(128) / 64, np.arange(256) / 128
+        a = rng.normal(0, 0.5, (n, 2, 128)) + np.sin(2 * np.pi * (1 + 2 * (y % 2))[:, None, None] * ta)
+        b = rng.normal(0, 0.5, (n, 3, 256)) + np.sin(2 * np.pi * (2 + 2 * (y // 2))[:, None, None] * tb)
+        with h5py.File(tmp_path / f"{name}.h5", "w") as f:
+            f["data_a"], f["data_b"], f["label"] = a.astype(np.float32), b.astype(np.float32), y
+        files.append(str(tmp_path / f"{name}.h5"))
+    out = tmp_path / "out"
+    assert main("finetune", ["--train_file", files[0], "--val_file", files[1], "--test_file", files[1], "--modality",
+                             "a:data_a", "--modality", "b:data_b", *TINY, "--epochs", "10", "--lr", "1e-3",
+                             "--output_dir", str(out)]) == 0
+    test = json.loads((out / "test_results.json").read_text())
+    assert test["acc"] >= 0.9, test["acc"]
+    assert 0.35 < test["modality_weights"]["a"] < 0.65  # both modalities are needed: neither is weighted away
+
+
 def test_samples_missing_a_modality_get_finite_correct_predictions(fused, data):
     model = load_model(fused / "best_model.pth")
     assert isinstance(model, FusionModel)
@@ -215,3 +237,30 @@ def test_bad_fusion_input_gives_one_line_error(case, data, sig_checkpoint, fused
     assert code not in (0, None)
     err = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if "error: " in line or "Traceback" in line]
     assert len(err) == 1 and expected in err[0], err
+
+
+# ------------------------------------------------------------------------------------------------- real data
+def test_original_checkpoint_branch_on_real_ecg_and_emg(shared, tmp_path):
+    """Real 12-lead ECG [12, 2048] (CinC 2021) with real Myo EMG [8, 200] (the bundled demo recordings) as two
+    modalities; the ECG branch starts from the original-format compat checkpoint and stays exactly that model."""
+    import scipy.io
+
+    mats = sorted((shared / "data/real/torch_ecg_cinc2021").glob("*.mat"))[:20]
+    ecg = np.stack([scipy.io.loadmat(m)["val"][:, :2048].astype(np.float32) / 1000 for m in mats])
+    csvs = sorted((ROOT / "demo/data/myo").glob("*.csv"))
+    emg = np.stack([np.loadtxt(c, delimiter=",", dtype=np.float32)[:200].T for c in csvs])  # [20, 8, 200]
+    label = np.arange(20) % 2
+    path = tmp_path / "ecg_emg.h5"
+    with h5py.File(path, "w") as f:
+        f["data_ecg"], f["data_emg"], f["label"] = ecg, emg, label
+    ckpt = shared / "compat" / "ecg_small.pth"
+    out = tmp_path / "out"
+    assert main("finetune", ["--train_file", str(path), "--val_file", str(path), "--modality", f"ecg:data_ecg:{ckpt}",
+                             "--modality", "emg:data_emg", *TINY, "--patch_size", "40", "--freeze_encoder", "--epochs", "1",
+                             "--output_dir", str(out)]) == 0
+    fused, original = load_model(out / "latest_model.pth"), load_model(ckpt)
+    with torch.no_grad():
+        assert torch.equal(fused.branches["ecg"].encode(torch.from_numpy(ecg[:4])), original.encode(torch.from_numpy(ecg[:4])))
+    config = fused.config["modalities"]
+    assert (config["ecg"]["embed_dim"], config["ecg"]["patch_size"]) == (64, 64)  # the checkpoint's own architecture
+    assert (config["emg"]["embed_dim"], config["emg"]["patch_size"], config["emg"]["in_channels"]) == (32, 40, 8)  # the flags

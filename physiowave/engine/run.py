@@ -165,7 +165,7 @@ class Run:
             for name, m in self.info["modalities"].items():
                 P = model.branches[name].patch_size
                 pad = f", right-padded to {-(-m['length'] // P) * P} (patch size {P})" if m["length"] % P else ""
-                _log(env, f"modality {name} ({m['source']}): {m['channels']} channels × {m['length']} samples{pad}")
+                _log(env, f"modality {name} ({m['source']}): {m['channels']} channel{'s' * (m['channels'] != 1)} × {m['length']} samples{pad}")
             model.freeze_branches(getattr(args, "freeze_branch", None) or [])
         elif self.info["length"] % model.patch_size:
             length, P = self.info["length"], model.patch_size
