@@ -165,6 +165,15 @@ def test_freeze_branch_keeps_that_branch_and_trains_the_other(data, sig_checkpoi
     assert any(not torch.equal(first[k], last[k]) for k in noise)
 
 
+def test_branch_from_an_earlier_fusion_checkpoint(data, fused, tmp_path):
+    out = tmp_path / "again"
+    assert main("finetune", [*_files(data), "--modality", f"sig:data_sig:{fused / 'best_model.pth'}", "--modality",
+                             "extra:data_noise", *TINY, "--epochs", "1", "--freeze_encoder", "--output_dir", str(out)]) == 0
+    before, after = _state(fused / "best_model.pth"), _state(out / "latest_model.pth")
+    sig = [k for k in before if k.startswith("branches.sig.")]
+    assert sig and all(torch.equal(before[k], after[k]) for k in sig)
+
+
 # ------------------------------------------------------------------------------------------------- the other paths
 def test_resumed_fusion_run_equals_uninterrupted(data, tmp_path):
     args = [*_files(data), *MODALITIES, *TINY, "--lr", "1e-3", "--scheduler", "none", "--use_augmentation"]
@@ -217,7 +226,7 @@ def test_two_process_fusion_evaluation_equals_one_process(fused, data, tmp_path)
 
 # ------------------------------------------------------------------------------------------------- errors
 @pytest.mark.parametrize("case", ["pretrained_path", "max_length", "missing_key", "channels", "wrong_channels",
-                                  "resume_names", "freeze_unknown", "fusion_alone"])
+                                  "fusion_branch", "resume_names", "freeze_unknown", "fusion_alone"])
 def test_bad_fusion_input_gives_one_line_error(case, data, sig_checkpoint, fused, tmp_path, capsys):
     base = ["--train_file", data["train"], "--val_file", data["val"], *TINY, "--epochs", "1", "--output_dir", str(tmp_path)]
     argv, expected = {
@@ -226,6 +235,7 @@ def test_bad_fusion_input_gives_one_line_error(case, data, sig_checkpoint, fused
         "missing_key": (["--modality", "sig:data_sig", "--modality", "emg:data_emg"], "no dataset 'data_emg' for modality 'emg'"),
         "channels": (["--modality", "sig:data_sig", "--modality", "x:0-3", "--data_key", "data_noise"], "asks for channel 3"),
         "wrong_channels": (["--modality", f"noise:data_noise:{sig_checkpoint}"], "trained on 2 channels, the modality has 3"),
+        "fusion_branch": (["--modality", f"emg:data_sig:{fused / 'best_model.pth'}"], "fusion checkpoint without a 'emg' branch"),
         "resume_names": (["--modality", "sig:data_sig", "--resume", str(fused / "best_model.pth")], "needs --modality flags for sig, noise"),
         "freeze_unknown": ([*MODALITIES, "--freeze_branch", "ecg"], "--freeze_branch ecg: no such --modality"),
         "fusion_alone": (["--fusion", "concat"], "--fusion applies to multi-modal fusion"),
