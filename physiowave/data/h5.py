@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import operator
 import os
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["parse_file_paths", "H5Dataset", "DATA_KEYS", "LABEL_KEYS", "crop_bounds", "standardize", "pad_right", "fit_length"]
+__all__ = ["parse_file_paths", "open_h5", "H5Dataset", "DATA_KEYS", "LABEL_KEYS", "crop_bounds", "standardize", "pad_right", "fit_length"]
 
 DATA_KEYS = ("input", "data", "X")
 LABEL_KEYS = ("label", "labels", "y", "Y")
@@ -63,9 +64,15 @@ def crop_bounds(T: int, L: int, rng: np.random.Generator | None = None) -> tuple
 
 
 def standardize(x: np.ndarray) -> np.ndarray:
-    """Z-score each channel of ``[..., C, T]`` over time (std floored at 1e-8)."""
+    """Z-score each channel of ``[..., C, T]`` over time (std floored at 1e-8). NaN gaps stay NaN and do not enter
+    the statistics (an all-NaN channel stays all-NaN: fusion reads that as a missing modality)."""
     mean = x.mean(axis=-1, keepdims=True)
     std = x.std(axis=-1, keepdims=True)
+    if np.isnan(mean).any():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # "mean of empty slice" for all-NaN channels
+            mean = np.nanmean(x, axis=-1, keepdims=True)
+            std = np.nanstd(x, axis=-1, keepdims=True)
     return (x - mean) / np.maximum(std, _STD_FLOOR)
 
 
@@ -91,7 +98,7 @@ class _FileInfo:
     cache_bytes: int
 
 
-def _open(path: str, cache_bytes: int = 0) -> h5py.File:
+def open_h5(path: str, cache_bytes: int = 0) -> h5py.File:
     """Open read-only; FileNotFoundError / ValueError (one line, naming the file) when that is impossible."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: HDF5 file not found")
@@ -165,7 +172,7 @@ def _read_labels(f: h5py.File, path: str, label_key: str, mode: str, n: int, dat
 def _scan_file(path: str, data_key: str, label_key: str, mode: str
                ) -> tuple[_FileInfo, tuple[int, int], str, np.ndarray | None]:
     """Check one file without reading its data → (file info, (C, T), label kind, labels or None)."""
-    with _open(path) as f:
+    with open_h5(path) as f:
         tried = _candidates(data_key, DATA_KEYS)
         key = _find_key(f, tried)
         if key is None:
@@ -315,7 +322,7 @@ class H5Dataset(Dataset):
             if len(handles) >= _MAX_OPEN_FILES:
                 handles.popitem(last=False)[1][0].close()
             info = self._files[file_index]
-            f = _open(info.path, info.cache_bytes)
+            f = open_h5(info.path, info.cache_bytes)
             handles[file_index] = (f, f[info.data_key])
         return handles[file_index][1]
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .h5 import Augment, H5Dataset, parse_file_paths
+from .h5 import Augment, H5Dataset, open_h5, parse_file_paths
 
 __all__ = ["Modality", "parse_modality", "parse_channels", "MultiModalDataset"]
 
@@ -72,7 +72,7 @@ def parse_modality(spec: str) -> Modality:
 
 def _check_file(path: str, modalities: Sequence[Modality], data_key: str) -> dict[str, np.ndarray]:
     """Check that each modality's source is in ``path`` and that all agree on N → ``{name: presence bool [N]}``."""
-    with h5py.File(path, "r") as f:
+    with open_h5(path) as f:
         counts: dict[str, int] = {}
         present: dict[str, np.ndarray] = {}
         for m in modalities:

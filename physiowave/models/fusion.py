@@ -92,6 +92,8 @@ class FusionModel(nn.Module):
         for name, branch in branches.items():
             if not _NAME.fullmatch(name):
                 raise ValueError(f"modality name {name!r}: expected letters, digits and '_' (not starting with a digit)")
+            if hasattr(nn.ModuleDict(), name):
+                raise ValueError(f"modality name {name!r} is taken by torch's ModuleDict: choose another")
             if not isinstance(branch, PhysioWave):
                 raise ValueError(f"branch {name!r} is a {type(branch).__name__}, expected a PhysioWave encoder")
             if "classification" in branch.task_heads:
@@ -127,6 +129,8 @@ class FusionModel(nn.Module):
         each branch's slice NaN for the samples where its modality is absent."""
         if set(inputs) != set(self.branches):
             raise ValueError(f"expected inputs for modalities {self.names}, got {sorted(inputs)}")
+        if present is not None and not set(present) <= set(self.branches):
+            raise ValueError(f"present: unknown modalities {sorted(set(present) - set(self.branches))}; have {self.names}")
         out = []
         for name, branch in self.branches.items():
             x = inputs[name]
@@ -154,9 +158,11 @@ class FusionModel(nn.Module):
 
     def freeze_branches(self, names: Iterable[str]) -> "FusionModel":
         """Stop training these branches: no gradients, and kept in eval mode (no dropout) by :meth:`train`."""
+        names = list(names)
+        unknown = [n for n in names if n not in self.branches]
+        if unknown:
+            raise ValueError(f"no branch {unknown[0]!r}: the modalities are {self.names}")
         for name in names:
-            if name not in self.branches:
-                raise ValueError(f"no branch {name!r}: the modalities are {self.names}")
             self.branches[name].requires_grad_(False)
             if name not in self.frozen_branches:
                 self.frozen_branches.append(name)
