@@ -76,12 +76,12 @@ class TrainedModel:
     """A checkpoint ready for inference: the model (eval mode, on ``device``), its task and classes, and the
     preparation of raw input with the values that had to be ``assumed`` (name → explanation)."""
     path: Path
-    model: PhysioWave
+    model: PhysioWave | FusionModel
     device: torch.device
     task: str | None                      # "single", "multi" or None (no classification head)
     class_names: list[str] | None
     thresholds: np.ndarray | None         # multi-label decision thresholds [K]
-    preparation: Preparation
+    preparation: Preparation | None       # None for a fusion model
     assumed: dict[str, str] = field(default_factory=dict)
     args: dict[str, Any] = field(default_factory=dict)        # the training flags (a Namespace in old files)
     checkpoint: dict[str, Any] = field(default_factory=dict)  # everything but the tensors
@@ -129,14 +129,15 @@ def _preparation(ckpt: Mapping[str, Any], args: Mapping[str, Any], overrides: Ma
     return Preparation(length=int(length), standardize=standardize, **values), assumed
 
 
-def load_trained(path: str | Path, device: str | None = None, **overrides: Any) -> TrainedModel:
+def load_trained(path: str | Path, device: str | None = None, fusion: bool = False, **overrides: Any) -> TrainedModel:
     """Checkpoint → :class:`TrainedModel` on ``device`` (None: CUDA when available). ``overrides``: ``fs``,
     ``window``, ``step``, ``length``, ``channels``, ``normalize``, ``input_fs``, ... replace recorded values;
-    ``task`` ("single"/"multi") and ``class_names`` replace what the file says or lacks."""
+    ``task`` ("single"/"multi") and ``class_names`` replace what the file says or lacks. A fusion checkpoint is
+    an error unless ``fusion`` (then ``preparation`` is None: raw records of several modalities are not read)."""
     path = Path(path)
     raw = read_checkpoint(path)
     model = model_from_checkpoint(raw, path)
-    if isinstance(model, FusionModel):
+    if isinstance(model, FusionModel) and not fusion:
         raise ValueError(f"{path}: a multi-modal fusion checkpoint ({', '.join(model.names)}); the physiowave command "
                          "reads one modality: evaluate it with finetune.py --eval --resume and its --modality flags, "
                          "or load it with physiowave.load_model")
@@ -145,7 +146,7 @@ def load_trained(path: str | Path, device: str | None = None, **overrides: Any) 
     stored = ckpt.get("args") or {}
     args = dict(vars(stored) if isinstance(stored, argparse.Namespace) else stored)
     meta = {k: v for k, v in ckpt.items() if not k.endswith("state_dict") and k not in ("rng",)}
-    has_head = "classification" in model.task_heads
+    has_head = isinstance(model, FusionModel) or "classification" in model.task_heads
     task = overrides.pop("task", None) or _task_of(ckpt, args, has_head)
     names = overrides.pop("class_names", None) or (ckpt.get("data") or {}).get("class_names")
     if has_head:
@@ -155,7 +156,7 @@ def load_trained(path: str | Path, device: str | None = None, **overrides: Any) 
         names = list(names) if names is not None else [f"class_{i}" for i in range(k)]
     thresholds = ckpt.get("thresholds")
     thresholds = np.asarray(thresholds, dtype=np.float64) if thresholds is not None else None
-    prep, assumed = _preparation(ckpt, args, overrides)
+    prep, assumed = (None, {}) if isinstance(model, FusionModel) else _preparation(ckpt, args, overrides)
     return TrainedModel(path, model.to(dev).eval(), dev, task, names if has_head else None, thresholds, prep, assumed,
                         args, meta)
 

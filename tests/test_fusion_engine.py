@@ -134,6 +134,21 @@ def test_samples_missing_a_modality_get_finite_correct_predictions(fused, data):
     assert (logits[:16].argmax(1).numpy() == y[:16]).mean() >= 0.85
 
 
+def test_physiowave_info_describes_a_fusion_checkpoint_and_predict_declines(fused, data, tmp_path, capsys):
+    from physiowave.cli import main as cli
+
+    assert cli(["info", str(fused / "best_model.pth"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    test = json.loads((fused / "test_results.json").read_text())
+    assert info["modality_weights"] == pytest.approx(test["modality_weights"], rel=1e-6)
+    assert info["parameters"]["total"] == sum(p.numel() for p in load_model(fused / "best_model.pth").parameters())
+    assert info["data"]["modalities"]["noise"]["length"] == 200 and info["preprocessing"] is None
+    assert cli(["predict", str(fused / "best_model.pth"), data["test"], "-o", str(tmp_path / "p.csv")]) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and "multi-modal fusion checkpoint (sig, noise)" in err[0]
+    assert not (tmp_path / "p.csv").exists()
+
+
 def test_branch_from_checkpoint_gives_exactly_its_encode_and_frozen_branches_stay_bit_identical(data, sig_checkpoint, tmp_path):
     out = tmp_path / "probe"
     assert main("finetune", [*_files(data), "--modality", f"sig:data_sig:{sig_checkpoint}", "--modality", "noise:data_noise",

@@ -9,6 +9,7 @@ from typing import Any
 from ..engine.logger import scalars_of
 from ..fileio import to_jsonable
 from ..inference import TrainedModel, load_trained
+from ..models import FusionModel
 
 __all__ = ["add_parser", "summarize", "format_summary"]
 
@@ -27,7 +28,8 @@ def _count(module: Any) -> int:
 def summarize(trained: TrainedModel) -> dict[str, Any]:
     """Everything a checkpoint says about itself, as a JSON-able dict."""
     model, ckpt = trained.model, trained.checkpoint
-    heads = {name: _count(head) for name, head in model.task_heads.items()}
+    fusion = isinstance(model, FusionModel)
+    heads = {"fusion": _count(model.fusion)} if fusion else {name: _count(head) for name, head in model.task_heads.items()}
     data = ckpt.get("data") or {}
     epoch = ckpt.get("epoch")
     return to_jsonable({
@@ -44,9 +46,10 @@ def summarize(trained: TrainedModel) -> dict[str, Any]:
                      "validation": scalars_of(ckpt.get("val_metrics") or {})
                      or {k[4:]: v for k, v in ckpt.items() if k.startswith("val_") and isinstance(v, (int, float))}},
         "args": trained.args or None,
-        "data": {k: data[k] for k in ("train_files", "train_samples", "channels", "length", "class_counts", "pretrained")
-                 if k in data} or None,
-        "preprocessing": trained.preparation.as_dict(), "assumed": trained.assumed,
+        "data": {k: data[k] for k in ("train_files", "train_samples", "channels", "length", "modalities", "class_counts",
+                                      "pretrained") if k in data} or None,
+        "modality_weights": model.modality_weights() if fusion else None,
+        "preprocessing": trained.preparation.as_dict() if trained.preparation else None, "assumed": trained.assumed,
     })
 
 
@@ -69,6 +72,7 @@ def format_summary(s: dict[str, Any]) -> str:
         lines.append(f"classes ({len(s['classes'])}): {', '.join(s['classes'])}")
     if s["thresholds"] is not None:
         lines.append("thresholds: " + ", ".join(f"{t:.3f}" for t in s["thresholds"]))
+    lines += _block("modality weights", s["modality_weights"])
     lines += _block("architecture", s["architecture"])
     t = s["training"]
     lines += _block("training", {k: v for k, v in t.items() if v not in (None, {}, [])})
@@ -81,6 +85,6 @@ def format_summary(s: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    s = summarize(load_trained(args.checkpoint, "cpu"))
+    s = summarize(load_trained(args.checkpoint, "cpu", fusion=True))
     print(json.dumps(s, indent=2) if args.json else format_summary(s))
     return 0
