@@ -80,6 +80,16 @@ def feature_head(model: nn.Module) -> nn.Module:
     return model.fusion if isinstance(model, FusionModel) else ProbeHead(model.task_heads["classification"])
 
 
+def _describe_modalities(model: FusionModel, modalities: dict[str, dict[str, Any]]) -> list[str]:
+    """One log line per modality: its source, shape, and the padding to its branch's patch size."""
+    lines = []
+    for name, m in modalities.items():
+        P, C, T = model.branches[name].patch_size, m["channels"], m["length"]
+        pad = f", right-padded to {-(-T // P) * P} (patch size {P})" if T % P else ""
+        lines.append(f"modality {name} ({m['source']}): {C} channel{'s' * (C != 1)} × {T} samples{pad}")
+    return lines
+
+
 def _check_resumed_modalities(args: argparse.Namespace, config: dict[str, Any], path: Path) -> None:
     """A fusion checkpoint resumes with the same ``--modality`` names, a single-modality one without any."""
     stored = list(config.get("modalities") or [])
@@ -162,10 +172,8 @@ class Run:
                           f"{len(report['skipped'])} head tensors newly initialised)")
                 self.info["pretrained"] = {"path": source, **{k: v for k, v in report.items() if k != "ignored"}}
         if isinstance(model, FusionModel):
-            for name, m in self.info["modalities"].items():
-                P = model.branches[name].patch_size
-                pad = f", right-padded to {-(-m['length'] // P) * P} (patch size {P})" if m["length"] % P else ""
-                _log(env, f"modality {name} ({m['source']}): {m['channels']} channel{'s' * (m['channels'] != 1)} × {m['length']} samples{pad}")
+            for line in _describe_modalities(model, self.info["modalities"]):
+                _log(env, line)
             model.freeze_branches(getattr(args, "freeze_branch", None) or [])
         elif self.info["length"] % model.patch_size:
             length, P = self.info["length"], model.patch_size
@@ -275,8 +283,8 @@ class Run:
         loader = _eval_loader(ds, self.args, self.env, batch_size=self.args.batch_size * 2)
         outputs = evaluate(net, loader, self.task, self.env, self.precision, seed=self.args.seed, desc=split)
         result = self.task.metrics(outputs, state)
-        if self.modality_weights():
-            result["modality_weights"] = self.modality_weights()
+        if weights := self.modality_weights():
+            result["modality_weights"] = weights
         return result
 
     def modality_weights(self) -> dict[str, float] | None:
@@ -424,6 +432,14 @@ class Run:
         return result
 
 
+def _pretrained_sources(info: dict[str, Any]) -> str:
+    """The checkpoint the model started from, or for fusion each branch's (``name from path``)."""
+    loaded = info.get("pretrained") or {}
+    if "path" in loaded:
+        return loaded["path"]
+    return ", ".join(f"{name} from {report['path']}" for name, report in loaded.items())
+
+
 def _summary(r: Run, test: dict[str, Any] | None, elapsed: float) -> str:
     args = r.args
     lines = [f"PhysioWave {args.task} run, {time.strftime('%Y-%m-%d %H:%M:%S')}", f"output: {args.output_dir}",
@@ -432,11 +448,12 @@ def _summary(r: Run, test: dict[str, Any] | None, elapsed: float) -> str:
              f"final lr: {r.optimizer.param_groups[0]['lr']:.6g}",
              f"parameters: {sum(p.numel() for p in r.model.parameters()):,}",
              f"train files: {len(r.info['train_files'])}, val files: {len(r.info['val_files'])}",
-             f"pretrained: {args.pretrained_path or 'none'}", f"freeze encoder: {getattr(args, 'freeze_encoder', False)}",
+             f"pretrained: {_pretrained_sources(r.info) or args.pretrained_path or 'none'}",
+             f"freeze encoder: {getattr(args, 'freeze_encoder', False)}",
              f"processes: {r.env.world_size}, device: {r.env.device}, precision: {r.precision.name}",
              f"wall time: {elapsed:.1f} s"]
-    if r.modality_weights():
-        lines.append("modality weights: " + ", ".join(f"{n} {w:.4f}" for n, w in r.modality_weights().items()))
+    if weights := r.modality_weights():
+        lines.append("modality weights: " + ", ".join(f"{n} {w:.4f}" for n, w in weights.items()))
     if test:
         lines += ["test:"] + [f"  {k}: {v:.6g}" for k, v in scalars_of(test).items()]
     return "\n".join(lines) + "\n"
