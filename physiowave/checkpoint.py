@@ -147,8 +147,9 @@ def load_state_dict_checked(model: torch.nn.Module, state_dict: Mapping[str, tor
 def load_model(path: str | Path, map_location: str | torch.device = "cpu", **overrides: Any) -> PhysioWave | FusionModel:
     """Build a :class:`PhysioWave` from a checkpoint's own ``args`` (or its shapes), load its weights, return it in eval mode.
 
-    ``overrides`` replace architecture values (e.g. ``num_heads`` for a file without ``args``). A fusion run's
-    checkpoint gives its :class:`FusionModel` (overrides do not apply).
+    ``overrides`` replace architecture values (e.g. ``num_heads`` for a file without ``args``);
+    ``num_classes=None`` leaves out a fine-tuned file's classification head (a fusion branch needs none).
+    A fusion run's checkpoint gives its :class:`FusionModel` (overrides do not apply).
     """
     return model_from_checkpoint(read_checkpoint(path, map_location), path, **overrides)
 
@@ -177,6 +178,8 @@ def model_from_checkpoint(checkpoint: Any, path: str | Path = "checkpoint", **ov
             warnings.warn(f"{path}: no 'args' in the checkpoint; architecture inferred from shapes, assumed "
                           + ", ".join(f"{a}={config.get(a, 'mean')!r}" for a in assumed), stacklevel=2)
     config.update(overrides)
+    if "num_classes" in overrides and not overrides["num_classes"]:  # the encoder alone, e.g. for a fusion branch
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("task_heads.classification.")}
     model = PhysioWave(**config)
     load_state_dict_checked(model, state_dict, source=str(path))
     return model.eval()

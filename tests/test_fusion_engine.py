@@ -289,3 +289,15 @@ def test_original_checkpoint_branch_on_real_ecg_and_emg(shared, tmp_path):
     config = fused.config["modalities"]
     assert (config["ecg"]["embed_dim"], config["ecg"]["patch_size"]) == (64, 64)  # the checkpoint's own architecture
     assert (config["emg"]["embed_dim"], config["emg"]["patch_size"], config["emg"]["in_channels"]) == (32, 40, 8)  # the flags
+
+
+def test_load_model_without_head_gives_a_fusion_ready_branch(shared):
+    ckpt = shared / "compat" / "ecg_small.pth"
+    full, encoder = load_model(ckpt), load_model(ckpt, num_classes=None)
+    assert "classification" in full.task_heads and "classification" not in encoder.task_heads
+    x = torch.randn(2, 12, 512)
+    with torch.no_grad():
+        assert torch.equal(encoder.encode(x), full.encode(x))
+    with pytest.raises(ValueError, match="num_classes=None"):
+        FusionModel({"ecg": full}, num_classes=2)
+    assert FusionModel({"ecg": encoder}, num_classes=2)({"ecg": x}).shape == (2, 2)

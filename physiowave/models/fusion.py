@@ -97,8 +97,8 @@ class FusionModel(nn.Module):
             if not isinstance(branch, PhysioWave):
                 raise ValueError(f"branch {name!r} is a {type(branch).__name__}, expected a PhysioWave encoder")
             if "classification" in branch.task_heads:
-                raise ValueError(f"branch {name!r} has a classification head: remove it first "
-                                 "(del branch.task_heads['classification'])")
+                raise ValueError(f"branch {name!r} has a classification head: load it with load_model(path, "
+                                 "num_classes=None), or del branch.task_heads['classification']")
         dims = {n: int(b.config["embed_dim"]) for n, b in branches.items()}
         fusion_dim = int(fusion_dim or max(dims.values()))
         if pooling not in POOLINGS:
