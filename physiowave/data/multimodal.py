@@ -17,11 +17,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..models.fusion import check_modality_name
 from .h5 import Augment, H5Dataset, open_h5, parse_file_paths
 
 __all__ = ["Modality", "parse_modality", "parse_channels", "MultiModalDataset"]
 
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _CHANNELS = re.compile(r"\d+(-\d+)?(,\d+(-\d+)?)*")
 
 
@@ -63,8 +63,10 @@ def parse_modality(spec: str) -> Modality:
     source, _, checkpoint = rest.partition(":")
     if not sep or not source:
         raise ValueError(f"{spec!r}: expected NAME:KEY_OR_CHANNELS[:CHECKPOINT], e.g. ecg:data_ecg:ecg.pth or emg:12-19")
-    if not _NAME.fullmatch(name):
-        raise ValueError(f"{spec!r}: modality name {name!r} must be letters, digits and '_' (not starting with a digit)")
+    try:
+        check_modality_name(name)
+    except ValueError as err:
+        raise ValueError(f"{spec!r}: {err}") from None
     if source[0].isdigit():
         return Modality(name, channels=parse_channels(source), checkpoint=checkpoint or None)
     return Modality(name, key=source, checkpoint=checkpoint or None)
@@ -113,13 +115,13 @@ class MultiModalDataset(Dataset):
         if not self._paths:
             raise ValueError(f"MultiModalDataset: no HDF5 files given (paths={paths!r})")
         self.modalities = list(modalities)
-        self._present = {n: np.concatenate(parts) for n, parts in
-                         zip(names, zip(*[_check_file(p, modalities, data_key).values() for p in self._paths]))}
-        keys = list(dict.fromkeys(m.key or data_key for m in modalities))
+        per_file = [_check_file(p, modalities, data_key) for p in self._paths]
+        self._present = {n: np.concatenate([present[n] for present in per_file]) for n in names}
+        self._key = {m.name: m.key or data_key for m in modalities}
+        keys = list(dict.fromkeys(self._key.values()))
         self._sources = {k: H5Dataset(self._paths, data_key=k, label_key=label_key, labels=labels if i == 0 else "none",
                                       seed=seed, normalize=normalize, augment=augment) for i, k in enumerate(keys)}
         self._first = self._sources[keys[0]]
-        self._key = {m.name: m.key or data_key for m in modalities}
 
     # ------------------------------------------------------------------ properties
     @property

@@ -269,7 +269,6 @@ def load_pretrained(model: PhysioWave, path: str, state: dict[str, torch.Tensor]
 def build_fusion_model(args: argparse.Namespace, info: dict[str, Any], num_classes: int) -> FusionModel:
     """One branch per ``--modality`` (from its checkpoint, with that checkpoint's architecture, or fresh from the
     model flags), fused with the ``--fusion`` settings; ``info["pretrained"]`` records what each branch loaded."""
-    fresh_flags = args
     loaded_flags = argparse.Namespace(**{**vars(args), **{k: None for k in ARCH_FLAGS}})  # a checkpoint fixes its shape
     branches: dict[str, PhysioWave] = {}
     reports: dict[str, Any] = {}
@@ -288,7 +287,7 @@ def build_fusion_model(args: argparse.Namespace, info: dict[str, Any], num_class
             if stored.get("in_channels") not in (None, channels):
                 raise ConfigError(f"--modality {m.name}: {m.checkpoint} was trained on {stored['in_channels']} channels, "
                                   f"the modality has {channels}")
-        config = resolve_model_config(loaded_flags if m.checkpoint else fresh_flags, channels, stored, m.checkpoint)
+        config = resolve_model_config(loaded_flags if m.checkpoint else args, channels, stored, m.checkpoint)
         branch = build_model({**config, "num_classes": None})
         if m.checkpoint:
             report = load_pretrained(branch, m.checkpoint, state)

@@ -19,10 +19,19 @@ from torch import nn
 from .heads import POOLINGS, ClassificationHead, pool_tokens
 from .physiowave import PhysioWave
 
-__all__ = ["FusionModel", "FusionHead", "FUSIONS", "modality_present"]
+__all__ = ["FusionModel", "FusionHead", "FUSIONS", "modality_present", "check_modality_name"]
 
 FUSIONS = ("weighted", "concat")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_modality_name(name: str) -> str:
+    """``name`` if it can name a branch (letters, digits, '_'; not a ModuleDict attribute), else a ValueError."""
+    if not _NAME.fullmatch(name):
+        raise ValueError(f"modality name {name!r}: expected letters, digits and '_' (not starting with a digit)")
+    if hasattr(nn.ModuleDict(), name):
+        raise ValueError(f"modality name {name!r} is taken by torch's ModuleDict: choose another")
+    return name
 
 
 def modality_present(x: torch.Tensor) -> torch.Tensor:
@@ -90,10 +99,7 @@ class FusionModel(nn.Module):
         if not branches:
             raise ValueError("FusionModel needs at least one branch")
         for name, branch in branches.items():
-            if not _NAME.fullmatch(name):
-                raise ValueError(f"modality name {name!r}: expected letters, digits and '_' (not starting with a digit)")
-            if hasattr(nn.ModuleDict(), name):
-                raise ValueError(f"modality name {name!r} is taken by torch's ModuleDict: choose another")
+            check_modality_name(name)
             if not isinstance(branch, PhysioWave):
                 raise ValueError(f"branch {name!r} is a {type(branch).__name__}, expected a PhysioWave encoder")
             if "classification" in branch.task_heads:
