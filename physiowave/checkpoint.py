@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .models import FusionModel, PhysioWave
+from .models import LEGACY_CONFIG, FusionModel, PhysioWave
 
-__all__ = ["read_checkpoint", "extract_state_dict", "clean_state_dict", "model_args", "infer_config",
+__all__ = ["LEGACY_CONFIG", "read_checkpoint", "extract_state_dict", "clean_state_dict", "model_args", "infer_config",
            "load_state_dict_checked", "load_model", "model_from_checkpoint", "save_checkpoint", "load_encoder_weights"]
 
 _PREFIXES = ("module.", "_orig_mod.")
@@ -109,7 +109,7 @@ def infer_config(state_dict: Mapping[str, torch.Tensor]) -> tuple[dict[str, Any]
         use_separate_channel=low.shape[1] == 1,
         patch_size=proj.shape[-1], embed_dim=embed_dim, depth=depth,
         num_heads=max(1, embed_dim // 32) if embed_dim % 32 == 0 else 1, mlp_ratio=mlp_hidden / embed_dim,
-        pos_embed_type="1d" if "pos_embed.pos_embed" in sd else "2d",
+        pos_embed_type="1d" if "pos_embed.pos_embed" in sd else "2d", **LEGACY_CONFIG,
     )
     assumed = ["wavelet_names", "num_heads"]
     head = _head_config(sd)
@@ -163,7 +163,7 @@ def model_from_checkpoint(checkpoint: Any, path: str | Path = "checkpoint", **ov
         load_state_dict_checked(fusion, state_dict, source=str(path))
         return fusion.eval()
     if args is not None:
-        config = {k: v for k, v in args.items() if k in _MODEL_KEYS}
+        config = {**LEGACY_CONFIG, **{k: v for k, v in args.items() if k in _MODEL_KEYS}}
         head = _head_config(state_dict)
         if not head:
             config["num_classes"] = None  # a pretraining file: no classification head

@@ -8,11 +8,12 @@ import torch
 
 import physiowave
 from physiowave.checkpoint import infer_config
+from physiowave.models import LEGACY_CONFIG
 
 from .conftest import randomize_
 
 ARGS = dict(in_channels=4, max_level=2, wave_kernel_size=8, wavelet_names=["db4", "bior4.4"], patch_size=16, embed_dim=32,
-            depth=2, num_heads=2, mlp_ratio=2.0, dropout=0.1, pos_embed_type="1d")
+            depth=2, num_heads=2, mlp_ratio=2.0, dropout=0.1, pos_embed_type="1d", **LEGACY_CONFIG)  # files as the original wrote them
 
 
 def _model(**kw) -> physiowave.PhysioWave:

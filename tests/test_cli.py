@@ -240,7 +240,8 @@ def test_info_reads_namespace_args_and_bare_state_dicts(tmp_path: Path, capsys: 
 
     from physiowave import PhysioWave
 
-    model = PhysioWave(in_channels=8, embed_dim=32, depth=1, num_heads=2, patch_size=16, max_level=2)
+    model = PhysioWave(in_channels=8, embed_dim=32, depth=1, num_heads=2, patch_size=16, max_level=2, input_norm="none",
+                       objective="original")  # an original file's function: its args predate these settings
     ns = argparse.Namespace(in_channels=8, embed_dim=32, depth=1, num_heads=2, patch_size=16, max_level=2,
                             max_length=256, lr=3e-4)
     torch.save({"model_state_dict": model.state_dict(), "args": ns}, tmp_path / "pretrain.pth")  # original pretraining layout

@@ -13,7 +13,7 @@ from physiowave.models.transformer import TransformerEncoder
 from .conftest import randomize_
 
 TINY = dict(in_channels=4, max_level=2, wave_kernel_size=8, wavelet_names=["db4", "sym4"], patch_size=32, embed_dim=32,
-            depth=2, num_heads=4, dropout=0.0, head_dropout=0.0)
+            depth=2, num_heads=4, dropout=0.0, head_dropout=0.0, input_norm="none", objective="original")  # K = P
 N_TOKENS = 3 * 4 * (256 // 32)  # F = (L+1)·C rows × T/P columns
 
 

@@ -7,10 +7,12 @@ import torch
 import physiowave
 from physiowave.models.masking import masked_mse_loss
 
+from physiowave.models import LEGACY_CONFIG
+
 from .conftest import randomize_
 
 TINY = dict(max_level=2, wave_kernel_size=8, wavelet_names=["db4", "sym4"], patch_size=16, embed_dim=32, depth=2,
-            num_heads=4, dropout=0.0, head_dropout=0.0)
+            num_heads=4, dropout=0.0, head_dropout=0.0, **LEGACY_CONFIG)  # the original function; new settings: test_objective.py
 
 
 def tiny(channels: int = 4, **kw) -> physiowave.PhysioWave:

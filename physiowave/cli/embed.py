@@ -55,7 +55,7 @@ def embed(trained: TrainedModel, inputs: list[str], output: Path, tokens: bool =
 
     def outputs(model, x):
         t = model.encode(x)
-        return {"embedding": pool_tokens(t, pooling), **({"tokens": t} if tokens else {})}
+        return {"embedding": pool_tokens(t, pooling, model.num_bands), **({"tokens": t} if tokens else {})}
 
     rows_emb, rows_id, rows_start = [], [], []
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .heads import POOLINGS, ClassificationHead, pool_tokens
-from .physiowave import PhysioWave
+from .heads import POOLINGS, ClassificationHead, pool_tokens, pooled_size
+from .physiowave import LEGACY_CONFIG, PhysioWave
 
 __all__ = ["FusionModel", "FusionHead", "FUSIONS", "modality_present", "check_modality_name"]
 
@@ -105,10 +105,10 @@ class FusionModel(nn.Module):
             if "classification" in branch.task_heads:
                 raise ValueError(f"branch {name!r} has a classification head: load it with load_model(path, "
                                  "num_classes=None), or del branch.task_heads['classification']")
-        dims = {n: int(b.config["embed_dim"]) for n, b in branches.items()}
-        fusion_dim = int(fusion_dim or max(dims.values()))
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        dims = {n: pooled_size(int(b.config["embed_dim"]), pooling, b.num_bands) for n, b in branches.items()}
+        fusion_dim = int(fusion_dim or max(int(b.config["embed_dim"]) for b in branches.values()))
         self.branches = nn.ModuleDict(dict(branches))
         self.pooling = pooling
         self.fusion = FusionHead(dims, fusion_dim, num_classes, fusion, head_hidden_dim, head_dropout)
@@ -122,7 +122,7 @@ class FusionModel(nn.Module):
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "FusionModel":
         """A fresh model of the shape ``config`` (a ``FusionModel.config``) describes: for loading its state dict."""
-        branches = {n: PhysioWave(**{**c, "num_classes": None}) for n, c in config["modalities"].items()}
+        branches = {n: PhysioWave(**{**LEGACY_CONFIG, **c, "num_classes": None}) for n, c in config["modalities"].items()}
         return cls(branches, **{k: v for k, v in config.items() if k != "modalities"})
 
     @property
@@ -147,7 +147,7 @@ class FusionModel(nn.Module):
                 here = here & present[name].to(device=x.device, dtype=torch.bool)
             x = F.pad(torch.nan_to_num(x, nan=0.0), (0, -x.shape[-1] % branch.patch_size))
             try:
-                f = pool_tokens(branch.encode(x), self.pooling)  # [B, D_m]
+                f = pool_tokens(branch.encode(x), self.pooling, branch.num_bands)  # [B, D_m] (bands: [B, F_m·D_m])
             except ValueError as err:
                 raise ValueError(f"modality {name!r}: {err}") from err
             out.append(torch.where(here.unsqueeze(1), f, torch.full((), float("nan"), dtype=f.dtype, device=f.device)))

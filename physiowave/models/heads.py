@@ -6,9 +6,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["ReconstructionHead", "ClassificationHead", "POOLINGS", "hidden_sizes"]
+__all__ = ["ReconstructionHead", "ClassificationHead", "POOLINGS", "hidden_sizes", "pool_tokens", "pooled_size"]
 
-POOLINGS = ("mean", "max", "first", "cls", "last", "attention")
+POOLINGS = ("bands", "mean", "max", "first", "cls", "last", "attention")
 
 
 def hidden_sizes(hidden: int | Sequence[int] | None, default: int) -> list[int]:
@@ -36,8 +36,20 @@ class ReconstructionHead(nn.Module):
         return self.head(tokens)
 
 
-def pool_tokens(tokens: torch.Tensor, pooling: str) -> torch.Tensor:
-    """``[B, N, D]`` → ``[B, D]``. ``first``/``cls`` take token 0 (the model has no CLS token)."""
+def pooled_size(dim: int, pooling: str, rows: int) -> int:
+    """Width of :func:`pool_tokens`' output for tokens of width ``dim`` in ``rows`` band rows."""
+    return dim * rows if pooling == "bands" else dim
+
+
+def pool_tokens(tokens: torch.Tensor, pooling: str, rows: int = 1) -> torch.Tensor:
+    """``[B, N, D]`` → ``[B, D]``, or ``[B, rows·D]`` for ``bands``: the mean over time of each of the ``rows`` band
+    rows (one wavelet band of one channel; tokens are row-major), concatenated, so the features keep which channel
+    and band carry what. ``first``/``cls`` take token 0 (the model has no CLS token)."""
+    if pooling == "bands":
+        B, N, D = tokens.shape
+        if N % rows:
+            raise ValueError(f"bands pooling: {N} tokens do not form {rows} band rows")
+        return tokens.reshape(B, rows, N // rows, D).mean(dim=2).flatten(1)
     if pooling == "mean":
         return tokens.mean(dim=1)
     if pooling == "max":
@@ -55,16 +67,19 @@ def pool_tokens(tokens: torch.Tensor, pooling: str) -> torch.Tensor:
 class ClassificationHead(nn.Module):
     """Tokens ``[B, N, D]`` → logits ``[B, K]``: pool → LayerNorm → [Linear, GELU, Dropout] per hidden size → Linear.
 
+    ``rows``: the band rows of the token grid, for ``bands`` pooling (features ``[B, rows·D]``; hidden size still D).
+
     Multi-label tasks use the same head with one logit per label (sigmoid outside the model).
     """
 
-    def __init__(self, dim: int, num_classes: int, hidden: int | Sequence[int] | None = None, dropout: float = 0.1, pooling: str = "mean"):
+    def __init__(self, dim: int, num_classes: int, hidden: int | Sequence[int] | None = None, dropout: float = 0.1,
+                 pooling: str = "mean", rows: int = 1):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-        self.pooling = pooling
-        layers: list[nn.Module] = [nn.LayerNorm(dim)]
-        prev = dim
+        self.pooling, self.rows = pooling, rows
+        prev = pooled_size(dim, pooling, rows)
+        layers: list[nn.Module] = [nn.LayerNorm(prev)]
         for h in hidden_sizes(hidden, dim):
             layers += [nn.Linear(prev, h), nn.GELU(), nn.Dropout(dropout)]
             prev = h
@@ -75,4 +90,4 @@ class ClassificationHead(nn.Module):
         return self.head(features)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.classify(pool_tokens(tokens, self.pooling))
+        return self.classify(pool_tokens(tokens, self.pooling, self.rows))

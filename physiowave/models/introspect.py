@@ -63,10 +63,12 @@ def masked_reconstruction(model: PhysioWave, x: torch.Tensor, mask_ratio: float 
                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One masked pretraining pass → (target ``[B, C, L+1, T]``, prediction ``[B, C, L+1, T]``, mask ``[B, C, L+1, T/P]``).
 
-    The model's pretraining head predicts every patch; the caller shows it where the mask is True."""
+    The model's pretraining head predicts every patch; the caller shows it where the mask is True. With the
+    ``bands`` objective these are the standardised patch shapes (the predicted log-RMS is left out)."""
     gen = torch.Generator(device=x.device).manual_seed(seed)
-    pred, target, mask = model.forward_pretrain(x, mask_ratio, masking, importance_ratio, generator=gen)
     B, C, P = x.shape[0], model.in_channels, model.patch_size
+    pred, target, mask = (t[..., :P] if t.ndim == 3 else t
+                          for t in model.forward_pretrain(x, mask_ratio, masking, importance_ratio, generator=gen))
     rows = model.num_bands // C  # L+1
 
     def as_bands(t: torch.Tensor) -> np.ndarray:  # token order row·(T/P) + patch → [B, C, L+1, T/P (·P)]

@@ -16,13 +16,18 @@ from .decoder import MaskedDecoder, decoder_heads
 from .decomposition import SoftGatedWaveletDecomposition
 from .embedding import PatchEmbed, PositionalEmbedding1d, sincos_2d, table_dtype
 from .heads import ClassificationHead, ReconstructionHead, pool_tokens
+from .input_norm import normalize_input
 from .masking import make_mask
+from .objective import FixedWaveletTransform, band_rms, objective_loss, patch_targets, prediction_size
 from .transformer import TransformerEncoder, init_weights
 
-__all__ = ["PhysioWave", "DEFAULT_WAVELETS", "DECODERS"]
+__all__ = ["PhysioWave", "DEFAULT_WAVELETS", "DECODERS", "LEGACY_CONFIG"]
 
 DEFAULT_WAVELETS = ("db4", "db6", "sym4", "coif3")
 DECODERS = ("mlp", "transformer")
+# Settings that new models have and configurations written before them (the original release included) lack:
+# such a configuration keeps computing its original function.
+LEGACY_CONFIG = {"input_norm": "none", "objective": "original", "pooling": "mean", "decoder": "mlp"}
 
 
 def _patch_length(patch_size: int | Sequence[int]) -> int:
@@ -42,6 +47,11 @@ class PhysioWave(nn.Module):
     head: ``"mlp"`` (the original: mask tokens in the encoder, MLP head) or ``"transformer"`` (MAE-style: the
     encoder sees the visible tokens only, a ``decoder_depth``-block decoder of width ``decoder_dim``, default
     embed_dim // 2, predicts every patch).
+
+    Three settings make new models differ from the original release (whose checkpoints load with
+    :data:`LEGACY_CONFIG`): ``input_norm="rms"`` makes the output independent of the input's units
+    (:mod:`.input_norm`), ``objective="bands"`` pretrains against a fixed wavelet target that cannot collapse
+    (:mod:`.objective`), and ``pooling="bands"`` gives the classifier each band row's mean token rather than one mean.
     """
 
     def __init__(
@@ -60,11 +70,13 @@ class PhysioWave(nn.Module):
         num_classes: int | None = None,
         head_hidden_dim: int | Sequence[int] | None = None,
         head_dropout: float = 0.1,
-        pooling: str = "mean",
+        pooling: str = "bands",
         use_separate_channel: bool = True,
         decoder: str = "mlp",
         decoder_depth: int = 2,
         decoder_dim: int | None = None,
+        input_norm: str = "rms",
+        objective: str = "bands",
     ):
         super().__init__()
         if in_channels < 1:
@@ -75,13 +87,16 @@ class PhysioWave(nn.Module):
             raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
         wavelet_names = list(wavelet_names) if wavelet_names else list(DEFAULT_WAVELETS)
         self.patch_size = _patch_length(patch_size)
+        normalize_input(torch.zeros(1, 1, 1), input_norm)  # validates the name
+        out_size = prediction_size(objective, self.patch_size)
         self.config = dict(
             in_channels=in_channels, max_level=max_level, wave_kernel_size=wave_kernel_size, wavelet_names=wavelet_names,
             patch_size=self.patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
             dropout=dropout, pos_embed_type=pos_embed_type, num_classes=num_classes,
             head_hidden_dim=list(head_hidden_dim) if isinstance(head_hidden_dim, Sequence) else head_hidden_dim,
             head_dropout=head_dropout, pooling=pooling, use_separate_channel=use_separate_channel,
-            decoder=decoder, decoder_depth=decoder_depth, decoder_dim=decoder_dim,
+            decoder=decoder, decoder_depth=decoder_depth, decoder_dim=decoder_dim, input_norm=input_norm,
+            objective=objective,
         )
         self.in_channels = in_channels
         self.num_bands = (max_level + 1) * in_channels  # F, rows of the spectrum
@@ -96,12 +111,14 @@ class PhysioWave(nn.Module):
         self.encoder = TransformerEncoder(embed_dim, depth, num_heads, mlp_ratio, dropout)
         if decoder == "transformer":
             width = embed_dim // 2 if decoder_dim is None else decoder_dim
-            pretrain: nn.Module = MaskedDecoder(embed_dim, self.patch_size, width, decoder_depth, decoder_heads(width), mlp_ratio, dropout)
+            pretrain: nn.Module = MaskedDecoder(embed_dim, out_size, width, decoder_depth, decoder_heads(width), mlp_ratio, dropout)
         else:
-            pretrain = ReconstructionHead(embed_dim, self.patch_size, [embed_dim], dropout)
+            pretrain = ReconstructionHead(embed_dim, out_size, [embed_dim], dropout)
+        if objective != "original":
+            self.target_transform = FixedWaveletTransform(in_channels, max_level, wave_kernel_size, wavelet_names[0])
         heads: dict[str, nn.Module] = {"pretrain": pretrain}
         if num_classes:
-            heads["classification"] = ClassificationHead(embed_dim, num_classes, head_hidden_dim, head_dropout, pooling)
+            heads["classification"] = ClassificationHead(embed_dim, num_classes, head_hidden_dim, head_dropout, pooling, self.num_bands)
         self.task_heads = nn.ModuleDict(heads)
         self._pos_cache: dict[tuple, torch.Tensor] = {}
         self.apply(init_weights)
@@ -128,8 +145,12 @@ class PhysioWave(nn.Module):
 
     # ----------------------------------------------------------------------------------------------- stages
     def decompose(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, C, T]`` → wavelet spectrum ``[B, (L+1)·C, T]`` (§6)."""
-        return self.wavelet_decomp(self.check_input(x))
+        """``[B, C, T]`` → wavelet spectrum ``[B, (L+1)·C, T]`` of the normalised input (§6)."""
+        return self.wavelet_decomp(self.normalize(x))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Checked ``[B, C, T]`` input after the model's ``input_norm`` (the identity for original checkpoints)."""
+        return normalize_input(self.check_input(x), self.config["input_norm"])
 
     def patchify(self, spec: torch.Tensor) -> torch.Tensor:
         """``[B, F, T]`` → ``[B, F·T/P, P]``, in token order."""
@@ -155,8 +176,9 @@ class PhysioWave(nn.Module):
         return self.encoder(self.tokenize(self.decompose(x)))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, C, T]`` → pooled encoder features ``[B, D]`` (the ``pooling`` of the config), the classification head's input."""
-        return pool_tokens(self.encode(x), self.config["pooling"])
+        """``[B, C, T]`` → pooled encoder features ``[B, D]`` (``[B, F·D]`` for ``bands``; the ``pooling`` of the config), the
+        classification head's input."""
+        return pool_tokens(self.encode(x), self.config["pooling"], self.num_bands)
 
     @property
     def mae(self) -> bool:
@@ -164,7 +186,7 @@ class PhysioWave(nn.Module):
         return isinstance(self.task_heads["pretrain"], MaskedDecoder)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, C, T]`` → reconstruction head output ``[B, N, P]`` on the unmasked encoder output."""
+        """``[B, C, T]`` → reconstruction head output ``[B, N, K]`` (K of :meth:`forward_pretrain`) on the unmasked encoder output."""
         if not self.mae:
             return self.task_heads["pretrain"](self.encode(x))
         spec = self.decompose(x)
@@ -188,23 +210,50 @@ class PhysioWave(nn.Module):
         generator: torch.Generator | None = None,
         detach_target: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Masked pretraining pass (§10) → (prediction ``[B, N, P]``, target ``[B, N, P]``, mask bool ``[B, N]``).
+        """Masked pretraining pass (§10) → (prediction ``[B, N, K]``, target ``[B, N, K]``, mask bool ``[B, N]``).
 
-        The target is the patched spectrum; by default it is not detached (as in the original), so gradients
-        also flow into the wavelet front-end through it, which lets it shrink its own target.
+        ``objective="original"``: K = P, the target is the patched spectrum of the model's own front-end, not
+        detached unless ``detach_target`` (as in the original, so the front-end can shrink its own target).
+        ``objective="bands"``: K = P + 1, the target comes from the fixed wavelet transform (never has a gradient).
         With the transformer decoder the encoder runs on the visible tokens only (MAE); the mask is the same.
         """
-        spec = self.decompose(x)
-        target = self.patchify(spec)
+        pred, target, mask, _ = self._pretrain_pass(x, mask_ratio, masking, importance_ratio, generator, detach_target)
+        return pred, target, mask
+
+    def pretrain_loss(
+        self,
+        x: torch.Tensor,
+        mask_ratio: float = 0.7,
+        masking: str = "frequency_guided",
+        importance_ratio: float = 0.6,
+        generator: torch.Generator | None = None,
+        detach_target: bool = False,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``[B, C, T]`` → (loss, per-sample float64 sums ``[B]`` of :func:`objective_loss` plus ``band_rms`` ``[B, L+1]``:
+        the RMS of each band of the learnable front-end, whose fall would show a collapse)."""
+        pred, target, mask, spec = self._pretrain_pass(x, mask_ratio, masking, importance_ratio, generator, detach_target)
+        loss, sums = objective_loss(self.config["objective"], pred, target, mask)
+        sums["band_rms"] = band_rms(spec, self.in_channels)
+        return loss, sums
+
+    def _pretrain_pass(self, x, mask_ratio, masking, importance_ratio, generator, detach_target):
+        x = self.normalize(x)
+        spec = self.wavelet_decomp(x)
+        patches = self.patchify(spec)
         tokens = self.tokenize(spec)
-        mask = make_mask(masking, target.detach(), tokens.detach(), mask_ratio, importance_ratio, generator)
+        if self.config["objective"] == "original":
+            target = patches.detach() if detach_target else patches
+        else:
+            with torch.no_grad():
+                target = patch_targets(self.patchify(self.target_transform(x)).float())
+        mask = make_mask(masking, patches.detach(), tokens.detach(), mask_ratio, importance_ratio, generator)
         if self.mae:
             pred = self._decode_visible(tokens, mask, spec.shape[1], spec.shape[2] // self.patch_size)
         else:
             # Masked tokens are replaced after the positional code is added, as in the original.
             tokens = torch.where(mask.unsqueeze(-1), self.mask_token.to(tokens.dtype), tokens)
             pred = self.task_heads["pretrain"](self.encoder(tokens))
-        return pred, target.detach() if detach_target else target, mask
+        return pred, target, mask, spec
 
     def _decode_visible(self, tokens: torch.Tensor, mask: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
         """MAE pass: position-encoded tokens ``[B, N, D]``, mask bool ``[B, N]`` → predictions ``[B, N, P]``.

@@ -1,9 +1,11 @@
-"""Named model presets (timm-style ``create_model``). Values are those the published checkpoints were built with."""
+"""Named model presets (timm-style ``create_model``). Values are those the published checkpoints were built with,
+including their raw input and original objective (``LEGACY_CONFIG``): pass ``input_norm="rms", objective="bands"``
+to start a new model of a preset's shape."""
 from __future__ import annotations
 
 from typing import Any
 
-from .physiowave import PhysioWave
+from .physiowave import LEGACY_CONFIG, PhysioWave
 
 __all__ = ["PRESETS", "create_model"]
 
@@ -24,4 +26,4 @@ def create_model(name: str, **overrides: Any) -> PhysioWave:
     """Build preset ``name`` ("ecg", "emg", "ecg_small"); keyword overrides replace preset values."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}: expected one of {sorted(PRESETS)}")
-    return PhysioWave(**{**PRESETS[name], **overrides})
+    return PhysioWave(**{**PRESETS[name], **LEGACY_CONFIG, **overrides})
