@@ -128,7 +128,8 @@ def test_samples_missing_a_modality_get_finite_correct_predictions(fused, data):
     assert torch.isnan(x["noise"][:16]).all() and not torch.isnan(x["noise"][16:]).any()  # 8 flagged + 8 stored NaN
     with torch.no_grad():
         logits = model(x)
-        alone = model.fusion.classifier.classify(model.fusion.projections["sig"](model.features(x)[:16, :32]))
+        width = model.fusion.projections["sig"][0].normalized_shape[0]  # the sig branch's pooled features come first
+        alone = model.fusion.classifier.classify(model.fusion.projections["sig"](model.features(x)[:16, :width]))
     assert torch.isfinite(logits).all()
     torch.testing.assert_close(logits[:16], alone)  # weights renormalised: the sig branch alone decides
     assert (logits[:16].argmax(1).numpy() == y[:16]).mean() >= 0.85

@@ -11,8 +11,8 @@ import torch
 from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score
 
-from physiowave.engine.metrics import (classification_metrics, multilabel_metrics, pretrain_batch_stats,
-                                       pretrain_metrics, tune_thresholds)
+from physiowave.engine.metrics import classification_metrics, multilabel_metrics, pretrain_metrics, tune_thresholds
+from physiowave.models.objective import objective_loss
 
 
 def _auroc_ranks(y: np.ndarray, score: np.ndarray) -> float:
@@ -205,45 +205,50 @@ def test_tune_thresholds_beats_fine_grid_and_equals_exhaustive_search():
 # ---------------------------------------------------------------------------------------------------------------
 # pretraining
 # ---------------------------------------------------------------------------------------------------------------
-def test_pretrain_stats_against_direct_computation():
+def _sums(objective, pred, target, mask):
+    return {k: float(v.sum()) for k, v in objective_loss(objective, pred, target, mask)[1].items()}
+
+
+def test_pretrain_metrics_against_direct_computation():
     g = torch.Generator().manual_seed(0)
-    pred, target = torch.randn(3, 7, 5, generator=g), torch.randn(3, 7, 5, generator=g)
-    target[0, 0, 0] = 0.0
-    pred[1] = target[1] * 1.05  # some elements within 10 % relative error
+    pred, target = torch.randn(3, 7, 6, generator=g), torch.randn(3, 7, 6, generator=g)
     mask = torch.rand(3, 7, generator=g) < 0.5
     mask[1, :3] = True
-    stats = pretrain_batch_stats(pred, target, mask)
-    assert all(v.dtype == torch.float64 and v.dim() == 0 for v in stats.values())
-
     p, t, mk = pred.double().numpy(), target.double().numpy(), mask.numpy()
-    sel = np.repeat(mk[:, :, None], 5, axis=2)
-    err = (p - t)[sel]
-    close = (np.abs(err) / (np.abs(t[sel]) + 1e-8) < 0.1).sum()
-    assert close > 0
-    expected = {"sq_err": (err ** 2).sum(), "abs_err": np.abs(err).sum(), "close": close, "count": sel.sum(),
-                "tokens": 21, "masked_tokens": mk.sum()}
-    assert {k: float(v) for k, v in stats.items()} == pytest.approx(expected)
 
-    m = pretrain_metrics(stats)
-    assert m["loss"] == pytest.approx((err ** 2).mean())
-    assert m["rmse"] == pytest.approx(np.sqrt((err ** 2).mean()))
-    assert m["mae"] == pytest.approx(np.abs(err).mean())
-    assert m["accuracy"] == pytest.approx(close / sel.sum())
-    assert m["mask_ratio"] == pytest.approx(mk.mean())
+    # original: the loss is the plain masked MSE over all P numbers
+    m = pretrain_metrics(_sums("original", pred, target, mask), "original")
+    err = (p - t)[mk]
+    assert m["loss"] == m["mse"] == pytest.approx((err ** 2).mean())
+    centred = t[mk] - t[mk].mean(-1, keepdims=True)
+    assert m["shape_nmse"] == pytest.approx((err ** 2).sum() / (centred ** 2).sum())
+
+    # bands: the last number is the log-RMS, scored against its variance over the masked tokens
+    m = pretrain_metrics(_sums("bands", pred, target, mask), "bands")
+    err = (p - t)[mk]
+    centred = t[mk][:, :5] - t[mk][:, :5].mean(-1, keepdims=True)
+    shape = (err[:, :5] ** 2).sum() / (centred ** 2).sum()
+    energy = (err[:, 5] ** 2).mean() / t[mk][:, 5].var()
+    assert m["shape_nmse"] == pytest.approx(shape)
+    assert m["energy_nmse"] == pytest.approx(energy)
+    assert m["loss"] == pytest.approx(shape + energy)
+    loss, _ = objective_loss("bands", pred, target, mask)
+    assert loss.item() == pytest.approx(shape + energy, rel=1e-5)  # one batch: the training loss is the same number
 
     # sums over two half-batches give the whole-batch metrics (what an all-reduce relies on)
-    halves = [pretrain_batch_stats(pred[s], target[s], mask[s]) for s in (slice(0, 1), slice(1, 3))]
-    summed = {k: halves[0][k] + halves[1][k] for k in stats}
-    assert pretrain_metrics(summed) == pytest.approx(m)
+    halves = [_sums("bands", pred[s], target[s], mask[s]) for s in (slice(0, 1), slice(1, 3))]
+    assert pretrain_metrics({k: halves[0][k] + halves[1][k] for k in halves[0]}, "bands") == pytest.approx(m)
 
 
-def test_pretrain_empty_mask_and_bad_input():
-    x = torch.randn(2, 4, 3)
-    m = pretrain_metrics(pretrain_batch_stats(x, x + 1, torch.zeros(2, 4, dtype=torch.bool)))
-    assert m == {"loss": 0.0, "rmse": 0.0, "mae": 0.0, "accuracy": 0.0, "mask_ratio": 0.0}
-    with pytest.raises(ValueError, match="mask"):
-        pretrain_batch_stats(x, x, torch.zeros(2, 4))
-    with pytest.raises(ValueError, match="pred/target"):
-        pretrain_batch_stats(x, x[:, :, :2], torch.zeros(2, 4, dtype=torch.bool))
-    with pytest.raises(ValueError, match="missing"):
-        pretrain_metrics({"sq_err": 1.0})
+def test_pretrain_metrics_units_and_empty_mask():
+    g = torch.Generator().manual_seed(1)
+    target = torch.randn(4, 9, 9, generator=g)
+    mask = torch.ones(4, 9, dtype=torch.bool)
+    # predicting each patch's mean shape and the mean log-RMS scores exactly 1.0 on each part
+    pred = target.clone()
+    pred[..., :8] = target[..., :8].mean(-1, keepdim=True)
+    pred[..., 8] = target[..., 8].mean()
+    m = pretrain_metrics(_sums("bands", pred, target, mask), "bands")
+    assert m["shape_nmse"] == pytest.approx(1.0) and m["energy_nmse"] == pytest.approx(1.0)
+    m = pretrain_metrics(_sums("bands", pred, target, torch.zeros(4, 9, dtype=torch.bool)), "bands")
+    assert m == {"shape_nmse": 0.0, "energy_nmse": 0.0, "loss": 0.0}

@@ -12,7 +12,9 @@ from typing import Any
 from ..data.multimodal import parse_modality
 from ..models.fusion import FUSIONS
 from ..models.heads import POOLINGS
+from ..models.input_norm import INPUT_NORMS
 from ..models.masking import MASKING_STRATEGIES
+from ..models.objective import OBJECTIVES
 from .schedule import SCHEDULERS
 
 __all__ = ["TASKS", "MODEL_DEFAULTS", "ARCH_FLAGS", "build_parser", "parse_args"]
@@ -21,29 +23,33 @@ TASKS = ("pretrain", "finetune", "multilabel")
 
 # The original scripts' model defaults (§1.1–§1.3); in_channels None = the data's channel count.
 _COMMON_MODEL = dict(in_channels=None, max_level=3, wave_kernel_size=16, use_separate_channel=True, patch_size=20,
-                     embed_dim=256, num_heads=8, mlp_ratio=4.0, dropout=0.1, pos_embed_type="2d")
+                     embed_dim=256, num_heads=8, mlp_ratio=4.0, dropout=0.1, pos_embed_type="2d", input_norm="rms",
+                     objective="bands")
 MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
     "pretrain": {**_COMMON_MODEL, "wavelet_names": ["db4", "db6", "sym4"], "depth": 8,
-                 "decoder": "mlp", "decoder_depth": 2, "decoder_dim": None},
+                 "decoder": "transformer", "decoder_depth": 2, "decoder_dim": None},
     "finetune": {**_COMMON_MODEL, "wavelet_names": ["db6"], "depth": 6},
     "multilabel": {**_COMMON_MODEL, "wavelet_names": ["db6"], "depth": 6},
 }
 # Flags that fix tensor shapes or the function computed: they must agree with a checkpoint being loaded.
 ARCH_FLAGS = ("in_channels", "max_level", "wave_kernel_size", "wavelet_names", "use_separate_channel", "patch_size",
-              "embed_dim", "depth", "num_heads", "mlp_ratio", "pos_embed_type")
+              "embed_dim", "depth", "num_heads", "mlp_ratio", "pos_embed_type", "input_norm", "objective")
 
 _DESCRIPTIONS = {"pretrain": "BERT Wavelet Transformer Pretraining", "finetune": "BERT Wavelet Transformer Finetuning",
                  "multilabel": "Multi-Label Wavelet Transformer Fine-tuning"}
 
-# Task-specific defaults of the shared flags (original values).
+# Task-specific defaults of the shared flags. The recipe (batch, lr, weight decay, warmup, mask ratio, decoder,
+# pooling) is the one measured on real sEMG by benchmarks/bench_ssl.py; the original release's values are in the
+# README ("Changes from the original") for anyone reproducing its runs.
 _DEFAULTS: dict[str, dict[str, Any]] = {
-    "pretrain": dict(batch_size=32, epochs=100, lr=1e-4, weight_decay=0.01, grad_clip=1.0, warmup_epochs=10,
-                     min_lr=0.0, output_dir="./pretrain_output", save_freq=20, max_length=1000, label_smoothing=0.0),
-    "finetune": dict(batch_size=16, epochs=30, lr=1e-4, weight_decay=1e-3, grad_clip=0.0, warmup_epochs=5,
+    "pretrain": dict(batch_size=64, epochs=100, lr=1e-3, weight_decay=0.05, grad_clip=1.0, warmup_epochs=0,
+                     min_lr=0.0, output_dir="./pretrain_output", save_freq=20, max_length=None, label_smoothing=0.0),
+    "finetune": dict(batch_size=32, epochs=30, lr=1e-3, weight_decay=0.05, grad_clip=0.0, warmup_epochs=0,
                      min_lr=1e-6, output_dir="./bert_finetune_output", save_freq=0, max_length=None, label_smoothing=0.1),
-    "multilabel": dict(batch_size=16, epochs=30, lr=1e-4, weight_decay=1e-3, grad_clip=0.0, warmup_epochs=5,
+    "multilabel": dict(batch_size=32, epochs=30, lr=1e-3, weight_decay=0.05, grad_clip=0.0, warmup_epochs=0,
                        min_lr=1e-6, output_dir="./multilabel_output", save_freq=0, max_length=None, label_smoothing=0.1),
 }
+PROBE_LR = 1e-2  # --lr default with --freeze_encoder: a linear probe on frozen features wants a larger step
 
 
 def _model_args(p: argparse.ArgumentParser, task: str) -> None:
@@ -64,6 +70,10 @@ def _model_args(p: argparse.ArgumentParser, task: str) -> None:
     g.add_argument("--use_pos_embed", action="store_true", default=True,
                    help="positional embedding (always on, as in the original; accepted for compatibility)")
     g.add_argument("--pos_embed_type", choices=("1d", "2d"), default=None, help="sin-cos position table (default 2d)")
+    g.add_argument("--input_norm", choices=INPUT_NORMS, default=None,
+                   help="rms: remove each channel's mean and divide the sample by its RMS over all channels, so the "
+                        "model does not depend on the signal's units and keeps the ratios between channels "
+                        "(default for new models); none: the raw input, as the original (its checkpoints keep it)")
     g.add_argument("--grad_checkpointing", action="store_true",
                    help="recompute encoder blocks in backward: ~2× less training memory, ~25%% slower")
 
@@ -81,6 +91,10 @@ def _data_args(p: argparse.ArgumentParser, task: str) -> None:
         g.add_argument("--test_file", default="", help="test HDF5 file(s), evaluated with the best model at the end")
         if task == "finetune":
             g.add_argument("--val_split_ratio", type=float, default=0.1, help="held-out fraction when --val_file is empty")
+        g.add_argument("--label_fraction", type=float, default=1.0, metavar="F",
+                       help="train on fraction F in (0, 1] of the labelled training records: whole records (by "
+                            "record_id when the files have one), stratified by label, drawn with --seed; taken after "
+                            "the --val_split_ratio hold-out; validation and test sets are untouched (default 1.0)")
     g.add_argument("--data_key", default="data", help="data dataset name (fallbacks: input, data, X)")
     g.add_argument("--label_key", default="label", help="label dataset name (fallbacks: label, labels, y, Y)")
     default_len = _DEFAULTS[task]["max_length"]
@@ -99,13 +113,17 @@ def _optim_args(p: argparse.ArgumentParser, task: str) -> None:
     g = p.add_argument_group("optimisation")
     g.add_argument("--batch_size", type=int, default=d["batch_size"], help="per process")
     g.add_argument("--epochs", type=int, default=d["epochs"])
-    g.add_argument("--lr", type=float, default=d["lr"], help="peak learning rate")
+    if task == "pretrain":
+        g.add_argument("--lr", type=float, default=d["lr"], help="peak learning rate")
+    else:
+        g.add_argument("--lr", type=float, default=None,
+                       help=f"peak learning rate (default {d['lr']:g}; {PROBE_LR:g} with --freeze_encoder)")
     g.add_argument("--min_lr", type=float, default=d["min_lr"], help="floor of cosine/linear decay, eta_min of cosine_restarts")
     g.add_argument("--weight_decay", type=float, default=d["weight_decay"])
     g.add_argument("--grad_accumulation_steps", type=int, default=1, help="micro-batches per optimizer step")
     g.add_argument("--grad_clip", type=float, default=d["grad_clip"], help="max total grad norm; ≤ 0 disables")
     g.add_argument("--warmup_epochs", type=int, default=d["warmup_epochs"],
-                   help="linear warmup (cosine, linear)" + ("; 0 = 10%% of the steps" if task != "pretrain" else "; 0 = none"))
+                   help="linear warmup epochs (cosine, linear); 0 (default) = 10%% of the steps")
     g.add_argument("--scheduler", choices=SCHEDULERS, default="cosine",
                    help="cosine: warmup then cosine to --min_lr, per step; cosine_restarts: T_0/T_mult in epochs; "
                         "onecycle: peak 10×lr; linear: warmup then linear to --min_lr; step: ×--lr_gamma every "
@@ -127,15 +145,19 @@ def _task_args(p: argparse.ArgumentParser, task: str) -> None:
                        help="random: drawn per sample; frequency_guided: the paper's FgM; frequency_guided_original: "
                             "the original code's variant")
         g.add_argument("--importance_ratio", type=float, default=0.6, help="weight of spectral importance vs noise")
-        g.add_argument("--mask_ratio", type=float, default=0.15, help="fraction of tokens masked")
+        g.add_argument("--mask_ratio", type=float, default=0.6, help="fraction of tokens masked (the original: 0.15)")
         g.add_argument("--decoder", choices=("mlp", "transformer"), default=None,
-                       help="mlp: the original head on the full masked sequence (default); transformer: MAE-style, "
-                            "the encoder sees only visible tokens")
+                       help="transformer (default): MAE-style, the encoder sees only the visible tokens; mlp: the "
+                            "original head on the full sequence with mask tokens")
         g.add_argument("--decoder_depth", type=int, default=None, help="transformer decoder blocks (default 2)")
         g.add_argument("--decoder_dim", type=int, default=None, help="transformer decoder width (default embed_dim/2)")
+        g.add_argument("--objective", choices=OBJECTIVES, default=None,
+                       help="bands (default): predict each masked patch's standardised shape and log-RMS from a fixed "
+                            "wavelet transform of the input, a target no parameter can move; original: MSE to the "
+                            "model's own front-end output, as the original release (its target can shrink: collapse)")
         g.add_argument("--detach_target", action="store_true",
-                       help="stop gradients through the reconstruction target (the wavelet output). Off by default "
-                            "as in the original, where the front-end can shrink its own target (collapse risk)")
+                       help="with --objective original: stop gradients through the target (the front-end output); "
+                            "off as in the original, where the front-end can shrink its own target")
         return
     g.add_argument("--task_type", choices=("classification",) if task == "finetune" else ("multilabel", "classification"),
                    default="classification" if task == "finetune" else "multilabel",
@@ -149,7 +171,10 @@ def _task_args(p: argparse.ArgumentParser, task: str) -> None:
                        help="head hidden size = hidden_factor × embed_dim (when --head_hidden_dim is not given)")
     g.add_argument("--head_hidden_dim", type=int, default=None, help="head hidden size (default embed_dim)")
     g.add_argument("--head_dropout", type=float, default=0.1)
-    g.add_argument("--pooling", choices=POOLINGS, default="mean", help="token pooling; first/cls = token 0")
+    g.add_argument("--pooling", choices=POOLINGS, default="bands",
+                   help="token pooling: bands (default) = each band row's (wavelet band of one channel) mean token, "
+                        "concatenated, so the head sees which channel and band carry what; mean = one mean token (the "
+                        "original); first/cls = token 0")
     g.add_argument("--label_smoothing", type=float, default=_DEFAULTS[task]["label_smoothing"],
                    help="cross-entropy smoothing s/K" if task == "finetune" else "BCE targets y·(1−s) + s/2")
     g.add_argument("--use_class_weights", action="store_true",
@@ -254,6 +279,8 @@ def parse_args(task: str, argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.task = task
     if task != "pretrain":
+        if args.lr is None:
+            args.lr = PROBE_LR if args.freeze_encoder else _DEFAULTS[task]["lr"]
         if args.probe and not args.freeze_encoder:
             p.error("--probe only applies with --freeze_encoder")
         if getattr(args, "hidden_factor", None) and args.head_hidden_dim:
@@ -266,6 +293,8 @@ def parse_args(task: str, argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--{flag} must be ≥ 1, got {getattr(args, flag)}")
     if args.max_length is not None and args.max_length < 1:
         p.error(f"--max_length must be ≥ 1, got {args.max_length}")
+    if task != "pretrain" and not 0.0 < args.label_fraction <= 1.0:
+        p.error(f"--label_fraction must be in (0, 1], got {args.label_fraction}")
     if task == "pretrain" and not 0.0 <= args.mask_ratio < 1.0:
         p.error(f"--mask_ratio must be in [0, 1), got {args.mask_ratio}")
     return args

@@ -25,12 +25,9 @@ from scipy.special import expit, softmax
 from sklearn import metrics as skm
 from sklearn.exceptions import UndefinedMetricWarning
 
-__all__ = ["classification_metrics", "multilabel_metrics", "tune_thresholds", "pretrain_sample_stats", "pretrain_batch_stats",
-           "pretrain_metrics"]
+__all__ = ["classification_metrics", "multilabel_metrics", "tune_thresholds", "pretrain_metrics"]
 
 _NAN = float("nan")
-_CLOSE_RTOL = 0.1  # relative error below which a reconstructed element counts as "accurate" (original §2.2)
-_REL_EPS = 1e-8
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -225,56 +222,25 @@ def tune_thresholds(probs: np.ndarray, targets: np.ndarray, default: float = 0.5
 # ----------------------------------------------------------------------------------------------------------------
 # masked-reconstruction pretraining
 # ----------------------------------------------------------------------------------------------------------------
-@torch.no_grad()
-def pretrain_sample_stats(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Per-sample sums over the masked elements, float64 ``[B]`` each (gathered or summed across processes).
-
-    Args:
-        pred, target: ``[B, N, P]`` reconstructed and true patches.
-        mask: ``[B, N]`` bool, True where a token was masked.
-
-    Returns:
-        ``sq_err``, ``abs_err``, ``close`` (elements with ``|p-t| / (|t| + 1e-8) < 0.1``), ``count`` (masked
-        elements), ``tokens`` (``N``) and ``masked_tokens``.
+def pretrain_metrics(sums: Mapping[str, float], objective: str) -> dict[str, float]:
+    """Pretraining metrics from sums over samples of :func:`physiowave.models.objective.objective_loss` (and
+    ``band_rms_<k>``, ``count``) → ``loss``, ``shape_nmse`` (1.0 = predicting each masked patch's mean),
+    ``energy_nmse`` (``bands``: 1.0 = predicting the mean log-RMS), ``mse`` (``original``: the plain MSE its loss
+    is), and ``band_rms_<k>`` (mean per-sample RMS of band k of the learnable front-end). Empty sums give zeros.
     """
-    if pred.shape != target.shape or pred.dim() != 3:
-        raise ValueError(f"pred/target: expected equal shapes [B, N, P], got {tuple(pred.shape)} and "
-                         f"{tuple(target.shape)}")
-    if mask.shape != pred.shape[:2] or mask.dtype != torch.bool:
-        raise ValueError(f"mask: expected a bool tensor of shape {tuple(pred.shape[:2])}, got {mask.dtype} "
-                         f"{tuple(mask.shape)}")
-    t = target.detach().double()
-    err = pred.detach().double() - t
-    m = mask.unsqueeze(-1).expand_as(err)  # [B, N, P]
-    per = lambda v: (v * m).flatten(1).sum(1)  # noqa: E731  [B, N, P] → [B], masked elements only
-    return {
-        "sq_err": per(err.square()),
-        "abs_err": per(err.abs()),
-        "close": per((err.abs() / (t.abs() + _REL_EPS) < _CLOSE_RTOL).double()),
-        "count": per(torch.ones_like(err)),
-        "tokens": torch.full((mask.shape[0],), float(mask.shape[1]), dtype=torch.float64, device=pred.device),
-        "masked_tokens": mask.sum(1).double(),
-    }
-
-
-def pretrain_batch_stats(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-    """:func:`pretrain_sample_stats` summed over the batch: 0-d float64 tensors on ``pred.device`` (all-reducible)."""
-    return {k: v.sum() for k, v in pretrain_sample_stats(pred, target, mask).items()}
-
-
-def pretrain_metrics(sums: Mapping[str, float | torch.Tensor]) -> dict[str, float]:
-    """``loss`` (MSE), ``rmse``, ``mae``, ``accuracy`` and ``mask_ratio`` from summed ``pretrain_batch_stats``.
-
-    A zero ``count``/``tokens`` gives 0.0 instead of a division error.
-    """
-    missing = {"sq_err", "abs_err", "close", "count", "tokens", "masked_tokens"} - set(sums)
-    if missing:
-        raise ValueError(f"sums: missing keys {sorted(missing)} (expected the keys of pretrain_batch_stats)")
     s = {key: float(value) for key, value in sums.items()}
 
     def ratio(num: str, den: str) -> float:
-        return s[num] / s[den] if s[den] > 0 else 0.0
+        return s.get(num, 0.0) / s[den] if s.get(den, 0.0) > 0 else 0.0
 
-    mse = ratio("sq_err", "count")
-    return {"loss": mse, "rmse": math.sqrt(mse), "mae": ratio("abs_err", "count"),
-            "accuracy": ratio("close", "count"), "mask_ratio": ratio("masked_tokens", "tokens")}
+    out = {"shape_nmse": ratio("shape_sq", "shape_var")}
+    if objective == "original":
+        out["mse"] = ratio("shape_sq", "elements")
+        out["loss"] = out["mse"]
+    else:
+        tokens = s.get("tokens", 0.0)
+        var = (s.get("energy_sq2", 0.0) - s.get("energy_sum", 0.0) ** 2 / tokens) / tokens if tokens > 0 else 0.0
+        out["energy_nmse"] = ratio("energy_sq", "tokens") / var if var > 0 else 0.0
+        out["loss"] = out["shape_nmse"] + out["energy_nmse"]
+    out.update({k: ratio(k, "count") for k in sorted(s) if k.startswith("band_rms_")})
+    return out

@@ -129,7 +129,8 @@ class Run:
         self.info = self.data["info"]
         self._build_model()
         self.task = build_task(args, self.model.config.get("num_classes"), np.asarray(self.info.get("class_counts", [])),
-                               self.info["train_samples"], self.info.get("class_names"))
+                               self.info["train_samples"], self.info.get("class_names"),
+                               self.model.config.get("objective", "original"))
 
     # -- model ----------------------------------------------------------------------------------------
     def _build_model(self) -> None:
@@ -310,13 +311,14 @@ class Run:
         args, env = self.args, self.env
         self._loaders()
         self.net, self.eval_net = self._net()
-        params = [p for p in self.net.parameters() if p.requires_grad]
+        named = [(n, p) for n, p in self.net.named_parameters() if p.requires_grad]
+        params = [p for _, p in named]
         fusion = self.model.fusion if isinstance(self.model, FusionModel) else None
-        self.optimizer = build_optimizer(params, args, getattr(fusion, "modality_logits", None))
+        self.optimizer = build_optimizer(named, args, getattr(fusion, "modality_logits", None))
         total = args.epochs * self.steps_per_epoch
         warmup = args.warmup_epochs * self.steps_per_epoch
-        if args.task != "pretrain" and args.warmup_epochs == 0:
-            warmup = int(0.1 * total)  # the fine-tuning scripts' convention
+        if args.warmup_epochs == 0:
+            warmup = int(0.1 * total)
         mode = "min" if args.select_metric in LOWER_IS_BETTER else "max"
         self.schedule = build_scheduler(args.scheduler, self.optimizer, epochs=args.epochs, steps_per_epoch=self.steps_per_epoch,
                                         warmup_steps=min(warmup, total), min_lr=args.min_lr, T_0=args.T_0, T_mult=args.T_mult,

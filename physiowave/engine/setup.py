@@ -16,11 +16,12 @@ from torch.utils.data import Dataset
 
 from ..checkpoint import clean_state_dict, extract_state_dict, infer_config, load_encoder_weights, model_args, read_checkpoint
 from ..data import Augmentation, H5Dataset, Modality, MultiModalDataset, parse_file_paths, parse_modality
-from ..models import FusionModel, PhysioWave
+from ..data.fractions import label_fraction_indices
+from ..models import LEGACY_CONFIG, FusionModel, PhysioWave
 from .args import ARCH_FLAGS, MODEL_DEFAULTS
 
 __all__ = ["ConfigError", "Indexed", "Subset", "open_datasets", "modalities_of", "split_indices", "resolve_model_config",
-           "head_config", "build_model", "build_fusion_model", "frozen_parameter_names", "build_optimizer", "class_names_of"]
+           "head_config", "build_model", "build_fusion_model", "frozen_parameter_names", "decays", "build_optimizer", "class_names_of"]
 
 
 class ConfigError(ValueError):
@@ -150,8 +151,9 @@ def open_datasets(args: argparse.Namespace) -> dict[str, Any]:
                               "(channels × length" + ("" if modalities else " after --max_length") + ")")
     labels = train.labels_array
     train_set: Dataset = train
+    fraction = getattr(args, "label_fraction", 1.0)
+    groups = _record_ids(train_paths) if mode != "none" and (val is None or fraction < 1.0) else None
     if args.task == "finetune" and val is None and args.val_split_ratio > 0:
-        groups = _record_ids(train_paths)
         tr_idx, va_idx = split_indices(len(train), args.val_split_ratio, args.seed, groups)
         info["val_split"] = {"by": "record_id" if groups is not None else "sample", "train": len(tr_idx), "val": len(va_idx)}
         if groups is None:
@@ -161,6 +163,9 @@ def open_datasets(args: argparse.Namespace) -> dict[str, Any]:
         train_set = Subset(train, tr_idx)
         val = Subset(dataset(train_paths), va_idx)
         labels = labels[tr_idx]
+        groups = groups[tr_idx] if groups is not None else None
+    if mode != "none" and fraction < 1.0:
+        train_set, labels, info["label_fraction"] = _label_fraction(train, train_set, labels, groups, fraction, args.seed)
     if mode != "none":
         info["num_classes"] = train.num_classes
         info["class_counts"] = (np.bincount(labels, minlength=train.num_classes) if mode == "single"
@@ -169,6 +174,19 @@ def open_datasets(args: argparse.Namespace) -> dict[str, Any]:
     info["preprocessing"] = preprocessing_of(train_paths[0])
     info["train_samples"] = len(train_set)
     return {"train": train_set, "val": val, "test": test, "info": info}
+
+
+def _label_fraction(full: Dataset, train_set: Dataset, labels: np.ndarray, groups: np.ndarray | None, fraction: float,
+                    seed: int) -> tuple[Subset, np.ndarray, dict[str, Any]]:
+    """``train_set`` (``full`` or a Subset of it, with these ``labels`` and record ``groups``) cut to ``fraction`` of
+    its records by :func:`label_fraction_indices` → (subset of ``full``, its labels, the ``info`` entry)."""
+    keep = label_fraction_indices(labels, fraction, seed, groups)
+    base = train_set.indices if isinstance(train_set, Subset) else np.arange(len(train_set))
+    entry: dict[str, Any] = {"fraction": fraction, "by": "record_id" if groups is not None else "sample",
+                             "samples": {"kept": len(keep), "of": len(labels)}}
+    if groups is not None:
+        entry["records"] = {"kept": len(np.unique(groups[keep])), "of": len(np.unique(groups))}
+    return Subset(full, base[keep]), labels[keep], entry
 
 
 def modalities_of(args: argparse.Namespace) -> list[Modality]:
@@ -223,6 +241,8 @@ def resolve_model_config(args: argparse.Namespace, data_channels: int, stored: d
     config: dict[str, Any] = {}
     for key, default in MODEL_DEFAULTS[args.task].items():
         flag = getattr(args, key, None)
+        if stored is not None and key in LEGACY_CONFIG and key not in stored:
+            stored = {**stored, key: LEGACY_CONFIG[key]}  # a file from before the setting: its original function
         if stored is not None and stored.get(key) is not None:
             if flag is not None and key in ARCH_FLAGS and not _same(flag, stored[key]):
                 raise ConfigError(f"--{key} {flag} contradicts the checkpoint {source} ({key}={stored[key]}): "
@@ -254,7 +274,7 @@ def head_config(args: argparse.Namespace, num_classes: int, embed_dim: int) -> d
 def build_model(config: dict[str, Any]) -> PhysioWave | FusionModel:
     """The model a stored or resolved configuration describes (a fusion configuration has ``modalities``)."""
     try:
-        return FusionModel.from_config(config) if "modalities" in config else PhysioWave(**config)
+        return FusionModel.from_config(config) if "modalities" in config else PhysioWave(**{**LEGACY_CONFIG, **config})
     except (ValueError, TypeError) as err:
         raise ConfigError(f"model flags: {err}") from err
 
@@ -317,16 +337,25 @@ def frozen_parameter_names(model: PhysioWave | FusionModel, task: str) -> list[s
     return sorted(names)
 
 
-def build_optimizer(params: list[nn.Parameter], args: argparse.Namespace,
+def decays(name: str, param: nn.Parameter) -> bool:
+    """Whether AdamW's weight decay applies: weight matrices yes; biases, norms, scales, mask tokens and the wavelet
+    filter taps no (decay would pull the wavelet bands and the normalisations toward zero)."""
+    return param.ndim >= 2 and "wavelet_filters" not in name and "mask_token" not in name
+
+
+def build_optimizer(named_params: list[tuple[str, nn.Parameter]], args: argparse.Namespace,
                     modality_logits: nn.Parameter | None = None) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters, one group, as the original (pretraining betas 0.9/0.95). A fusion
-    model's modality logits get a second group: ``--fusion_lr``, no weight decay (which would pull them to uniform)."""
+    """AdamW over the trainable parameters (pretraining betas 0.9/0.95, as the original), ``--weight_decay`` on the
+    parameters :func:`decays` says, none on the rest. A fusion model's modality logits get their own group:
+    ``--fusion_lr``, no weight decay (which would pull them to uniform)."""
     betas = (0.9, 0.95) if args.task == "pretrain" else (0.9, 0.999)
-    if modality_logits is None or not modality_logits.requires_grad:
-        return torch.optim.AdamW(params, lr=args.lr, weight_decay=args.weight_decay, betas=betas)
-    rest = [p for p in params if p is not modality_logits]
-    groups = [{"params": rest}, {"params": [modality_logits], "lr": args.fusion_lr, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=args.lr, weight_decay=args.weight_decay, betas=betas)
+    special = modality_logits if modality_logits is not None and modality_logits.requires_grad else None
+    rest = [(n, p) for n, p in named_params if p is not special]
+    groups = [{"params": [p for n, p in rest if decays(n, p)]},
+              {"params": [p for n, p in rest if not decays(n, p)], "weight_decay": 0.0}]
+    if special is not None:
+        groups.append({"params": [special], "lr": args.fusion_lr, "weight_decay": 0.0})
+    return torch.optim.AdamW([g for g in groups if g["params"]], lr=args.lr, weight_decay=args.weight_decay, betas=betas)
 
 
 def output_paths(args: argparse.Namespace) -> dict[str, Path]:

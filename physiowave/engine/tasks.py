@@ -14,16 +14,15 @@ import torch.nn.functional as F
 from scipy.special import expit
 from torch import nn
 
-from ..models.masking import masked_mse_loss
-from .metrics import classification_metrics, multilabel_metrics, pretrain_metrics, pretrain_sample_stats, tune_thresholds
+from .metrics import classification_metrics, multilabel_metrics, pretrain_metrics, tune_thresholds
 
 __all__ = ["Task", "PretrainTask", "SingleLabelTask", "MultiLabelTask", "build_task", "LOWER_IS_BETTER"]
 
-LOWER_IS_BETTER = {"loss", "hamming_loss", "rmse", "mae"}
+LOWER_IS_BETTER = {"loss", "hamming_loss", "rmse", "mae", "mse", "shape_nmse", "energy_nmse"}
 
 
 class MaskedReconstruction(nn.Module):
-    """``forward(x, generator)`` = ``model.forward_pretrain(x, …)`` with the run's masking settings, so DDP can wrap it."""
+    """``forward(x, generator)`` = ``model.pretrain_loss(x, …)`` with the run's masking settings, so DDP can wrap it."""
 
     def __init__(self, model: nn.Module, mask_ratio: float, masking: str, importance_ratio: float, detach_target: bool):
         super().__init__()
@@ -31,7 +30,16 @@ class MaskedReconstruction(nn.Module):
         self.settings = dict(mask_ratio=mask_ratio, masking=masking, importance_ratio=importance_ratio, detach_target=detach_target)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
-        return self.model.forward_pretrain(x, generator=generator, **self.settings)
+        return self.model.pretrain_loss(x, generator=generator, **self.settings)
+
+
+def _per_sample(sums: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """:meth:`PhysioWave.pretrain_loss` sums → per-sample arrays, ``band_rms`` ``[B, L+1]`` split into ``band_rms_<k>``."""
+    out = {k: v.cpu().numpy() for k, v in sums.items() if k != "band_rms"}
+    bands = sums["band_rms"].cpu().numpy()
+    out.update({f"band_rms_{k}": bands[:, k] for k in range(bands.shape[1])})
+    out["count"] = np.ones(len(bands))
+    return out
 
 
 class Task:
@@ -57,28 +65,32 @@ class Task:
 
 
 class PretrainTask(Task):
-    """Masked reconstruction: MSE over masked tokens of the wavelet spectrum (architecture.md §10)."""
+    """Masked reconstruction with the model's objective (:mod:`physiowave.models.objective`); metrics in normalised
+    units, plus the RMS of each front-end band (``band_rms_<k>``: details of levels 1..L, then the approximation)."""
 
     name = "pretrain"
 
-    def __init__(self, mask_ratio: float, masking: str, importance_ratio: float, detach_target: bool):
+    def __init__(self, mask_ratio: float, masking: str, importance_ratio: float, detach_target: bool, objective: str):
         self.mask_ratio, self.masking = mask_ratio, masking
         self.importance_ratio, self.detach_target = importance_ratio, detach_target
+        self.objective = objective
 
     def wrap(self, model: nn.Module) -> nn.Module:
         return MaskedReconstruction(model, self.mask_ratio, self.masking, self.importance_ratio, self.detach_target)
 
     def train_step(self, model, batch, generator):
-        pred, target, mask = model(batch, generator)
-        loss = masked_mse_loss(pred, target, mask)
-        return loss, {"loss_sum": loss.item() * batch.shape[0], "count": float(batch.shape[0])}
+        loss, sums = model(batch, generator)
+        stats = {k: float(v.sum()) for k, v in _per_sample(sums).items()}
+        return loss, {**stats, "loss_sum": loss.item() * batch.shape[0]}
+
+    def train_metrics(self, sums):
+        return pretrain_metrics(sums, self.objective)
 
     def eval_step(self, model, batch, generator):
-        pred, target, mask = model(batch, generator)
-        return {k: v.cpu().numpy() for k, v in pretrain_sample_stats(pred, target, mask).items()}
+        return _per_sample(model(batch, generator)[1])
 
     def metrics(self, outputs, state):
-        return pretrain_metrics({k: float(v.sum()) for k, v in outputs.items()})
+        return pretrain_metrics({k: float(v.sum()) for k, v in outputs.items()}, self.objective)
 
 
 class SingleLabelTask(Task):
@@ -158,10 +170,10 @@ class MultiLabelTask(Task):
 
 
 def build_task(args: argparse.Namespace, num_classes: int | None, class_counts: np.ndarray | None,
-               num_samples: int, class_names: list[str] | None) -> Task:
-    """The task of a parsed command line."""
+               num_samples: int, class_names: list[str] | None, objective: str = "bands") -> Task:
+    """The task of a parsed command line (``objective``: the pretraining model's, from its configuration)."""
     if args.task == "pretrain":
-        return PretrainTask(args.mask_ratio, args.masking_strategy, args.importance_ratio, args.detach_target)
+        return PretrainTask(args.mask_ratio, args.masking_strategy, args.importance_ratio, args.detach_target, objective)
     if args.task_type == "classification":
         weights = None
         if args.use_class_weights:
