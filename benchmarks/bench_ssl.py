@@ -262,7 +262,9 @@ def _outcome(job: Job) -> dict[str, Any]:
     history = _read_json(job.out_dir / "training_history.json")
     if job.method == "pretrain":
         ckpt = _checkpoint(job.out_dir)
+        bands = sorted(k for k in history if k.startswith("train_band_rms_"))  # the front-end's scale: a collapse shows
         return {"train_loss_first": history["train_loss"][0], "train_loss_last": history["train_loss"][-1],
+                "band_rms_first": [history[k][0] for k in bands], "band_rms_last": [history[k][-1] for k in bands],
                 "checkpoint": ckpt.name, "epoch_time_s": history["epoch_time"]}
     test = _read_json(job.out_dir / "test_results.json")
     data = _read_json(job.out_dir / "args.json")["data"]

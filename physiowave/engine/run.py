@@ -328,7 +328,11 @@ class Run:
         history = None
         if self.resume_ckpt is not None:
             c = self.resume_ckpt
-            self.optimizer.load_state_dict(c["optimizer_state_dict"])
+            try:
+                self.optimizer.load_state_dict(c["optimizer_state_dict"])
+            except ValueError as err:  # e.g. one parameter group: written before weight decay spared norms and filters
+                raise ConfigError(f"--resume {args.resume}: its optimizer state does not fit this version's ({err}); "
+                                  "continue from its weights with --pretrained_path instead") from err
             self.schedule.load_state_dict(c["scheduler_state_dict"])
             if self.precision.scaler and c.get("scaler_state_dict"):
                 self.precision.scaler.load_state_dict(c["scaler_state_dict"])
