@@ -239,10 +239,10 @@ def resolve_model_config(args: argparse.Namespace, data_channels: int, stored: d
                          source: str | None) -> dict[str, Any]:
     """Encoder flags: explicit flag, else the checkpoint's value, else the script default; in_channels from the data."""
     config: dict[str, Any] = {}
+    if stored is not None:
+        stored = {**LEGACY_CONFIG, **stored}  # a file from before a setting keeps its original function
     for key, default in MODEL_DEFAULTS[args.task].items():
         flag = getattr(args, key, None)
-        if stored is not None and key in LEGACY_CONFIG and key not in stored:
-            stored = {**stored, key: LEGACY_CONFIG[key]}  # a file from before the setting: its original function
         if stored is not None and stored.get(key) is not None:
             if flag is not None and key in ARCH_FLAGS and not _same(flag, stored[key]):
                 raise ConfigError(f"--{key} {flag} contradicts the checkpoint {source} ({key}={stored[key]}): "

@@ -89,22 +89,20 @@ def objective_loss(objective: str, pred: torch.Tensor, target: torch.Tensor, mas
     pred, target = pred.float(), target.float()
     P = pred.shape[-1] - (objective != "original")
     wave_p, wave_t = pred[..., :P], target[..., :P]
-    sq = (wave_p - wave_t).square()
+    shape_sq = _masked_sum((wave_p - wave_t).square(), mask)  # [B], with its gradient
     centred = (wave_t - wave_t.mean(dim=-1, keepdim=True)).square().detach()
-    sums = {"shape_sq": _masked_sum(sq.detach(), mask), "shape_var": _masked_sum(centred, mask),
-            "tokens": mask.sum(1).to(pred.dtype), "elements": mask.sum(1).to(pred.dtype) * P}
+    tokens = mask.sum(1).to(pred.dtype)
+    sums = {"shape_sq": shape_sq.detach(), "shape_var": _masked_sum(centred, mask), "tokens": tokens, "elements": tokens * P}
     if objective == "original":
-        count = (mask.sum() * P).clamp_min(1)
-        loss = (sq * mask.unsqueeze(-1)).sum() / count  # plain MSE, as the original
+        loss = shape_sq.sum() / (tokens.sum() * P).clamp_min(1)  # plain MSE, as the original
         return loss, {k: v.double() for k, v in sums.items()}
-    shape_loss = _masked_sum(sq, mask).sum() / sums["shape_var"].sum().clamp_min(1e-12)
-    e_p, e_t = pred[..., P], target[..., P]
-    e_sq = (e_p - e_t).square()
+    shape_loss = shape_sq.sum() / sums["shape_var"].sum().clamp_min(1e-12)
+    e_p, e_t = pred[..., P], target[..., P].detach()
+    energy_sq = _masked_sum((e_p - e_t).square(), mask)  # [B], with its gradient
     e_t_masked = e_t[mask]
-    e_var = e_t_masked.var(unbiased=False).detach() if e_t_masked.numel() > 1 else e_t.new_tensor(1.0)
-    energy_loss = (e_sq * mask).sum() / (mask.sum().clamp_min(1) * e_var.clamp_min(1e-12))
-    sums.update(energy_sq=_masked_sum(e_sq.detach(), mask), energy_sum=_masked_sum(e_t.detach(), mask),
-                energy_sq2=_masked_sum(e_t.detach().square(), mask))
+    e_var = e_t_masked.var(unbiased=False) if e_t_masked.numel() > 1 else e_t.new_tensor(1.0)
+    energy_loss = energy_sq.sum() / (tokens.sum().clamp_min(1) * e_var.clamp_min(1e-12))
+    sums.update(energy_sq=energy_sq.detach(), energy_sum=_masked_sum(e_t, mask), energy_sq2=_masked_sum(e_t.square(), mask))
     return shape_loss + energy_loss, {k: v.double() for k, v in sums.items()}
 
 

@@ -16,7 +16,7 @@ from .decoder import MaskedDecoder, decoder_heads
 from .decomposition import SoftGatedWaveletDecomposition
 from .embedding import PatchEmbed, PositionalEmbedding1d, sincos_2d, table_dtype
 from .heads import ClassificationHead, ReconstructionHead, pool_tokens
-from .input_norm import normalize_input
+from .input_norm import INPUT_NORMS, normalize_input
 from .masking import make_mask
 from .objective import FixedWaveletTransform, band_rms, objective_loss, patch_targets, prediction_size
 from .transformer import TransformerEncoder, init_weights
@@ -87,7 +87,8 @@ class PhysioWave(nn.Module):
             raise ValueError(f"decoder must be one of {DECODERS}, got {decoder!r}")
         wavelet_names = list(wavelet_names) if wavelet_names else list(DEFAULT_WAVELETS)
         self.patch_size = _patch_length(patch_size)
-        normalize_input(torch.zeros(1, 1, 1), input_norm)  # validates the name
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {input_norm!r}")
         out_size = prediction_size(objective, self.patch_size)
         self.config = dict(
             in_channels=in_channels, max_level=max_level, wave_kernel_size=wave_kernel_size, wavelet_names=wavelet_names,
