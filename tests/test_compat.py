@@ -1,4 +1,4 @@
-"""Original checkpoints give the original outputs (architecture.md, compat/README.md)."""
+"""Original checkpoints give the original outputs (docs/architecture.md §13; fixtures: ../shared/compat/README.md)."""
 from __future__ import annotations
 
 import json

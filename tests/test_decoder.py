@@ -31,7 +31,7 @@ def sorted_subsets(batch: int, n: int, keep: int) -> torch.Tensor:
 
 
 def reference_rope_block(block, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """One pre-norm block written from architecture.md §8, RoPE as complex rotation by n·θ_j. x ``[B, V, D]``."""
+    """One pre-norm block written from docs/architecture.md §8, RoPE as complex rotation by n·θ_j. x ``[B, V, D]``."""
     B, V, D = x.shape
     H = block.attn.num_heads
     hd = D // H

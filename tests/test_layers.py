@@ -1,4 +1,5 @@
-"""§4, §5, §8: gate, cross-scale attention, rotary embedding, encoder attention and MLP against plain references."""
+"""Gate, cross-scale attention, rotary embedding, encoder attention and MLP against plain references
+(docs/architecture.md §4, §5, §8)."""
 from __future__ import annotations
 
 import math

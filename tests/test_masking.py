@@ -1,4 +1,4 @@
-"""§10: random and frequency-guided masking, reproducible from a generator; the masked loss."""
+"""docs/architecture.md §10: random and frequency-guided masking, reproducible from a generator; the masked loss."""
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,4 @@
-"""§1-§3: filter initialisation from PyWavelets and the filter-bank convolution."""
+"""docs/architecture.md §1-§3: filter initialisation from PyWavelets and the filter-bank convolution."""
 from __future__ import annotations
 
 import numpy as np

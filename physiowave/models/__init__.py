@@ -1,4 +1,4 @@
-"""PhysioWave network modules: one concept per file, in the order of architecture.md."""
+"""PhysioWave network modules: one concept per file, in the order of docs/architecture.md."""
 from .decoder import MaskedDecoder
 from .fusion import FUSIONS, FusionModel
 from .physiowave import DECODERS, LEGACY_CONFIG, PhysioWave

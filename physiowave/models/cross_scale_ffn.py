@@ -1,4 +1,4 @@
-"""Cross-scale channel-aggregation FFN (architecture.md §5).
+"""Cross-scale channel-aggregation FFN (docs/architecture.md §5).
 
 Per level: a 1×1 → depthwise → GELU FFN over the 2C channels of the gated (approximation, detail)
 signal, plus multi-head attention whose queries are the FFN output at every time step and whose

@@ -1,4 +1,4 @@
-"""Soft-gated multi-level wavelet decomposition (architecture.md §6)."""
+"""Soft-gated multi-level wavelet decomposition (docs/architecture.md §6)."""
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -1,4 +1,4 @@
-"""Patch tokens and sin-cos positional codes (architecture.md §7).
+"""Patch tokens and sin-cos positional codes (docs/architecture.md §7).
 
 References: MAE ``util/pos_embed.py`` (2-D sin-cos tables), "Attention Is All You Need" (1-D code).
 """

@@ -1,4 +1,4 @@
-"""Channel gate of the soft-gated decomposition (architecture.md §4)."""
+"""Channel gate of the soft-gated decomposition (docs/architecture.md §4)."""
 from __future__ import annotations
 
 import math

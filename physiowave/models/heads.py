@@ -1,4 +1,4 @@
-"""Reconstruction and classification heads (architecture.md §9)."""
+"""Reconstruction and classification heads (docs/architecture.md §9)."""
 from __future__ import annotations
 
 from collections.abc import Sequence

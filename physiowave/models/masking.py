@@ -1,4 +1,4 @@
-"""Token masking for masked pretraining (architecture.md §10) and the masked reconstruction loss.
+"""Token masking for masked pretraining (docs/architecture.md §10) and the masked reconstruction loss.
 
 Every strategy draws its randomness from an explicit ``torch.Generator`` (on the tensors' device),
 so a mask is reproducible from the seed.

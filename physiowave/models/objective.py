@@ -1,4 +1,5 @@
-"""Masked-pretraining objectives: what the reconstruction head predicts and the loss it is scored with.
+"""Masked-pretraining objectives: what the reconstruction head predicts and the loss it is scored with
+(docs/architecture.md §12).
 
 ``original`` (the original release): the target is the patched output of the model's own learnable wavelet
 front-end and the loss is the plain MSE over masked patches. With gradients flowing into the target, the
@@ -6,9 +7,9 @@ front-end can lower the loss by shrinking its own bands (and AdamW's decay pulls
 target detached it moves as the front-end learns through the encoder path.
 
 ``bands`` (the default for new models): the target comes from a fixed wavelet transform of the (normalised)
-input, the one the learnable front-end starts from, so no parameter can move it and the loss cannot be lowered
-by changing the target. Each masked patch is scored on two things, each a normalised MSE whose value 1.0 is what
-predicting the mean gets:
+input, built from the first wavelet's initial filters in the front-end's band layout, so no parameter can move
+it and the loss cannot be lowered by changing the target. Each masked patch is scored on two things, each a
+normalised MSE whose value 1.0 is what predicting the mean gets:
 
 * its shape: the patch standardised to zero mean and unit variance (MAE's ``norm_pix_loss``);
 * its energy: the log root-mean-square of the patch. For stochastic signals such as sEMG the waveform of a hidden

@@ -1,4 +1,4 @@
-"""The assembled PhysioWave network (architecture.md §6-§10).
+"""The assembled PhysioWave network (docs/architecture.md; the data flow in §0).
 
 ``decompose`` → ``[B, (L+1)·C, T]`` spectrum; patch tokens + positional code; rotary transformer encoder;
 reconstruction head (pretraining: the original MLP head, BERT-style, or an MAE-style transformer decoder that
@@ -26,7 +26,7 @@ __all__ = ["PhysioWave", "DEFAULT_WAVELETS", "DECODERS", "LEGACY_CONFIG"]
 DEFAULT_WAVELETS = ("db4", "db6", "sym4", "coif3")
 DECODERS = ("mlp", "transformer")
 # Settings that new models have and configurations written before them (the original release included) lack:
-# such a configuration keeps computing its original function.
+# such a configuration keeps computing its original function (docs/architecture.md §13).
 LEGACY_CONFIG = {"input_norm": "none", "objective": "original", "pooling": "mean", "decoder": "mlp"}
 
 
@@ -52,6 +52,7 @@ class PhysioWave(nn.Module):
     :data:`LEGACY_CONFIG`): ``input_norm="rms"`` makes the output independent of the input's units
     (:mod:`.input_norm`), ``objective="bands"`` pretrains against a fixed wavelet target that cannot collapse
     (:mod:`.objective`), and ``pooling="bands"`` gives the classifier each band row's mean token rather than one mean.
+    docs/architecture.md §0 gives the data flow, §13 what original checkpoints keep.
     """
 
     def __init__(
@@ -146,7 +147,7 @@ class PhysioWave(nn.Module):
 
     # ----------------------------------------------------------------------------------------------- stages
     def decompose(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, C, T]`` → wavelet spectrum ``[B, (L+1)·C, T]`` of the normalised input (§6)."""
+        """``[B, C, T]`` → wavelet spectrum ``[B, (L+1)·C, T]`` of the normalised input (docs/architecture.md §6)."""
         return self.wavelet_decomp(self.normalize(x))
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
@@ -211,12 +212,13 @@ class PhysioWave(nn.Module):
         generator: torch.Generator | None = None,
         detach_target: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Masked pretraining pass (§10) → (prediction ``[B, N, K]``, target ``[B, N, K]``, mask bool ``[B, N]``).
+        """Masked pretraining pass → (prediction ``[B, N, K]``, target ``[B, N, K]``, mask bool ``[B, N]``).
 
         ``objective="original"``: K = P, the target is the patched spectrum of the model's own front-end, not
-        detached unless ``detach_target`` (as in the original, so the front-end can shrink its own target).
+        detached unless ``detach_target`` (so the front-end can shrink its own target).
         ``objective="bands"``: K = P + 1, the target comes from the fixed wavelet transform (never has a gradient).
         With the transformer decoder the encoder runs on the visible tokens only (MAE); the mask is the same.
+        See docs/architecture.md §10 and §12.
         """
         pred, target, mask, _ = self._pretrain_pass(x, mask_ratio, masking, importance_ratio, generator, detach_target)
         return pred, target, mask

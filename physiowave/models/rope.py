@@ -1,4 +1,4 @@
-"""Rotary position embedding on interleaved feature pairs (architecture.md §8).
+"""Rotary position embedding on interleaved feature pairs (docs/architecture.md §8).
 
 Reference: Su et al., "RoFormer" (2021). Position = flat token index n; pair (2j, 2j+1) of the first
 ``rope_dim`` features of each head is rotated by n·θ_j with θ_j = 10000^(−2j/rope_dim).

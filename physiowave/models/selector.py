@@ -1,4 +1,4 @@
-"""Adaptive wavelet selector (architecture.md §3).
+"""Adaptive wavelet selector (docs/architecture.md §3).
 
 Every wavelet's filter pair is applied to the input; per-sample softmax weights computed from the
 time-mean of the input mix the approximations and the details.

@@ -1,4 +1,4 @@
-"""Pre-norm transformer encoder with rotary attention (architecture.md §8). Layout after timm / nanoGPT."""
+"""Pre-norm transformer encoder with rotary attention (docs/architecture.md §8). Layout after timm / nanoGPT."""
 from __future__ import annotations
 
 import torch
@@ -14,7 +14,10 @@ __all__ = ["Attention", "Block", "TransformerEncoder", "init_weights"]
 
 
 def init_weights(module: nn.Module) -> None:
-    """Linear: truncated normal (std 0.02), bias 0; LayerNorm: 1 / 0. Convolutions keep their own init (§9). Use with ``apply``."""
+    """Linear: truncated normal (std 0.02), bias 0; LayerNorm: 1 / 0. Use with ``apply``.
+
+    Convolutions keep their own init (docs/architecture.md §9.4).
+    """
     if isinstance(module, nn.Linear):
         nn.init.trunc_normal_(module.weight, std=0.02)
         if module.bias is not None:

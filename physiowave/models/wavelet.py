@@ -1,4 +1,4 @@
-"""Learnable wavelet filter pairs (architecture.md §1-§2).
+"""Learnable wavelet filter pairs (docs/architecture.md §1-§2).
 
 Each pair is a low-pass and a high-pass depthwise convolution initialised from a PyWavelets wavelet,
 resampled to the kernel size ``K`` when the wavelet's own filter length differs.

@@ -8,7 +8,7 @@ Classes: noGesture 0, waveIn 1, waveOut 2, pinch 3, open 4, fist 5; other gestur
 
 ``--protocol original`` (default) keeps the original splits: trainingJSON users' trainingSamples → train, their
 testingSamples → val; testingJSON users' trainingSamples, per gesture in file order: the first 10 → train, the
-rest → test (not subject-independent, see the design notes §5.2). ``--protocol cross_subject`` splits users
+rest → test (not subject-independent, see docs/original_pipeline.md §3). ``--protocol cross_subject`` splits users
 (groups) with ``--split`` (default 0.7 0.15 0.15), using every labelled sample. testingJSON users'
 testingSamples carry no labels and are never used (not listed in skipped.csv).
 
