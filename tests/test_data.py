@@ -179,10 +179,52 @@ def test_augment_sees_the_real_signal_before_padding(tmp_path):
 @pytest.mark.parametrize("data_key, label_key", [("input", "labels"), ("X", "Y"), ("data", "y")])
 def test_key_fallbacks(tmp_path, data_key, label_key):
     data, labels = _signals(3), np.array([1, 0, 2])
-    ds = H5Dataset(_write(tmp_path / "a.h5", data, labels, data_key=data_key, label_key=label_key))
-    x, y = ds[2]
-    np.testing.assert_array_equal(x.numpy(), data[2])
-    assert int(y) == 2 and ds.label_kind == "single"
+    path = _write(tmp_path / "a.h5", data, labels, data_key=data_key, label_key=label_key)
+    for ds in (H5Dataset(path), H5Dataset(path, data_key=None, label_key=None)):
+        x, y = ds[2]
+        np.testing.assert_array_equal(x.numpy(), data[2])
+        assert int(y) == 2 and ds.label_kind == "single"
+
+
+def test_fallback_order_without_keys(tmp_path):
+    """None takes the first present of data, input, X and of label, labels, y, Y (the original release's order
+    for its default keys)."""
+    data_keys, label_keys = ["X", "input", "data"], ["Y", "y", "labels", "label"]
+    for k in range(3):  # k most preferred names removed
+        path = tmp_path / f"a{k}.h5"
+        with h5py.File(path, "w") as f:
+            for i, name in enumerate(data_keys[: 3 - k]):
+                f[name] = _signals(2, seed=i)
+            for i, name in enumerate(label_keys[: 4 - k]):
+                f[name] = np.array([i, i])
+        ds = H5Dataset(str(path))
+        np.testing.assert_array_equal(ds[0][0].numpy(), _signals(2, seed=2 - k)[0])
+        np.testing.assert_array_equal(ds.labels_array, [3 - k, 3 - k])
+
+
+@pytest.mark.parametrize("kwargs, missing", [
+    ({"data_key": "data_eemg"}, "data_eemg"),      # a typo never falls back to 'data'
+    ({"data_key": "input"}, "input"),              # nor does a fallback name given explicitly
+    ({"label_key": "lable"}, "lable"),             # labels="auto": an explicit label key must exist too
+    ({"label_key": "labels", "labels": "single"}, "labels"),
+])
+def test_explicit_keys_never_fall_back(tmp_path, kwargs, missing):
+    path = _write(tmp_path / "typo.h5", _signals(2), np.array([0, 1]))
+    with pytest.raises(ValueError) as err:
+        H5Dataset(path, **kwargs)
+    assert str(err.value) == f"{path}: no dataset '{missing}' (the file has: data, label)"
+
+
+def test_sources_name_the_key_each_file_resolved_to(tmp_path):
+    paths = [_write(tmp_path / "a.h5", _signals(2)), _write(tmp_path / "b.h5", _signals(3), data_key="X")]
+    assert H5Dataset(paths).sources == [(paths[0], "data"), (paths[1], "X")]
+
+
+def test_explicit_label_key_is_not_read_without_labels(tmp_path):
+    path = _write(tmp_path / "a.h5", _signals(2))  # pretraining data: labels="none" looks at no label dataset
+    assert H5Dataset(path, label_key="label", labels="none").label_kind == "none"
+    with pytest.raises(ValueError, match=r"a\.h5: no dataset 'label' \(the file has: data\)"):
+        H5Dataset(path, label_key="label")
 
 
 def test_explicit_keys_win_over_fallbacks(tmp_path):
@@ -243,7 +285,12 @@ ERRORS = [  # (files builder, H5Dataset kwargs, exception, message fragment, fil
     (lambda t: [str(t / "missing.h5")], {}, FileNotFoundError, "not found", "missing.h5"),
     (_not_hdf5, {}, ValueError, "not an HDF5 file", "bad.h5"),
     (lambda t: [_write(t / "a.h5", _signals(2), data_key="signals")], {}, ValueError,
-     "tried keys ['data', 'input', 'X'], file has ['signals']", "a.h5"),
+     "no data dataset: none of data, input, X is present (the file has: signals)", "a.h5"),
+    (lambda t: [_write(t / "a.h5", _signals(2), np.zeros(2), data_key="input")], {"data_key": "data"}, ValueError,
+     "no dataset 'data' (the file has: input, label)", "a.h5"),
+    (lambda t: [_write(t / "a.h5", _signals(2), np.zeros(2)), _write(t / "b.h5", _signals(2), np.zeros(2),
+                                                                      label_key="y")],
+     {"label_key": "label"}, ValueError, "no dataset 'label' (the file has: data, y)", "b.h5"),
     (lambda t: [_write(t / "a.h5", np.zeros((2, 64), np.float32))], {}, ValueError, "expected 3-D [N, C, T]", "a.h5"),
     (lambda t: [_write(t / "a.h5", _signals(2, c=4)), _write(t / "b.h5", _signals(2, c=3))], {}, ValueError,
      "(2, 3, 64) but", "a.h5"),

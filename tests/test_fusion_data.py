@@ -136,6 +136,20 @@ def test_custom_data_key_for_channel_modalities(tmp_path):
     np.testing.assert_array_equal(x["b"].numpy(), sig[2, 1:])
 
 
+def test_sources_and_channel_groups(tmp_path):
+    p1 = _write(tmp_path / "one.h5", data=_signals(2, 5, 32, seed=1), data_ppg=_signals(2, 1, 48, seed=2),
+                label=np.arange(2))
+    p2 = _write(tmp_path / "two.h5", input=_signals(3, 5, 32, seed=3), data_ppg=_signals(3, 1, 48, seed=4),
+                label=np.arange(3))
+    ds = MultiModalDataset([p1, p2], [parse_modality("a:0-1"), parse_modality("ppg:data_ppg"),
+                                      parse_modality("b:2-4")])
+    assert ds.sources == [(p1, "data"), (p1, "data_ppg"), (p2, "input"), (p2, "data_ppg")]
+    assert ds.channel_groups(p2, "input") == [(0, 1), (2, 3, 4)]
+    assert ds.channel_groups(p1, "data_ppg") is None
+    with pytest.raises(KeyError, match="not a source"):
+        ds.channel_groups(p1, "input")
+
+
 # ---------------------------------------------------------------------------------------------- absent samples
 def test_present_flags_make_the_flagged_samples_all_nan(tmp_path):
     a, b = _signals(5, 2, 64, seed=1), _signals(5, 3, 128, seed=2)
@@ -313,8 +327,36 @@ def test_missing_key_names_the_file_and_modality(keyed):
     with pytest.raises(ValueError, match=r"keyed\.h5: no dataset 'data_c' for modality 'c'") as err:
         MultiModalDataset(path, [*KEYED, Modality("c", key="data_c")])
     assert "data_a" in str(err.value)  # lists the keys there are
-    with pytest.raises(ValueError, match=r"no dataset 'data' for modality 'x'"):
+    with pytest.raises(ValueError, match=r"keyed\.h5: no data dataset for modality 'x': none of data, input, X is "
+                                         r"present \(the file has: data_a, data_b, label\)"):
         MultiModalDataset(path, [parse_modality("x:0-1")])
+    with pytest.raises(ValueError, match=r"keyed\.h5: no dataset 'data' for modality 'x'"):
+        MultiModalDataset(path, [parse_modality("x:0-1")], data_key="data")
+
+
+def test_explicit_keys_never_fall_back(tmp_path):
+    path = _write(tmp_path / "e.h5", data=_signals(2, 3, 32, seed=1), data_b=_signals(2, 1, 32, seed=2),
+                  label=np.arange(2))
+    with pytest.raises(ValueError, match=r"e\.h5: no dataset 'data_eemg' for modality 'a' \(the file has: data, "
+                                         r"data_b, label\)"):
+        MultiModalDataset(path, [parse_modality("a:0-1")], data_key="data_eemg")
+    with pytest.raises(ValueError, match=r"e\.h5: no dataset 'data_c' for modality 'c'"):
+        MultiModalDataset(path, [parse_modality("a:0-1"), parse_modality("c:data_c")])
+    with pytest.raises(ValueError, match=r"e\.h5: no dataset 'labels' \(the file has: data, data_b, label\)"):
+        MultiModalDataset(path, [parse_modality("a:0-1"), parse_modality("b:data_b")], label_key="labels")
+    ds = MultiModalDataset(path, [parse_modality("a:0-1"), parse_modality("b:data_b")], data_key="data",
+                           label_key="label")
+    assert ds.shapes == {"a": (2, 32), "b": (1, 32)} and ds.labels_array.tolist() == [0, 1]
+
+
+def test_channel_modalities_fall_back_per_file_without_data_key(tmp_path):
+    x1, x2 = _signals(2, 3, 32, seed=1), _signals(3, 3, 32, seed=2)
+    p1 = _write(tmp_path / "one.h5", data=x1, label=np.arange(2))
+    p2 = _write(tmp_path / "two.h5", input=x2, labels=np.arange(3))
+    ds = MultiModalDataset([p1, p2], [parse_modality("a:0"), parse_modality("b:1-2")])
+    assert len(ds) == 5 and ds.labels_array.tolist() == [0, 1, 0, 1, 2]
+    np.testing.assert_array_equal(ds[3][0]["b"].numpy(), x2[1, 1:])
+    np.testing.assert_array_equal(ds[1][0]["a"].numpy(), x1[1, :1])
 
 
 def test_channel_beyond_the_stored_channels(tmp_path):

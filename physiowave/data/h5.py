@@ -1,8 +1,10 @@
 """Lazy HDF5 datasets: the file contract shared by preprocessing and training.
 
 A file holds ``data`` ``[N, C, T]`` (any numeric dtype, returned as float32) and optionally labels: ``[N]``
-class indices (single-label) or ``[N, K]`` multi-hot (float or int). Keys fall back as in the original release:
-data ``[data_key, 'input', 'data', 'X']``, labels ``[label_key, 'label', 'labels', 'y', 'Y']``.
+class indices (single-label) or ``[N, K]`` multi-hot (float or int). Keys: an explicit ``data_key`` /
+``label_key`` must be in the file (no fallback: a typo is a one-line error naming the file and its keys); None
+takes the first present of :data:`DATA_KEYS` (``data``, ``input``, ``X``) / :data:`LABEL_KEYS` (``label``,
+``labels``, ``y``, ``Y``), as the original release did.
 
 Only shapes and the (small) label arrays are read up front; every ``ds[i]`` reads one sample through an h5py
 handle that each process opens for itself, so DataLoader workers never share one and memory does not grow with
@@ -31,8 +33,8 @@ from torch.utils.data import Dataset
 
 __all__ = ["parse_file_paths", "open_h5", "H5Dataset", "DATA_KEYS", "LABEL_KEYS", "crop_bounds", "standardize", "pad_right", "fit_length"]
 
-DATA_KEYS = ("input", "data", "X")
-LABEL_KEYS = ("label", "labels", "y", "Y")
+DATA_KEYS = ("data", "input", "X")  # tried in this order when no data_key is given
+LABEL_KEYS = ("label", "labels", "y", "Y")  # likewise for labels
 _LABEL_MODES = ("auto", "none", "single", "multi")
 _CACHE_BYTES = 64 * 2**20
 _CACHE_SLOTS = 10007  # prime, as HDF5 recommends for the hash table of cached chunks
@@ -110,12 +112,18 @@ def open_h5(path: str, cache_bytes: int = 0) -> h5py.File:
         raise ValueError(f"{path}: cannot be opened as HDF5 ({err})") from err
 
 
-def _candidates(first: str, fallbacks: Sequence[str]) -> list[str]:
-    return list(dict.fromkeys([first, *fallbacks]))
+def _file_keys(f: h5py.File) -> str:
+    return ", ".join(sorted(f.keys())) or "nothing"
 
 
-def _find_key(f: h5py.File, candidates: Sequence[str]) -> str | None:
-    return next((k for k in candidates if k in f and isinstance(f[k], h5py.Dataset)), None)
+def _find_key(f: h5py.File, path: str, key: str | None, fallbacks: Sequence[str]) -> str | None:
+    """An explicit ``key`` if it is a dataset of ``f`` (else a one-line ValueError naming the file and its keys);
+    for None the first of ``fallbacks`` present, or None."""
+    if key is not None:
+        if not isinstance(f.get(key), h5py.Dataset):
+            raise ValueError(f"{path}: no dataset '{key}' (the file has: {_file_keys(f)})")
+        return key
+    return next((k for k in fallbacks if isinstance(f.get(k), h5py.Dataset)), None)
 
 
 def _cache_bytes(dset: h5py.Dataset) -> int:
@@ -147,15 +155,15 @@ def _check_multi(path: str, key: str, labels: np.ndarray) -> np.ndarray:
     return labels.astype(np.float32)
 
 
-def _read_labels(f: h5py.File, path: str, label_key: str, mode: str, n: int, data_key: str
+def _read_labels(f: h5py.File, path: str, label_key: str | None, mode: str, n: int, data_key: str
                  ) -> tuple[str, np.ndarray | None]:
-    """(label kind, labels) of one file; kind is "none", "single" or "multi"."""
-    tried = _candidates(label_key, LABEL_KEYS)
-    key = _find_key(f, tried)
+    """(label kind, labels) of one file; kind is "none", "single" or "multi". An explicit ``label_key`` must be
+    present (in "auto" mode too); without one, "auto" reads a file with none of LABEL_KEYS as unlabelled."""
+    key = _find_key(f, path, label_key, LABEL_KEYS)
     if key is None:
         if mode in ("single", "multi"):
-            raise ValueError(f"{path}: labels={mode!r} needs a label dataset, but none of {tried} is present "
-                             f"(keys: {sorted(f.keys())})")
+            raise ValueError(f"{path}: labels={mode!r} needs a label dataset, but none of {', '.join(LABEL_KEYS)} "
+                             f"is present (the file has: {_file_keys(f)})")
         return "none", None
     labels = f[key][()]
     if labels.ndim not in (1, 2):
@@ -169,14 +177,14 @@ def _read_labels(f: h5py.File, path: str, label_key: str, mode: str, n: int, dat
     return kind, (_check_single if kind == "single" else _check_multi)(path, key, labels)
 
 
-def _scan_file(path: str, data_key: str, label_key: str, mode: str
+def _scan_file(path: str, data_key: str | None, label_key: str | None, mode: str
                ) -> tuple[_FileInfo, tuple[int, int], str, np.ndarray | None]:
     """Check one file without reading its data → (file info, (C, T), label kind, labels or None)."""
     with open_h5(path) as f:
-        tried = _candidates(data_key, DATA_KEYS)
-        key = _find_key(f, tried)
+        key = _find_key(f, path, data_key, DATA_KEYS)
         if key is None:
-            raise ValueError(f"{path}: no data dataset; tried keys {tried}, file has {sorted(f.keys())}")
+            raise ValueError(f"{path}: no data dataset: none of {', '.join(DATA_KEYS)} is present "
+                             f"(the file has: {_file_keys(f)})")
         dset = f[key]
         if dset.ndim != 3:
             raise ValueError(f"{path}: '{key}' has shape {dset.shape}; expected 3-D [N, C, T]")
@@ -197,10 +205,13 @@ class H5Dataset(Dataset):
     float32 ``[K]`` (multi). ``L = max_length`` (crop: random when ``random_crop`` else centre; shorter signals
     are right zero-padded) or the stored ``T``. ``normalize`` z-scores each channel over the real samples before
     padding; ``augment(x [C, t], rng)`` runs after that, also before padding. ``labels="auto"`` picks "single"
-    for ``[N]`` labels, "multi" for ``[N, K]``, "none" when the files have no label dataset.
+    for ``[N]`` labels, "multi" for ``[N, K]``, "none" when the files have no label dataset (with no explicit
+    ``label_key``). ``data_key`` / ``label_key``: the dataset names, which must exist; None (default) takes the
+    first present of :data:`DATA_KEYS` / :data:`LABEL_KEYS`. ``labels="none"`` reads no labels (nor checks
+    ``label_key``).
     """
 
-    def __init__(self, paths: str | Sequence[str], *, data_key: str = "data", label_key: str = "label",
+    def __init__(self, paths: str | Sequence[str], *, data_key: str | None = None, label_key: str | None = None,
                  labels: str = "auto", max_length: int | None = None, random_crop: bool = False, seed: int = 0,
                  normalize: bool = False, augment: Augment | None = None) -> None:
         if labels not in _LABEL_MODES:
@@ -255,6 +266,11 @@ class H5Dataset(Dataset):
     def file_paths(self) -> list[str]:
         """The files, in concatenation order."""
         return list(self._paths)
+
+    @property
+    def sources(self) -> list[tuple[str, str]]:
+        """``(file, data key)`` of each file, in order, with the key each file resolved to (for data checks)."""
+        return [(info.path, info.data_key) for info in self._files]
 
     @property
     def num_channels(self) -> int:

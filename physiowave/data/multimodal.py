@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..models.fusion import check_modality_name
-from .h5 import Augment, H5Dataset, open_h5, parse_file_paths
+from .h5 import DATA_KEYS, Augment, H5Dataset, open_h5, parse_file_paths
 
 __all__ = ["Modality", "parse_modality", "parse_channels", "MultiModalDataset"]
 
@@ -72,15 +72,21 @@ def parse_modality(spec: str) -> Modality:
     return Modality(name, key=source, checkpoint=checkpoint or None)
 
 
-def _check_file(path: str, modalities: Sequence[Modality], data_key: str) -> dict[str, np.ndarray]:
+def _check_file(path: str, modalities: Sequence[Modality], data_key: str | None) -> dict[str, np.ndarray]:
     """Check that each modality's source is in ``path`` and that all agree on N → ``{name: presence bool [N]}``."""
     with open_h5(path) as f:
         counts: dict[str, int] = {}
         present: dict[str, np.ndarray] = {}
+        keys = ", ".join(sorted(f.keys())) or "nothing"
         for m in modalities:
             key = m.key or data_key
+            if key is None:  # channels of the first present of DATA_KEYS
+                key = next((k for k in DATA_KEYS if isinstance(f.get(k), h5py.Dataset)), None)
+                if key is None:
+                    raise ValueError(f"{path}: no data dataset for modality {m.name!r}: none of "
+                                     f"{', '.join(DATA_KEYS)} is present (the file has: {keys})")
             if not isinstance(f.get(key), h5py.Dataset):
-                raise ValueError(f"{path}: no dataset {key!r} for modality {m.name!r} (keys: {sorted(f.keys())})")
+                raise ValueError(f"{path}: no dataset {key!r} for modality {m.name!r} (the file has: {keys})")
             shape = f[key].shape
             if len(shape) != 3:
                 raise ValueError(f"{path}: {key!r} has shape {shape}; expected 3-D [N, C, T] for modality {m.name!r}")
@@ -102,11 +108,13 @@ class MultiModalDataset(Dataset):
 
     ``ds[i]`` → ``{name: float32 [C_m, T_m]}`` (labels "none") or ``(that dict, y)``, y as in :class:`H5Dataset`.
     Each source key is read through one :class:`H5Dataset` (full stored length; ``normalize`` and ``augment``
-    as there); channel modalities slice the ``data_key`` array. Absent samples come back all-NaN.
+    as there); channel modalities slice the ``data_key`` array (None: the first present of :data:`DATA_KEYS`,
+    per file). Keys are exact: a modality's own key, an explicit ``data_key`` (when a channel modality uses it) and
+    an explicit ``label_key`` must exist. Absent samples come back all-NaN.
     """
 
-    def __init__(self, paths: str | Sequence[str], modalities: Sequence[Modality], *, data_key: str = "data",
-                 label_key: str = "label", labels: str = "auto", seed: int = 0, normalize: bool = False,
+    def __init__(self, paths: str | Sequence[str], modalities: Sequence[Modality], *, data_key: str | None = None,
+                 label_key: str | None = None, labels: str = "auto", seed: int = 0, normalize: bool = False,
                  augment: Augment | None = None) -> None:
         names = [m.name for m in modalities]
         if not modalities or len(set(names)) != len(names):
@@ -127,6 +135,24 @@ class MultiModalDataset(Dataset):
     @property
     def file_paths(self) -> list[str]:
         return list(self._paths)
+
+    @property
+    def sources(self) -> list[tuple[str, str]]:
+        """``(file, key)`` of every dataset the modalities read, each once, file by file (for data checks)."""
+        pairs = [pair for ds in self._sources.values() for pair in ds.sources]
+        order = {path: i for i, path in enumerate(self._paths)}
+        return sorted(dict.fromkeys(pairs), key=lambda pair: order[pair[0]])
+
+    def channel_groups(self, path: str, key: str) -> list[tuple[int, ...]] | None:
+        """How an absent modality looks in dataset ``key`` of ``path`` (a pair of :attr:`sources`): None when a
+        whole sample is one modality (absent = the sample all NaN), else the channels of each modality that slices
+        it (absent = those channels all NaN); pass it to ``find_nonfinite(..., channel_groups=...)``."""
+        users = [m for m in self.modalities if (path, key) in self._sources[self._key[m.name]].sources]
+        if not users:
+            raise KeyError(f"{path}: {key!r} is not a source of this data set")
+        if any(m.channels is None for m in users):
+            return None
+        return [tuple(m.channels) for m in users]
 
     @property
     def shapes(self) -> dict[str, tuple[int, int]]:
