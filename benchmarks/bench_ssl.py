@@ -187,7 +187,7 @@ def lda_run(work: Path, fraction: float, seed: int) -> dict[str, Any]:
     from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
     from physiowave.data.fractions import label_fraction_indices
-    from physiowave.engine.setup import _record_ids  # the reader finetune.py groups records with
+    from physiowave.engine.data import _record_ids  # the reader finetune.py groups records with
 
     t0 = time.perf_counter()
     x, y = _read_split(work / "train.h5")

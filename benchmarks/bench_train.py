@@ -124,7 +124,7 @@ def measure_loader(path: str, length: int, batch: int, workers: int, epochs: int
 
     from physiowave.data import H5Dataset
     from physiowave.engine.samplers import TrainSampler
-    from physiowave.engine.setup import Indexed
+    from physiowave.engine.data import Indexed
 
     ds = H5Dataset(path, labels="none", max_length=length, random_crop=True, seed=42)
     sampler = TrainSampler(len(ds), seed=42)

@@ -12,6 +12,7 @@ import inspect
 import os
 import re
 import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,13 +41,19 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if not (zipfile.is_zipfile(path) or head[:1] == b"\x80"):  # torch.save's zip archive, or the legacy pickle
+        raise ValueError(f"{path}: not a PyTorch checkpoint (neither torch.save's zip archive nor a legacy pickle)")
     with torch.serialization.safe_globals(_safe_globals()):
         try:
             return torch.load(path, map_location=map_location, weights_only=True)
         except Exception as err:  # UnpicklingError for disallowed globals, RuntimeError for corrupt files
             unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
+            lines = [ln for ln in str(err).strip().splitlines() if ln.strip() and "weights_only" not in ln
+                     and "Weights only load failed" not in ln]
             reason = (f"it holds a pickled {unsafe.group(1)}, and only tensors, containers, Namespace and NumPy values are loaded"
-                      if unsafe else (str(err).strip().splitlines() or [type(err).__name__])[0])
+                      if unsafe else (lines or [type(err).__name__])[0])
             raise ValueError(f"{path}: cannot be read as a weights-only checkpoint: {reason}") from err
 
 

@@ -153,6 +153,46 @@ def test_killed_and_resumed_run_equals_uninterrupted(toy, tmp_path):
         assert ha[k] == hb[k], k
 
 
+def test_killed_inside_an_epoch_and_resumed_from_a_step_checkpoint_equals_uninterrupted(toy, tmp_path):
+    """--save_every_steps: the run is frozen (SIGSTOP) once its latest checkpoint is a mid-epoch one, killed, and
+    resumed from that step; weights and history end bit-identical to an uninterrupted run."""
+    args = ["finetune.py", "--train_file", toy["train"], "--val_file", toy["val"], "--epochs", "3", "--batch_size", "4",
+            "--save_every_steps", "2", "--grad_accumulation_steps", "2", "--use_augmentation", *TINY]
+    full = _run(*args, "--output_dir", str(tmp_path / "full"), timeout=300)
+    assert full.returncode == 0, full.stderr[-2000:]
+
+    out = tmp_path / "killed"
+    latest = out / "latest_model.pth"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, *args, "--output_dir", str(out)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline, position = time.time() + 240, None
+    while time.time() < deadline and proc.poll() is None:
+        if latest.exists():
+            proc.send_signal(signal.SIGSTOP)
+            ckpt = torch.load(latest, weights_only=True)
+            if ckpt["micro_in_epoch"] > 0 and ckpt["next_epoch"] >= 1:
+                position = (ckpt["next_epoch"], ckpt["micro_in_epoch"])
+                break
+            proc.send_signal(signal.SIGCONT)
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert position is not None, "never saw a mid-epoch checkpoint"
+    assert not (out / "test_results.json").exists() and len(_history(out)["epoch"]) == position[0]
+    resumed = _run(*args, "--output_dir", str(out), "--resume", "auto", timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"step {position[1]} of epoch {position[0] + 1}" in resumed.stdout
+
+    a = torch.load(tmp_path / "full" / "latest_model.pth", weights_only=True)
+    b = torch.load(latest, weights_only=True)
+    for k, v in a["model_state_dict"].items():
+        assert torch.equal(v, b["model_state_dict"][k]), k
+    ha, hb = _history(tmp_path / "full"), _history(out)
+    for k in ("train_loss", "train_acc", "val_loss", "val_acc", "learning_rates"):
+        assert ha[k] == hb[k], k
+
+
 def test_nonfinite_loss_stops_and_keeps_the_last_checkpoint(toy, tmp_path, capsys):
     out = tmp_path / "nan"
     base = ["--max_length", "256", "--batch_size", "16", "--output_dir", str(out), *TINY]
@@ -160,9 +200,9 @@ def test_nonfinite_loss_stops_and_keeps_the_last_checkpoint(toy, tmp_path, capsy
     x, _ = _toy(20, 5)
     x[7, 0, 10] = np.nan
     bad = _write(tmp_path / "bad.h5", x)
-    assert main("pretrain", ["--train_files", bad, "--epochs", "3", "--resume", "auto", *base]) == 1
+    assert main("pretrain", ["--train_files", bad, "--epochs", "3", "--resume", "auto", "--no-check_data", *base]) == 1
     err = _errors(capsys.readouterr().err)
-    assert len(err) == 1 and "non-finite loss" in err[0]
+    assert len(err) == 1 and "non-finite loss" in err[0] and "(after epoch 1), is intact" in err[0], err
     assert read_checkpoint(out / "latest_checkpoint.pth")["epoch"] == 0
 
 
@@ -250,6 +290,7 @@ def test_bad_input_gives_one_line_error(case, toy, pretrained, tmp_path, capsys)
 
 def test_detach_target_stops_gradient_through_the_target():
     from physiowave import PhysioWave
+    from physiowave.engine.args import parse_args
     from physiowave.engine.tasks import PretrainTask
 
     model = PhysioWave(in_channels=4, max_level=1, wave_kernel_size=8, wavelet_names=["db4"], patch_size=32, embed_dim=32,
@@ -258,7 +299,9 @@ def test_detach_target_stops_gradient_through_the_target():
     taps = model.wavelet_decomp.selector.wavelet_filters[0].high_filter.weight
     grads = []
     for detach in (False, True):
-        loss, _ = PretrainTask(0.5, "random", 0.6, detach, "original").wrap(model)(x, torch.Generator().manual_seed(0))
+        args = parse_args("pretrain", ["--train_files", "x.h5", "--mask_ratio", "0.5", "--masking_strategy", "random",
+                                       "--objective", "original", *(["--detach_target"] if detach else [])])
+        loss, _ = PretrainTask(args).wrap(model)(x, torch.Generator().manual_seed(0))
         grads.append(torch.autograd.grad(loss, taps)[0])
     # the same loss value either way; only the gradient path through the target differs
     assert not torch.allclose(grads[0], grads[1])

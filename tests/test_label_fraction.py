@@ -12,7 +12,8 @@ import pytest
 from physiowave.data.fractions import label_fraction_indices
 from physiowave.engine import main
 from physiowave.engine.args import parse_args
-from physiowave.engine.setup import open_datasets, split_indices
+from physiowave.engine.data import open_datasets, split_indices
+from physiowave.engine.tasks import build_task
 
 TINY = ["--max_level", "1", "--wave_kernel_size", "4", "--wavelet_names", "db2", "--patch_size", "32", "--embed_dim", "16",
         "--depth", "1", "--num_heads", "2", "--num_workers", "0", "--device", "cpu"]
@@ -131,7 +132,7 @@ def files(tmp_path_factory) -> dict[str, str]:
 def test_open_datasets_carves_validation_first_then_subsamples(files):
     args = parse_args("finetune", ["--train_file", files["train"], "--label_fraction", "0.25", "--val_split_ratio", "0.2",
                                    "--seed", "7", *TINY])
-    data = open_datasets(args)
+    data = open_datasets(args, build_task(args))
     labels, groups = files["labels"], files["groups"]
     tr, va = split_indices(len(labels), 0.2, 7, groups)
     expected = tr[label_fraction_indices(labels[tr], 0.25, 7, groups[tr])]

@@ -14,7 +14,8 @@ import torch
 import physiowave
 from physiowave.engine import main
 from physiowave.engine.args import parse_args
-from physiowave.engine.setup import build_optimizer, decays
+from physiowave.engine.optim import build_optimizer, decays
+from physiowave.engine.tasks import build_task
 from physiowave.models import LEGACY_CONFIG
 from physiowave.models.heads import pool_tokens
 from physiowave.models.input_norm import normalize_input
@@ -158,7 +159,7 @@ def test_weight_decay_spares_filters_norms_biases_and_mask_tokens():
     model = physiowave.PhysioWave(**SMALL, decoder="transformer")
     named = list(model.named_parameters())
     args = parse_args("pretrain", ["--train_files", "x.h5"])
-    groups = build_optimizer(named, args).param_groups
+    groups = build_optimizer(named, args, build_task(args)).param_groups
     decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
     for name, p in named:
         spared = p.ndim < 2 or "wavelet_filters" in name or "mask_token" in name

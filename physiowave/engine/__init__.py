@@ -1,4 +1,4 @@
 """The training engine shared by ``pretrain.py``, ``finetune.py`` and ``finetune_multilabel.py``."""
-from .run import main, run
+from .main import main, run
 
 __all__ = ["main", "run"]

@@ -1,15 +1,17 @@
-"""Command-line flags of the three training scripts, each defined once (original_pipeline.md §1).
+"""Command-line flags of the three training scripts, each defined once, and their range checks.
 
-The flags keep the original names and meanings. Model flags default to ``None`` here: the value is then taken
-from the checkpoint being fine-tuned or resumed, else from :data:`MODEL_DEFAULTS` of the script (the original
-defaults), and ``in_channels`` from the data. An explicit model flag that contradicts a checkpoint is an error.
+Model flags default to ``None``: the value then comes from the checkpoint being resumed or fine-tuned, else from
+the ``--model`` preset (:data:`physiowave.models.PRESETS`, default ``base``), else from the model's own defaults;
+``in_channels`` always comes from the data (:func:`physiowave.engine.model_config.resolve_config`).
 """
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from typing import Any
 
 from ..data.multimodal import parse_modality
+from ..models import PRESETS
 from ..models.fusion import FUSIONS
 from ..models.heads import POOLINGS
 from ..models.input_norm import INPUT_NORMS
@@ -17,21 +19,15 @@ from ..models.masking import MASKING_STRATEGIES
 from ..models.objective import OBJECTIVES
 from .schedule import SCHEDULERS
 
-__all__ = ["TASKS", "MODEL_DEFAULTS", "ARCH_FLAGS", "build_parser", "parse_args"]
+__all__ = ["TASKS", "MODEL_FLAGS", "ARCH_FLAGS", "build_parser", "parse_args"]
 
 TASKS = ("pretrain", "finetune", "multilabel")
 
-# The original scripts' model defaults (§1.1–§1.3); in_channels None = the data's channel count.
-_COMMON_MODEL = dict(in_channels=None, max_level=3, wave_kernel_size=16, use_separate_channel=True, patch_size=20,
-                     embed_dim=256, num_heads=8, mlp_ratio=4.0, dropout=0.1, pos_embed_type="2d", input_norm="rms",
-                     objective="bands")
-MODEL_DEFAULTS: dict[str, dict[str, Any]] = {
-    "pretrain": {**_COMMON_MODEL, "wavelet_names": ["db4", "db6", "sym4"], "depth": 8,
-                 "decoder": "transformer", "decoder_depth": 2, "decoder_dim": None},
-    "finetune": {**_COMMON_MODEL, "wavelet_names": ["db6"], "depth": 6},
-    "multilabel": {**_COMMON_MODEL, "wavelet_names": ["db6"], "depth": 6},
-}
-# Flags that fix tensor shapes or the function computed: they must agree with a checkpoint being loaded.
+# Model flags of every script (``None`` = not given); the pretraining decoder flags only exist in pretrain.py.
+MODEL_FLAGS = ("in_channels", "max_level", "wave_kernel_size", "wavelet_names", "use_separate_channel", "patch_size",
+               "embed_dim", "depth", "num_heads", "mlp_ratio", "dropout", "pos_embed_type", "input_norm", "objective",
+               "decoder", "decoder_depth", "decoder_dim")
+# Flags that fix tensor shapes or the function computed: they must agree with a checkpoint being fine-tuned.
 ARCH_FLAGS = ("in_channels", "max_level", "wave_kernel_size", "wavelet_names", "use_separate_channel", "patch_size",
               "embed_dim", "depth", "num_heads", "mlp_ratio", "pos_embed_type", "input_norm", "objective")
 
@@ -53,27 +49,28 @@ PROBE_LR = 1e-2  # --lr default with --freeze_encoder: a linear probe on frozen 
 
 
 def _model_args(p: argparse.ArgumentParser, task: str) -> None:
-    d = MODEL_DEFAULTS[task]
-    g = p.add_argument_group("model (default: the checkpoint's value when fine-tuning or resuming, else the shown default)")
+    g = p.add_argument_group("model (default: the checkpoint's value when fine-tuning or resuming, else the --model "
+                             "preset's)")
+    g.add_argument("--model", choices=sorted(PRESETS), default=None,
+                   help="named architecture (base: the default; ecg and emg: the published checkpoints' shapes); "
+                        "model flags given beside it override its values; in_channels always comes from the data")
     g.add_argument("--in_channels", type=int, default=None, help="input channels C (default: the data's)")
-    g.add_argument("--max_level", type=int, default=None, help=f"wavelet decomposition levels (default {d['max_level']})")
-    g.add_argument("--wave_kernel_size", type=int, default=None, help=f"learnable wavelet filter length (default {d['wave_kernel_size']})")
-    g.add_argument("--wavelet_names", nargs="+", default=None, help=f"initial wavelets (default {' '.join(d['wavelet_names'])})")
+    g.add_argument("--max_level", type=int, default=None, help="wavelet decomposition levels L")
+    g.add_argument("--wave_kernel_size", type=int, default=None, help="learnable wavelet filter length")
+    g.add_argument("--wavelet_names", nargs="+", default=None, help="initial wavelets of the learnable filter bank")
     g.add_argument("--use_separate_channel", action=argparse.BooleanOptionalAction, default=None,
                    help="depthwise (per-channel) wavelet filters (default on; --no-use_separate_channel for dense filters)")
-    g.add_argument("--patch_size", type=int, default=None, help=f"patch length P, a 1×P patch of one band (default {d['patch_size']})")
-    g.add_argument("--embed_dim", type=int, default=None, help=f"token width D (default {d['embed_dim']})")
-    g.add_argument("--depth", type=int, default=None, help=f"transformer blocks (default {d['depth']})")
-    g.add_argument("--num_heads", type=int, default=None, help=f"attention heads (default {d['num_heads']})")
-    g.add_argument("--mlp_ratio", type=float, default=None, help=f"MLP hidden / D (default {d['mlp_ratio']})")
-    g.add_argument("--dropout", type=float, default=None, help=f"encoder dropout (default {d['dropout']})")
-    g.add_argument("--use_pos_embed", action="store_true", default=True,
-                   help="positional embedding (always on, as in the original; accepted for compatibility)")
+    g.add_argument("--patch_size", type=int, default=None, help="patch length P: a token is a 1×P patch of one band")
+    g.add_argument("--embed_dim", type=int, default=None, help="token width D")
+    g.add_argument("--depth", type=int, default=None, help="transformer blocks")
+    g.add_argument("--num_heads", type=int, default=None, help="attention heads (must divide D)")
+    g.add_argument("--mlp_ratio", type=float, default=None, help="MLP hidden width / D")
+    g.add_argument("--dropout", type=float, default=None, help="encoder dropout (default 0.1)")
     g.add_argument("--pos_embed_type", choices=("1d", "2d"), default=None, help="sin-cos position table (default 2d)")
     g.add_argument("--input_norm", choices=INPUT_NORMS, default=None,
-                   help="rms: remove each channel's mean and divide the sample by its RMS over all channels, so the "
-                        "model does not depend on the signal's units and keeps the ratios between channels "
-                        "(default for new models); none: the raw input, as the original (its checkpoints keep it)")
+                   help="rms (default): divide each sample by one scale, the RMS over all channels, so the model does "
+                        "not depend on the signal's units and keeps the ratios between channels; none: the raw input "
+                        "(the published checkpoints)")
     g.add_argument("--grad_checkpointing", action="store_true",
                    help="recompute encoder blocks in backward: ~2× less training memory, ~25%% slower")
 
@@ -82,29 +79,36 @@ def _data_args(p: argparse.ArgumentParser, task: str) -> None:
     g = p.add_argument_group("data")
     if task == "pretrain":
         g.add_argument("--train_files", required=True, help="HDF5 files, separated by commas or whitespace")
-        g.add_argument("--val_files", default=None, help="validation HDF5 files (optional)")
+        g.add_argument("--val_files", default="", help="validation HDF5 files (optional)")
     else:
-        g.add_argument("--train_file", required=True, help="HDF5 file(s), separated by commas or whitespace")
-        g.add_argument("--val_file", default="", required=(task == "multilabel"),
+        g.add_argument("--train_file", dest="train_files", required=True,
+                       help="HDF5 file(s), separated by commas or whitespace")
+        g.add_argument("--val_file", dest="val_files", default="", required=(task == "multilabel"),
                        help="validation HDF5 file(s)" + ("" if task == "multilabel" else
                        "; empty: hold out --val_split_ratio of the training records (by record_id when the file has one)"))
-        g.add_argument("--test_file", default="", help="test HDF5 file(s), evaluated with the best model at the end")
+        g.add_argument("--test_file", dest="test_files", default="",
+                       help="test HDF5 file(s), evaluated with the best model at the end")
         if task == "finetune":
-            g.add_argument("--val_split_ratio", type=float, default=0.1, help="held-out fraction when --val_file is empty")
+            g.add_argument("--val_split_ratio", type=float, default=0.1,
+                           help="held-out fraction in [0, 1) when --val_file is empty (0: no validation)")
         g.add_argument("--label_fraction", type=float, default=1.0, metavar="F",
                        help="train on fraction F in (0, 1] of the labelled training records: whole records (by "
                             "record_id when the files have one), stratified by label, drawn with --seed; taken after "
                             "the --val_split_ratio hold-out; validation and test sets are untouched (default 1.0)")
-    g.add_argument("--data_key", default="data", help="data dataset name (fallbacks: input, data, X)")
-    g.add_argument("--label_key", default="label", help="label dataset name (fallbacks: label, labels, y, Y)")
-    default_len = _DEFAULTS[task]["max_length"]
-    g.add_argument("--max_length", type=int, default=default_len,
+    g.add_argument("--data_key", default=None,
+                   help="data dataset name (default: the first of data, input, X present in the file)")
+    g.add_argument("--label_key", default=None,
+                   help="label dataset name (default: the first of label, labels, y, Y present in the file)")
+    g.add_argument("--max_length", type=int, default=None,
                    help="crop (random in training, centre in evaluation) or right-pad samples to this length "
-                        f"(default {default_len or 'the stored length'})")
+                        "(default: the stored length)")
     g.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=False,
-                   help="z-score each sample per channel at load time (the original flag did nothing; default off)")
+                   help="z-score each sample per channel at load time (default off)")
     g.add_argument("--use_augmentation", action="store_true",
                    help="training augmentation: noise 0.01, amplitude and time-stretch 0.9-1.1, with probability 0.5")
+    g.add_argument("--check_data", action=argparse.BooleanOptionalAction, default=True,
+                   help="read every file once before training to find NaN/inf values (streaming, about disk speed); "
+                        "--no-check_data skips the scan")
     g.add_argument("--num_workers", type=int, default=8, help="DataLoader worker processes per rank")
 
 
@@ -145,19 +149,18 @@ def _task_args(p: argparse.ArgumentParser, task: str) -> None:
                        help="random: drawn per sample; frequency_guided: the paper's FgM; frequency_guided_original: "
                             "the original code's variant")
         g.add_argument("--importance_ratio", type=float, default=0.6, help="weight of spectral importance vs noise")
-        g.add_argument("--mask_ratio", type=float, default=0.6, help="fraction of tokens masked (the original: 0.15)")
+        g.add_argument("--mask_ratio", type=float, default=0.6, help="fraction of tokens masked, in (0, 1)")
         g.add_argument("--decoder", choices=("mlp", "transformer"), default=None,
-                       help="transformer (default): MAE-style, the encoder sees only the visible tokens; mlp: the "
-                            "original head on the full sequence with mask tokens")
+                       help="transformer (default): MAE-style, the encoder sees only the visible tokens; mlp: an MLP "
+                            "head on the full sequence with mask tokens (the published checkpoints)")
         g.add_argument("--decoder_depth", type=int, default=None, help="transformer decoder blocks (default 2)")
         g.add_argument("--decoder_dim", type=int, default=None, help="transformer decoder width (default embed_dim/2)")
         g.add_argument("--objective", choices=OBJECTIVES, default=None,
                        help="bands (default): predict each masked patch's standardised shape and log-RMS from a fixed "
                             "wavelet transform of the input, a target no parameter can move; original: MSE to the "
-                            "model's own front-end output, as the original release (its target can shrink: collapse)")
+                            "model's own front-end output (the published checkpoints; that target can shrink)")
         g.add_argument("--detach_target", action="store_true",
-                       help="with --objective original: stop gradients through the target (the front-end output); "
-                            "off as in the original, where the front-end can shrink its own target")
+                       help="with --objective original: stop gradients through the target (the front-end output)")
         return
     g.add_argument("--task_type", choices=("classification",) if task == "finetune" else ("multilabel", "classification"),
                    default="classification" if task == "finetune" else "multilabel",
@@ -173,14 +176,14 @@ def _task_args(p: argparse.ArgumentParser, task: str) -> None:
     g.add_argument("--head_dropout", type=float, default=0.1)
     g.add_argument("--pooling", choices=POOLINGS, default="bands",
                    help="token pooling: bands (default) = each band row's (wavelet band of one channel) mean token, "
-                        "concatenated, so the head sees which channel and band carry what; mean = one mean token (the "
-                        "original); first/cls = token 0")
+                        "concatenated, so the head sees which channel and band carry what; mean = one mean token "
+                        "(the published checkpoints); first/cls = token 0")
     g.add_argument("--label_smoothing", type=float, default=_DEFAULTS[task]["label_smoothing"],
                    help="cross-entropy smoothing s/K" if task == "finetune" else "BCE targets y·(1−s) + s/2")
     g.add_argument("--use_class_weights", action="store_true",
                    help="weight the loss by inverse class frequency" if task == "finetune"
                    else "BCE pos_weight = negatives / positives per label")
-    g.add_argument("--pretrained_path", default="", help="original ecg.pth/emg.pth or a PhysioWave checkpoint")
+    g.add_argument("--pretrained_path", default="", help="published ecg.pth/emg.pth or a PhysioWave checkpoint")
     g.add_argument("--freeze_encoder", action="store_true",
                    help="linear probing: frozen encoder in eval mode, features computed once (per epoch with random "
                         "crops or augmentation), only the probe is trained")
@@ -233,10 +236,6 @@ def _check_fusion(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             p.error(f"--freeze_branch {name}: no such --modality (have {', '.join(names)})")
     if args.freeze_branch and args.freeze_encoder:
         p.error("--freeze_branch with --freeze_encoder: --freeze_encoder already freezes every branch")
-    if args.fusion_dim is not None and args.fusion_dim < 1:
-        p.error(f"--fusion_dim must be ≥ 1, got {args.fusion_dim}")
-    if args.fusion_lr is not None and args.fusion_lr < 0:
-        p.error(f"--fusion_lr must be ≥ 0, got {args.fusion_lr}")
     if args.fusion_lr is None:
         args.fusion_lr = 1e-2
 
@@ -244,11 +243,18 @@ def _check_fusion(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 def _run_args(p: argparse.ArgumentParser, task: str) -> None:
     d = _DEFAULTS[task]
     g = p.add_argument_group("run")
-    g.add_argument("--output_dir", default=d["output_dir"])
+    g.add_argument("--output_dir", default=d["output_dir"],
+                   help="the run's folder; one that holds another run is refused unless --resume continues it or "
+                        "--overwrite replaces it")
+    g.add_argument("--overwrite", action="store_true",
+                   help="delete another run's files (checkpoints, history, results, tensorboard) in --output_dir first")
     g.add_argument("--resume", default=None, help="checkpoint to continue from, or 'auto' (the output dir's latest, if any)")
     if task == "pretrain":
         g.add_argument("--pretrained_path", default="", help="initialise from a checkpoint (continue pretraining)")
     g.add_argument("--save_freq", type=int, default=d["save_freq"], help="also keep checkpoint_epoch_N.pth every N epochs (0: never)")
+    g.add_argument("--save_every_steps", type=int, default=0, metavar="N",
+                   help="also rewrite the latest checkpoint every N optimizer steps inside an epoch, so --resume "
+                        "continues from that step (for corpora where one epoch takes hours; 0: at epoch ends only)")
     g.add_argument("--select_metric", default="loss",
                    help="validation metric that picks best_model.pth (loss, or e.g. acc, macro_f1, auroc, f1_macro); "
                         "training loss when there is no validation set")
@@ -273,11 +279,42 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     return p
 
 
+# (flag, test, what is expected): checked for every flag the script has, before anything else runs.
+_RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
+    *[(f, lambda v: v >= 1, "≥ 1") for f in ("batch_size", "epochs", "grad_accumulation_steps", "max_length", "max_level",
+                                              "patch_size", "embed_dim", "depth", "num_heads", "decoder_depth",
+                                              "decoder_dim", "num_classes", "head_hidden_dim", "hidden_factor",
+                                              "T_0", "T_mult", "lr_step_size", "world_size", "fusion_dim")],
+    *[(f, lambda v: v >= 0, "≥ 0") for f in ("lr", "min_lr", "weight_decay", "warmup_epochs", "num_workers", "save_freq",
+                                              "save_every_steps", "plateau_patience", "seed", "fusion_lr")],
+    ("wave_kernel_size", lambda v: v >= 2, "≥ 2"),
+    ("in_channels", lambda v: v >= 1, "≥ 1"),
+    ("mlp_ratio", lambda v: v > 0, "> 0"),
+    ("lr_gamma", lambda v: v > 0, "> 0"),
+    *[(f, lambda v: 0 <= v < 1, "in [0, 1)") for f in ("dropout", "head_dropout", "label_smoothing", "val_split_ratio")],
+    ("importance_ratio", lambda v: 0 <= v <= 1, "in [0, 1]"),
+    ("mask_ratio", lambda v: 0 < v < 1, "in (0, 1): the fraction of tokens the model must reconstruct"),
+    ("threshold", lambda v: 0 < v < 1, "in (0, 1)"),
+    ("label_fraction", lambda v: 0 < v <= 1, "in (0, 1]"),
+]
+
+
+def _check_ranges(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    for flag, ok, expected in _RANGES:
+        value = getattr(args, flag, None)
+        if isinstance(value, list):
+            bad = [v for v in value if not ok(v)]
+            value = bad[0] if bad else None
+        if value is not None and not ok(value):
+            p.error(f"--{flag} must be {expected}, got {value}")
+
+
 def parse_args(task: str, argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse and check flag combinations; errors are argparse one-liners naming the flag."""
+    """Parse and check flag values and combinations; errors are argparse one-liners naming the flag."""
     p = build_parser(task)
     args = p.parse_args(argv)
     args.task = task
+    _check_ranges(p, args)
     if task != "pretrain":
         if args.lr is None:
             args.lr = PROBE_LR if args.freeze_encoder else _DEFAULTS[task]["lr"]
@@ -287,14 +324,9 @@ def parse_args(task: str, argv: list[str] | None = None) -> argparse.Namespace:
             p.error("give --head_hidden_dim or --hidden_factor, not both")
         if args.eval and not args.resume:
             p.error("--eval evaluates the --resume checkpoint: pass --resume PATH")
+        if args.eval and args.resume == "auto":
+            p.error("--eval needs the checkpoint's path: --resume PATH")
         _check_fusion(p, args)
-    for flag in ("batch_size", "epochs", "grad_accumulation_steps"):
-        if getattr(args, flag) < 1:
-            p.error(f"--{flag} must be ≥ 1, got {getattr(args, flag)}")
-    if args.max_length is not None and args.max_length < 1:
-        p.error(f"--max_length must be ≥ 1, got {args.max_length}")
-    if task != "pretrain" and not 0.0 < args.label_fraction <= 1.0:
-        p.error(f"--label_fraction must be in (0, 1], got {args.label_fraction}")
-    if task == "pretrain" and not 0.0 <= args.mask_ratio < 1.0:
-        p.error(f"--mask_ratio must be in [0, 1), got {args.mask_ratio}")
+    if args.resume and args.pretrained_path:
+        p.error("--resume continues a run with its own weights; --pretrained_path starts a new one: give one of them")
     return args

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..fileio import to_jsonable, write_json
+from .outputs import write_result
 
 __all__ = ["RunLogger", "write_json", "to_jsonable", "scalars_of"]
 
@@ -58,7 +59,7 @@ class RunLogger:
             if len(self.history[k]) < n + 1:
                 self.history[k].append(None)
         if self.enabled:
-            write_json(self.dir / "training_history.json", self.history)
+            write_result(self.dir / "training_history.json", self.history)
 
     def close(self) -> None:
         if self._tb is not None:

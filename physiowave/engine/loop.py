@@ -19,13 +19,10 @@ from torch import nn
 from tqdm import tqdm
 
 from .distributed import DistEnv, all_reduce_sums, derive_seed, gather_by_index, seed_everything
+from .errors import NonFiniteLossError
 from .tasks import Task
 
-__all__ = ["NonFiniteLossError", "Precision", "train_one_epoch", "evaluate", "move_batch"]
-
-
-class NonFiniteLossError(RuntimeError):
-    """A NaN/inf loss or gradient norm: the run stops before the optimizer step corrupts the weights."""
+__all__ = ["Precision", "train_one_epoch", "evaluate", "move_batch"]
 
 
 @dataclass
@@ -74,23 +71,42 @@ def _check_finite(value: float, env: DistEnv, what: str, where: str) -> None:
         dist.all_reduce(flag)
         bad = flag.item() > 0
     if bad:
-        raise NonFiniteLossError(f"non-finite {what} ({value}) at {where}: stopping; the last checkpoint written is intact "
-                                 "(try a lower --lr, --grad_clip 1.0, or fp32 without --use_amp)")
+        raise NonFiniteLossError(f"non-finite {what} ({value}) at {where}, before the optimizer step")
+
+
+def _optimizer_step(optimizer: torch.optim.Optimizer, schedule: Any, precision: Precision, params: list[nn.Parameter],
+                    grad_clip: float, env: DistEnv, where: str) -> None:
+    """Unscale (fp16), clip (stopping on a non-finite norm), step, zero the gradients, advance the per-step schedule."""
+    if precision.scaler:
+        precision.scaler.unscale_(optimizer)
+    if grad_clip > 0:
+        norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
+        if precision.scaler is None:
+            _check_finite(norm, env, "gradient norm", where)
+    if precision.scaler:
+        precision.scaler.step(optimizer)
+        precision.scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    schedule.step_batch()
 
 
 def train_one_epoch(net: nn.Module, loader: Iterable, optimizer: torch.optim.Optimizer, schedule: Any, task: Task,
                     env: DistEnv, precision: Precision, *, epoch: int, seed: int, accum: int, grad_clip: float,
-                    num_micro: int, start_micro: int = 0, params: list[nn.Parameter] | None = None,
-                    on_step: Callable[[int], None] | None = None, desc: str = "train") -> dict[str, float]:
+                    num_micro: int, start_micro: int = 0, sums: dict[str, float] | None = None,
+                    params: list[nn.Parameter] | None = None,
+                    on_step: Callable[[int, dict[str, float]], None] | None = None, desc: str = "train") -> dict[str, float]:
     """Train over ``loader`` (already positioned at micro-batch ``start_micro`` of ``num_micro``) → averaged metrics.
 
     Every ``accum`` micro-batches (and once for a final partial group) the gradients are clipped and the optimizer
     and per-step schedule advance; DDP synchronises gradients only on the last micro-batch of a group.
-    ``on_step(micro_done)`` is called after each optimizer step (for mid-epoch checkpoints).
+    ``on_step(micro_done, sums)`` is called after each optimizer step with this process's metric sums so far
+    (``sums``: those of the micro-batches before ``start_micro``, from a mid-epoch checkpoint).
     """
     net.train()
     params = params if params is not None else [p for p in net.parameters() if p.requires_grad]
-    sums: dict[str, float] = {}
+    sums = dict(sums or {})
     samples, t0 = 0, time.perf_counter()
     bar = tqdm(total=num_micro, initial=start_micro, desc=desc, disable=not env.is_main, dynamic_ncols=True, leave=False)
     optimizer.zero_grad(set_to_none=True)
@@ -107,7 +123,7 @@ def train_one_epoch(net: nn.Module, loader: Iterable, optimizer: torch.optim.Opt
             with sync:
                 with precision.autocast():
                     loss, stats = task.train_step(net, batch, gen)
-                _check_finite(stats["loss_sum"], env, "loss", f"epoch {epoch}, micro-batch {micro}")
+                _check_finite(stats["loss_sum"], env, "loss", f"epoch {epoch + 1}, micro-batch {micro + 1}")
                 scaled = loss / group_size
                 (precision.scaler.scale(scaled) if precision.scaler else scaled).backward()
             for k, v in stats.items():
@@ -115,21 +131,9 @@ def train_one_epoch(net: nn.Module, loader: Iterable, optimizer: torch.optim.Opt
             micro += 1
             samples += int(stats["count"])
             if last_in_group:
-                if precision.scaler:
-                    precision.scaler.unscale_(optimizer)
-                if grad_clip > 0:
-                    norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
-                    if precision.scaler is None:
-                        _check_finite(norm, env, "gradient norm", f"epoch {epoch}, micro-batch {micro - 1}")
-                if precision.scaler:
-                    precision.scaler.step(optimizer)
-                    precision.scaler.update()
-                else:
-                    optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                schedule.step_batch()
+                _optimizer_step(optimizer, schedule, precision, params, grad_clip, env, f"epoch {epoch + 1}, micro-batch {micro}")
                 if on_step is not None:
-                    on_step(micro)
+                    on_step(micro, sums)
             if env.is_main:
                 bar.update(1)
                 bar.set_postfix(loss=f"{stats['loss_sum'] / max(stats['count'], 1):.4f}",
@@ -140,7 +144,7 @@ def train_one_epoch(net: nn.Module, loader: Iterable, optimizer: torch.optim.Opt
     elapsed = time.perf_counter() - t0
     sums = all_reduce_sums(sums, env)
     out = task.train_metrics(sums) if sums else {}
-    out["samples_per_sec"] = sums.get("count", 0.0) / elapsed if elapsed > 0 else 0.0
+    out["samples_per_sec"] = samples * env.world_size / elapsed if elapsed > 0 else 0.0
     return out
 
 

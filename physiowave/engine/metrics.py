@@ -1,7 +1,7 @@
 """Evaluation metrics for the three training tasks (single-label, multi-label, masked pretraining).
 
 Inputs are NumPy arrays gathered over the whole evaluation set (the original computed metrics per rank shard,
-see original_pipeline.md §5); outputs are plain-Python dicts that ``json.dumps`` accepts (NaN as ``float('nan')``).
+see docs/original_pipeline.md §4); outputs are plain-Python dicts that ``json.dumps`` accepts (NaN as ``float('nan')``).
 
 * ``classification_metrics``: the original finetune.py metrics (accuracy, balanced accuracy, Cohen's kappa,
   weighted F1, AUROC) plus macro F1, a confusion matrix and a per-class table. AUROC is one-vs-rest (the original
@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 from scipy.special import expit, softmax
 from sklearn import metrics as skm
 from sklearn.exceptions import UndefinedMetricWarning

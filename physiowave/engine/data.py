@@ -1,0 +1,284 @@
+"""The data of a run: train/val/test data sets from the flags, and every check on them before training starts.
+
+:func:`open_datasets` opens the files (exact keys, one shape), carves the validation split and the label fraction,
+and refuses empty splits; :func:`check_labels` holds every split's labels against the model's classes;
+:func:`find_nonfinite_values` scans the files for NaN/inf. Each problem is a one-line :class:`ConfigError`
+naming the file or flag.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from typing import Any
+
+import h5py
+import numpy as np
+from torch.utils.data import Dataset
+
+from ..data import Augmentation, H5Dataset, Modality, MultiModalDataset, find_nonfinite, parse_file_paths, parse_modality
+from ..data.fractions import label_fraction_indices
+from .errors import ConfigError
+from .tasks import Task
+
+__all__ = ["Indexed", "Subset", "open_datasets", "check_labels", "find_nonfinite_values", "modalities_of",
+           "split_indices", "class_names_of"]
+
+
+class Indexed(Dataset):
+    """Items as ``(index, item)``, so evaluation outputs can be gathered across processes in dataset order."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        return i, self.dataset[i]
+
+
+class Subset(Dataset):
+    """``dataset`` restricted to ``indices`` (keeps ``set_epoch``)."""
+
+    def __init__(self, dataset: H5Dataset, indices: np.ndarray):
+        self.dataset, self.indices = dataset, np.asarray(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.dataset[int(self.indices[i])]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+
+def _record_ids(paths: list[str]) -> np.ndarray | None:
+    """Per-window ``record_id`` written by physiowave.preprocess (None when any file lacks it)."""
+    ids = []
+    for path in paths:
+        with h5py.File(path, "r") as f:
+            if "record_id" not in f:
+                return None
+            ids.append(np.asarray(f["record_id"][:]).astype(str))
+    return np.concatenate(ids)
+
+
+def class_names_of(paths: list[str]) -> list[str] | None:
+    """Class names stored as the ``class_names`` attribute of the first file's root or label dataset, if any."""
+    with h5py.File(paths[0], "r") as f:
+        for obj in (f, *(f[k] for k in ("label", "labels") if k in f)):
+            names = obj.attrs.get("class_names")
+            if names is not None:
+                return [n.decode() if isinstance(n, bytes) else str(n) for n in np.atleast_1d(names)]
+    return None
+
+
+def preprocessing_of(path: str) -> dict[str, Any] | None:
+    """How ``physiowave.preprocess`` made a file: its flags (``input_fs``: the rate given for CSV input) plus the
+    output rate ``fs``; None for files written by other tools."""
+    with h5py.File(path, "r") as f:
+        text = f.attrs.get("preprocessing")
+        if text is None:
+            return None
+        params = json.loads(text)
+        if "fs" in params:  # the folder source's --fs: the rate of its CSV input
+            params["input_fs"] = params.pop("fs")
+        if "fs" in f.attrs:
+            params["fs"] = float(f.attrs["fs"])
+    return params
+
+
+def split_indices(n: int, ratio: float, seed: int, groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out ``ratio`` of the samples → (train, val) indices; whole groups (records) go to one side."""
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        perm = rng.permutation(n)
+        k = int(n * ratio)
+        return np.sort(perm[k:]), np.sort(perm[:k])
+    unique = rng.permutation(np.unique(groups))
+    held = set(unique[: max(1, int(round(len(unique) * ratio)))].tolist()) if ratio > 0 else set()
+    is_val = np.array([g in held for g in groups])
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val)
+
+
+def _open(paths: list[str], args: argparse.Namespace, task: Task, train: bool) -> H5Dataset | MultiModalDataset:
+    """One split's files as a data set (training: random crops and augmentation)."""
+    augment = Augmentation() if train and args.use_augmentation else None
+    modalities = modalities_of(args)
+    if modalities:
+        return MultiModalDataset(paths, modalities, data_key=args.data_key, label_key=args.label_key,
+                                 labels=task.label_mode, seed=args.seed, normalize=args.normalize, augment=augment)
+    return H5Dataset(paths, data_key=args.data_key, label_key=args.label_key, labels=task.label_mode,
+                     max_length=args.max_length, seed=args.seed, normalize=args.normalize, random_crop=train,
+                     augment=augment)
+
+
+def _split_flags(task: Task) -> dict[str, str]:
+    pretrain = task.label_mode == "none"
+    return {"train": "--train_files" if pretrain else "--train_file", "val": "--val_files" if pretrain else "--val_file",
+            "test": "--test_file"}
+
+
+def open_datasets(args: argparse.Namespace, task: Task) -> dict[str, Any]:
+    """Train/val/test data sets of a run → dict with ``train``, ``val``, ``test`` (Dataset or None) and ``info``.
+
+    Raises ConfigError (naming the file or flag) for a missing file or key, a shape that differs between splits,
+    an empty split (also one left empty by ``--val_split_ratio`` or ``--label_fraction``), or a bad ``--num_classes``.
+    """
+    flags = _split_flags(task)
+    paths = {split: parse_file_paths(getattr(args, f"{split}_files", "")) for split in ("train", "val", "test")}
+    if not paths["train"]:
+        raise ConfigError(f"{flags['train']}: no file given")
+    try:
+        sets = {split: _open(files, args, task, split == "train") if files else None for split, files in paths.items()}
+    except (FileNotFoundError, KeyError, OSError, ValueError) as err:
+        raise ConfigError(str(err).strip("'\"")) from err
+    train = sets["train"]
+    info: dict[str, Any] = {"train_files": paths["train"], "val_files": paths["val"], "test_files": paths["test"],
+                            "label_kind": train.label_kind, **_shape_info(train)}
+    for split in ("val", "test"):
+        ds = sets[split]
+        if ds is not None and _shape_info(ds) != _shape_info(train):
+            raise ConfigError(f"{ds.file_paths[0]}: {split} samples are {_describe(ds)}, training samples {_describe(train)} "
+                              "(channels × length" + ("" if modalities_of(args) else " after --max_length") + ")")
+    if modalities_of(args):
+        info["modalities"] = {m.name: {"source": m.source, "checkpoint": m.checkpoint, "channels": c, "length": t,
+                                       "flagged_absent": train.absent_counts[m.name]}
+                              for m, (c, t) in zip(modalities_of(args), train.shapes.values())}
+    train_set, val = _training_subsets(args, task, sets, info)
+    for split, ds in (("train", train_set), ("val", val), ("test", sets["test"])):
+        if ds is not None and len(ds) == 0:
+            raise ConfigError(f"{flags[split]} {', '.join(paths[split]) or paths['train'][0]}: the {split} set has no "
+                              f"samples{_why_empty(info, split)}")
+    if task.label_mode != "none":
+        info.update(_label_info(args, train, info.pop("_labels")))
+    info["preprocessing"] = preprocessing_of(paths["train"][0])
+    info["train_samples"] = len(train_set)
+    return {"train": train_set, "val": val, "test": sets["test"], "info": info}
+
+
+def _why_empty(info: dict[str, Any], split: str) -> str:
+    if split == "val" and "val_split" in info:
+        return f" (--val_split_ratio held out {info['val_split']['val']} of them): pass --val_file or a larger ratio"
+    if split == "train" and "label_fraction" in info:
+        return " after --label_fraction: pass a larger fraction"
+    if split == "train" and "val_split" in info:
+        return " after the --val_split_ratio hold-out: pass --val_file or a smaller ratio"
+    return ""
+
+
+def _training_subsets(args: argparse.Namespace, task: Task, sets: dict[str, Any], info: dict[str, Any]
+                      ) -> tuple[Dataset, Dataset | None]:
+    """(training set after the automatic validation split and ``--label_fraction``, validation set); the training
+    labels they keep go to ``info["_labels"]``."""
+    train, val = sets["train"], sets["val"]
+    labels, train_set = train.labels_array, train
+    fraction = getattr(args, "label_fraction", 1.0)
+    groups = None
+    if task.label_mode != "none" and (val is None or fraction < 1.0):
+        groups = _record_ids(info["train_files"])
+    if val is None and getattr(args, "val_split_ratio", 0) > 0:
+        tr_idx, va_idx = split_indices(len(train), args.val_split_ratio, args.seed, groups)
+        info["val_split"] = {"by": "record_id" if groups is not None else "sample", "train": len(tr_idx), "val": len(va_idx)}
+        if groups is None:
+            warnings.warn(f"{info['train_files'][0]}: no 'record_id' dataset, so the validation split is drawn by sample: "
+                          "overlapping windows of one recording can land on both sides; pass --val_file to avoid it",
+                          stacklevel=2)
+        train_set = Subset(train, tr_idx)
+        val = Subset(_open(info["train_files"], args, task, train=False), va_idx)
+        labels = labels[tr_idx]
+        groups = groups[tr_idx] if groups is not None else None
+    if task.label_mode != "none" and fraction < 1.0 and len(train_set):
+        train_set, labels, info["label_fraction"] = _label_fraction(train, train_set, labels, groups, fraction, args.seed)
+    info["_labels"] = labels
+    return train_set, val
+
+
+def _label_info(args: argparse.Namespace, train: H5Dataset | MultiModalDataset, labels: np.ndarray) -> dict[str, Any]:
+    """``num_classes`` (the data's, or ``--num_classes`` when larger), ``class_counts`` and ``class_names``."""
+    num_classes = train.num_classes
+    requested = getattr(args, "num_classes", None)
+    if requested:
+        if requested < num_classes:
+            raise ConfigError(f"--num_classes {requested}: the training labels go up to {num_classes - 1}")
+        num_classes = requested
+    counts = np.bincount(labels, minlength=num_classes) if train.label_kind == "single" else labels.sum(0)
+    return {"num_classes": num_classes, "class_counts": counts.astype(np.int64).tolist(),
+            "class_names": class_names_of(train.file_paths)}
+
+
+def check_labels(data: dict[str, Any], num_classes: int, label_mode: str) -> None:
+    """Every split's labels fit a model of ``num_classes`` outputs: class indices below it (single-label), exactly
+    that many labels (multi-label); a checkpoint's head fixes it when resuming or evaluating."""
+    for split in ("train", "val", "test"):
+        ds = data[split]
+        base = ds.dataset if isinstance(ds, Subset) else ds
+        labels = None if ds is None else base.labels_array
+        if labels is None or not len(labels):
+            continue
+        where = base.file_paths[0] if len(base.file_paths) == 1 else ", ".join(base.file_paths)
+        if label_mode == "single" and labels.max() >= num_classes:
+            raise ConfigError(f"{where}: {split} labels go up to {labels.max()}, but the model has {num_classes} classes "
+                              f"(0..{num_classes - 1})")
+        if label_mode == "multi" and labels.shape[1] != num_classes:
+            raise ConfigError(f"{where}: {split} samples have {labels.shape[1]} labels each, the model has {num_classes}")
+
+
+def find_nonfinite_values(data: dict[str, Any], args: argparse.Namespace, progress: bool) -> str | None:
+    """The first NaN/inf found in the run's files, as one message naming file, key and sample (None: all finite).
+    Each file is read once in blocks; a fusion sample whose modality is entirely NaN is an absent modality, not
+    an error."""
+    seen: set[tuple[str, str]] = set()
+    for split in ("train", "val", "test"):
+        ds = data[split]
+        ds = ds.dataset if isinstance(ds, Subset) else ds
+        if ds is None:
+            continue
+        fusion = isinstance(ds, MultiModalDataset)
+        for path, key in ds.sources:
+            if (path, key) in seen:
+                continue
+            seen.add((path, key))
+            groups = ds.channel_groups(path, key) if fusion else None
+            found = find_nonfinite(path, key, allow_missing_samples=fusion, channel_groups=groups, progress=progress)
+            if found is not None:
+                return (f"{path}: '{key}' {found.describe()}; clean the file (physiowave.preprocess writes finite "
+                        "windows) or pass --no-check_data to train anyway")
+    return None
+
+
+def _label_fraction(full: Dataset, train_set: Dataset, labels: np.ndarray, groups: np.ndarray | None, fraction: float,
+                    seed: int) -> tuple[Subset, np.ndarray, dict[str, Any]]:
+    """``train_set`` (``full`` or a Subset of it, with these ``labels`` and record ``groups``) cut to ``fraction`` of
+    its records by :func:`label_fraction_indices` → (subset of ``full``, its labels, the ``info`` entry)."""
+    keep = label_fraction_indices(labels, fraction, seed, groups)
+    base = train_set.indices if isinstance(train_set, Subset) else np.arange(len(train_set))
+    entry: dict[str, Any] = {"fraction": fraction, "by": "record_id" if groups is not None else "sample",
+                             "samples": {"kept": len(keep), "of": len(labels)}}
+    if groups is not None:
+        entry["records"] = {"kept": len(np.unique(groups[keep])), "of": len(np.unique(groups))}
+    return Subset(full, base[keep]), labels[keep], entry
+
+
+def modalities_of(args: argparse.Namespace) -> list[Modality]:
+    """The parsed ``--modality`` specs ([] for a single-modality run)."""
+    return [parse_modality(spec) for spec in getattr(args, "modality", None) or []]
+
+
+def _shape_info(ds: H5Dataset | MultiModalDataset) -> dict[str, Any]:
+    """``channels``, ``length`` (returned) and ``stored_length``: ints, or ``{modality: int}`` for fusion data."""
+    if isinstance(ds, MultiModalDataset):
+        shapes = ds.shapes
+        return {"channels": {n: c for n, (c, _) in shapes.items()}, "length": {n: t for n, (_, t) in shapes.items()},
+                "stored_length": {n: t for n, (_, t) in shapes.items()}}
+    return {"channels": ds.num_channels, "length": ds.output_length, "stored_length": ds.length}
+
+
+def _describe(ds: H5Dataset | MultiModalDataset) -> str:
+    if isinstance(ds, MultiModalDataset):
+        return ", ".join(f"{n} {c}×{t}" for n, (c, t) in ds.shapes.items())
+    return f"{ds.num_channels}×{ds.output_length}"
+
+

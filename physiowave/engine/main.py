@@ -1,0 +1,448 @@
+"""The engine behind ``pretrain.py``, ``finetune.py`` and ``finetune_multilabel.py``: ``main(script)``.
+
+:func:`run` reads top to bottom: flags → task → resume checkpoint → output folder → data → model → every check
+→ the folder is claimed → (``--eval``: :func:`evaluate_checkpoint`) → :func:`train` (epochs of ``train_one_epoch``,
+``evaluate``, selection, checkpoints, logs) → test with the best model → result files. Every check happens before
+the folder is written and before the first training step.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
+
+from ..checkpoint import load_state_dict_checked, read_checkpoint
+from ..models import FusionModel
+from .args import MODEL_FLAGS, parse_args
+from .data import Indexed, check_labels, find_nonfinite_values, modalities_of, open_datasets
+from .distributed import DistEnv, all_reduce_sums, barrier, cleanup, init_distributed
+from .errors import ConfigError, NonFiniteLossError
+from .logger import RunLogger, scalars_of
+from .loop import Precision, evaluate, train_one_epoch
+from .model_config import (build_fusion_model, build_model, checkpoint_kind, load_pretrained, read_model_checkpoint,
+                           resolve_config)
+from .optim import build_optimizer, build_schedule
+from .outputs import check_output_dir, claim_output_dir, write_checkpoint, write_result, write_text
+from .probe import compute_features, eval_loader, feature_head
+from .samplers import TrainSampler
+from .state import Progress, make_checkpoint, restore
+from .tasks import LOWER_IS_BETTER, Task, build_task
+
+__all__ = ["main", "run"]
+
+_SCRIPTS = {"pretrain": "pretrain.py", "classification": "finetune.py", "multilabel": "finetune_multilabel.py"}
+
+
+def _log(env: DistEnv, msg: str) -> None:
+    if env.is_main:
+        print(msg, flush=True)
+
+
+# --------------------------------------------------------------------------------------------------- the run
+def run(args: argparse.Namespace, env: DistEnv) -> dict[str, Any]:
+    """Train (or with ``--eval`` only evaluate) as the flags say → the final metrics."""
+    t0 = time.perf_counter()
+    task = build_task(args)
+    out = Path(args.output_dir)
+    resume_path = _resume_path(args, out / task.latest_name)
+    resume = _read_resume(resume_path, task) if resume_path else None
+    starts_from = [args.pretrained_path, *(m.checkpoint for m in modalities_of(args))]
+    if getattr(args, "eval", False):
+        starts_from.append(str(resume_path))  # evaluation results go beside a run only through --output_dir
+    stale = check_output_dir(out, resume=None if getattr(args, "eval", False) else resume_path,
+                             resuming=bool(args.resume), starts_from=starts_from, overwrite=args.overwrite)
+    data = open_datasets(args, task)
+    info = data["info"]
+    model = _build_model(args, task, info, resume, resume_path, env)
+    num_classes = model.config.get("num_classes")
+    if task.label_mode != "none":
+        check_labels(data, num_classes, task.label_mode)
+    task.attach(info, num_classes, model)
+    _check_select_metric(args, task, has_val=data["val"] is not None)
+    _check_finite(args, data, env)
+    precision = Precision.from_flag(args.use_amp, env.device)
+    if env.device.type == "cpu":
+        torch.set_flush_denormal(True)  # denormals make CPU kernels up to 5× slower
+    if env.is_main:
+        claim_output_dir(out, stale)
+        write_result(out / "args.json", {**vars(args), "model_config": model.config, "data": info})
+    barrier(env)
+    model.to(env.device)
+    if getattr(args, "eval", False):
+        return evaluate_checkpoint(args, env, task, model, data, resume, precision)
+    best = train(args, env, task, model, data, resume, precision)
+    test = test_best_model(args, env, task, model, data, precision)
+    if env.is_main:
+        if test is not None:
+            write_result(out / "test_results.json", test)
+        write_text(out / "training_summary.txt", _summary(args, env, model, info, best, test, precision,
+                                                          time.perf_counter() - t0))
+        _log(env, f"done in {time.perf_counter() - t0:.1f} s; outputs in {out}")
+    return {"test": test, "best": best}
+
+
+def _resume_path(args: argparse.Namespace, latest: Path) -> Path | None:
+    """The checkpoint ``--resume`` names (``auto``: the output folder's latest, if there is one)."""
+    if not args.resume:
+        return None
+    if args.resume == "auto":
+        return latest if latest.is_file() else None
+    if not Path(args.resume).is_file():
+        raise ConfigError(f"--resume {args.resume}: no such checkpoint")
+    return Path(args.resume)
+
+
+def _read_resume(path: Path, task: Task) -> dict[str, Any]:
+    """The checkpoint to continue or evaluate, once it is known to be this script's kind of training checkpoint."""
+    _, _, ckpt = read_model_checkpoint(str(path), "--resume")
+    if not isinstance(ckpt, dict) or not ckpt.get("model_config"):
+        raise ConfigError(f"--resume {path}: not a PhysioWave training checkpoint (no 'model_config'); to start from "
+                          "its weights use --pretrained_path")
+    kind = checkpoint_kind(ckpt)
+    if kind != task.kind:
+        if kind == "pretrain":
+            raise ConfigError(f"--resume {path}: a pretraining checkpoint; fine-tune from it with --pretrained_path {path}")
+        raise ConfigError(f"--resume {path}: a {kind} checkpoint, which {_SCRIPTS.get(kind, 'another script')} "
+                          f"continues; this run is {task.kind} ({_SCRIPTS[task.kind]}"
+                          f"{' --task_type ' + task.kind if task.kind != 'pretrain' else ''})")
+    return ckpt
+
+
+def _build_model(args: argparse.Namespace, task: Task, info: dict[str, Any], resume: dict[str, Any] | None,
+                 resume_path: Path | None, env: DistEnv) -> nn.Module:
+    """The run's model: the resumed checkpoint's, a fusion of branches, or one model (fresh or from
+    ``--pretrained_path``)."""
+    if resume is not None:
+        stored = resume["model_config"]
+        _check_resumed_settings(args, task, info, stored, resume_path)
+        model = build_model(stored)
+        try:
+            load_state_dict_checked(model, resume["model_state_dict"], source=str(resume_path))
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        verb = "evaluating" if getattr(args, "eval", False) else "resuming from"
+        _log(env, f"{verb} {resume_path} (saved after epoch {resume.get('epoch', -1) + 1}"
+                  + (f", step {resume['micro_in_epoch']} of epoch {resume['next_epoch'] + 1}" if resume.get("micro_in_epoch") else "") + ")")
+    elif info.get("modalities"):
+        model = build_fusion_model(args, task, info)
+        for name, report in (info.get("pretrained") or {}).items():
+            _log(env, f"branch {name}: loaded {report['loaded']}/{report['total']} tensors from {report['path']}")
+    else:
+        stored = state = None
+        if args.pretrained_path:
+            stored, state, _ = read_model_checkpoint(args.pretrained_path, "--pretrained_path")
+        config = resolve_config(args, task, info["channels"], stored, args.pretrained_path or None)
+        model = build_model({**config, **task.head_config(info.get("num_classes"), config["embed_dim"])})
+        if state is not None:
+            info["pretrained"] = load_pretrained(model, args.pretrained_path, state)
+            _log(env, f"loaded {info['pretrained']['loaded']}/{info['pretrained']['total']} tensors from "
+                      f"{args.pretrained_path} (every encoder tensor; {len(info['pretrained']['skipped'])} head tensors "
+                      "newly initialised)")
+    if isinstance(model, FusionModel):
+        for name, m in info["modalities"].items():
+            P, C, T = model.branches[name].patch_size, m["channels"], m["length"]
+            pad = f", right-padded to {-(-T // P) * P} (patch size {P})" if T % P else ""
+            _log(env, f"modality {name} ({m['source']}): {C} channel{'s' * (C != 1)} × {T} samples{pad}")
+    elif info["length"] % model.patch_size or info["length"] < model.patch_size:
+        length, P = info["length"], model.patch_size
+        raise ConfigError(f"samples are {length} long, not a multiple of the patch size {P}: pass --max_length "
+                          f"{max(P, length // P * P)} or {-(-length // P) * P}")
+    model.set_grad_checkpointing(args.grad_checkpointing)
+    return model
+
+
+def _check_resumed_settings(args: argparse.Namespace, task: Task, info: dict[str, Any], stored: dict[str, Any],
+                            path: Path | None) -> None:
+    """A resumed run keeps its model: no model flag may differ, and a fusion run keeps its ``--modality`` names."""
+    if "modalities" not in stored:
+        resolve_config(args, task, info["channels"], stored, str(path), fixed=MODEL_FLAGS)
+        if modalities_of(args):
+            raise ConfigError(f"--resume {path}: the checkpoint is one model; drop the --modality flags")
+        return
+    given = [m.name for m in modalities_of(args)]
+    if list(stored["modalities"]) != given:
+        raise ConfigError(f"--resume {path}: the checkpoint needs --modality flags for {', '.join(stored['modalities'])}, "
+                          f"got {', '.join(given) or 'none'}")
+
+
+def _check_select_metric(args: argparse.Namespace, task: Task, has_val: bool) -> None:
+    names = task.metric_names(has_val)
+    if args.select_metric not in names:
+        where = "validation" if has_val else "training (there is no validation set)"
+        raise ConfigError(f"--select_metric {args.select_metric}: not a {where} metric of this run; choose from "
+                          f"{', '.join(sorted(names))}")
+
+
+def _check_finite(args: argparse.Namespace, data: dict[str, Any], env: DistEnv) -> None:
+    """The streaming NaN/inf scan (``--check_data``), on rank 0, its verdict shared with every process."""
+    if not args.check_data:
+        return
+    verdict = [find_nonfinite_values(data, args, progress=True) if env.is_main else None]
+    if env.distributed:
+        dist.broadcast_object_list(verdict, src=0)
+    if verdict[0]:
+        raise ConfigError(verdict[0])
+
+
+# --------------------------------------------------------------------------------------------------- training
+def _freeze(model: nn.Module, task: Task, args: argparse.Namespace) -> nn.Module:
+    """Freeze what this run does not train → the module that is trained (the head alone when probing)."""
+    probe = getattr(args, "freeze_encoder", False)
+    trained = feature_head(model) if probe else model
+    keep = {id(p) for p in trained.parameters()}
+    frozen = set(task.frozen_parameters(model))
+    for name, p in model.named_parameters():
+        if name in frozen or id(p) not in keep:
+            p.requires_grad_(False)
+    if isinstance(model, FusionModel):
+        model.freeze_branches(getattr(args, "freeze_branch", None) or [])
+    return trained
+
+
+def train(args: argparse.Namespace, env: DistEnv, task: Task, model: nn.Module, data: dict[str, Any],
+          resume: dict[str, Any] | None, precision: Precision) -> dict[str, Any]:
+    """The epochs: train, validate, select, checkpoint, log → the best ``{metric, value, epoch}``."""
+    out = Path(args.output_dir)
+    trained = _freeze(model, task, args)
+    probe = trained is not model
+    sets = _probe_sets(args, env, model, data, precision) if probe else data
+    inner = task.wrap(trained)
+    net = DDP(inner, device_ids=[env.device.index] if env.device.type == "cuda" else None) if env.distributed else inner
+    sampler = TrainSampler(len(data["train"]), env.rank, env.world_size, args.seed)
+    num_micro = math.ceil((len(data["train"]) // env.world_size) / args.batch_size)
+    steps_per_epoch = math.ceil(num_micro / args.grad_accumulation_steps)
+    named = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+    optimizer = build_optimizer(named, args, task, getattr(getattr(model, "fusion", None), "modality_logits", None))
+    schedule = build_schedule(args, optimizer, steps_per_epoch)
+    progress = Progress(args.select_metric)
+    if resume is not None:
+        progress = restore(resume, args.resume, optimizer, schedule, precision, args.select_metric)
+    logger = RunLogger(out, env.is_main, progress.history)
+    logger.text("args", "\n".join(f"    {k}: {v}" for k, v in sorted(vars(args).items())))
+    _log(env, f"{task.kind}: {data['info']['train_samples']} training samples, {num_micro} batches of {args.batch_size} "
+              f"per process × {env.world_size} process(es), {steps_per_epoch} optimizer steps/epoch, "
+              f"{_count(named)} trainable of {_count(model.named_parameters())} parameters, {precision.name} on {env.device}")
+
+    def save(metrics: dict[str, Any], *names: Path) -> None:
+        if env.is_main:
+            write_checkpoint(make_checkpoint(model, optimizer, schedule, precision, args, task, data["info"], progress,
+                                             metrics, logger.history), *names)
+
+    def after_step(micro: int, sums: dict[str, float]) -> None:
+        progress.global_step += 1
+        if env.is_main and progress.global_step % 10 == 0:
+            logger.scalars("step", {"lr": optimizer.param_groups[0]["lr"]}, progress.global_step)
+        if args.save_every_steps and progress.global_step % args.save_every_steps == 0 and micro < num_micro:
+            progress.micro, progress.sums = micro, _sums_to_save(sums, env)
+            save({}, out / task.latest_name)
+
+    try:
+        for epoch in range(progress.epoch, args.epochs):
+            progress.epoch, t0 = epoch, time.perf_counter()
+            loader = _train_loader(args, env, sets["train"], sampler, epoch, progress.micro,
+                                   workers=not probe, refresh=lambda: _probe_train_set(args, env, model, data, precision, sets, epoch))
+            train_metrics = train_one_epoch(
+                net, loader, optimizer, schedule, task, env, precision, epoch=epoch, seed=args.seed,
+                accum=args.grad_accumulation_steps, grad_clip=args.grad_clip, num_micro=num_micro,
+                start_micro=progress.micro, sums=progress.sums, on_step=after_step, desc=f"epoch {epoch + 1}/{args.epochs}")
+            progress.micro, progress.sums = 0, {}
+            metrics = {"train": train_metrics}
+            val = evaluate_split(args, env, task, inner, sets["val"], precision, {}, model)
+            if val is not None:
+                metrics["val"] = val
+            is_best = _select(args, progress, metrics, schedule, epoch)
+            _log_epoch(args, env, task, logger, model, metrics, optimizer, data, epoch, t0, is_best)
+            names = [out / task.latest_name] + ([out / "best_model.pth"] if is_best else [])
+            if args.save_freq and (epoch + 1) % args.save_freq == 0:
+                names.append(out / f"checkpoint_epoch_{epoch + 1}.pth")
+            save(metrics, *names)
+    except NonFiniteLossError as err:
+        raise NonFiniteLossError(f"{err}. {_nonfinite_facts(args, out / task.latest_name)}") from None
+    finally:
+        logger.close()
+    barrier(env)
+    return progress.best
+
+
+def _count(named: Any) -> str:
+    return f"{sum(p.numel() for _, p in named):,}"
+
+
+def _sums_to_save(sums: dict[str, float], env: DistEnv) -> dict[str, float]:
+    """Metric sums of the epoch so far for a mid-epoch checkpoint: the total over processes, kept by rank 0 (a
+    resumed run's other ranks start from zero, so the epoch's all-reduced total is unchanged)."""
+    total = all_reduce_sums(sums, env)
+    return total if env.is_main else {}
+
+
+def _nonfinite_facts(args: argparse.Namespace, latest: Path) -> str:
+    """What is known about a non-finite loss: whether the data were checked, and which checkpoint is left."""
+    if args.check_data:
+        cause = ("The files were checked and hold no NaN/inf, so the optimisation diverged: try a lower --lr, "
+                 "--grad_clip 1.0, or fp32 (no --use_amp)")
+    else:
+        cause = ("The files were not checked (--no-check_data): a NaN/inf in them gives this, as does a diverging "
+                 "optimisation (then try a lower --lr or --grad_clip 1.0)")
+    if latest.is_file():
+        ckpt = read_checkpoint(latest)
+        where = f"after epoch {ckpt['epoch'] + 1}" + (f", step {ckpt['micro_in_epoch']} of the next" if ckpt.get("micro_in_epoch") else "")
+        return f"{cause}. The last checkpoint, {latest} ({where}), is intact"
+    return f"{cause}. No checkpoint was written"
+
+
+def _select(args: argparse.Namespace, progress: Progress, metrics: dict[str, Any], schedule: Any, epoch: int) -> bool:
+    """Step the per-epoch schedule on ``--select_metric`` → whether this epoch is the best so far."""
+    value = float((metrics.get("val") or metrics["train"])[args.select_metric])
+    schedule.step_epoch(value)
+    best = progress.best.get("value")
+    better = math.isfinite(value) and (best is None or (value < best if args.select_metric in LOWER_IS_BETTER else value > best))
+    if better:
+        progress.best.update(value=value, epoch=epoch)
+    return better
+
+
+def _log_epoch(args: argparse.Namespace, env: DistEnv, task: Task, logger: RunLogger, model: nn.Module,
+               metrics: dict[str, Any], optimizer: torch.optim.Optimizer, data: dict[str, Any], epoch: int, t0: float,
+               is_best: bool) -> None:
+    """One epoch into the history, TensorBoard and the console."""
+    lr = optimizer.param_groups[0]["lr"]
+    val = metrics.get("val") or {}
+    weights = model.modality_weights() if isinstance(model, FusionModel) else None
+    row = {f"train_{k}": v for k, v in scalars_of(metrics["train"]).items()}
+    row.update({f"val_{k}": v for k, v in scalars_of(val).items()})
+    row.update(learning_rates=lr, epoch=epoch + 1, epoch_time=time.perf_counter() - t0)
+    row.update({f"modality_weight_{name}": w for name, w in (weights or {}).items()})
+    logger.record_epoch(row)
+    for prefix, values in (("modality_weight", weights or {}), ("train", metrics["train"]), ("val", val), ("lr", {"lr": lr})):
+        logger.scalars(prefix, values, epoch + 1)
+    if env.is_main:
+        sample = (data["val"] or data["train"])[0]
+        task.log_figures(logger, model, val, sample.unsqueeze(0).to(env.device) if torch.is_tensor(sample) else None, epoch + 1)
+    shown = {k: v for k, v in row.items() if k.endswith(("loss", "acc", "auroc", "f1_macro", "macro_f1"))}
+    shown.update({f"weight {name}": w for name, w in (weights or {}).items()})
+    _log(env, f"epoch {epoch + 1}/{args.epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items())
+              + f", lr {lr:.3g}{' (best)' if is_best else ''}, {row['epoch_time']:.1f}s")
+
+
+# --------------------------------------------------------------------------------------------------- data feeding
+def _train_loader(args: argparse.Namespace, env: DistEnv, ds: Any, sampler: TrainSampler, epoch: int, skip_micro: int,
+                  workers: bool, refresh: Any) -> DataLoader:
+    """Epoch ``epoch``'s training batches from micro-batch ``skip_micro`` on (a probe's features refreshed first)."""
+    if not workers:
+        ds = refresh()
+    elif hasattr(ds, "set_epoch"):
+        ds.set_epoch(epoch)
+    sampler.set_epoch(epoch, skip=skip_micro * args.batch_size)
+    return DataLoader(Indexed(ds), batch_size=args.batch_size, sampler=sampler, num_workers=args.num_workers if workers else 0,
+                      pin_memory=env.device.type == "cuda")
+
+
+def _probe_sets(args: argparse.Namespace, env: DistEnv, model: nn.Module, data: dict[str, Any], precision: Precision) -> dict[str, Any]:
+    """Linear probing's sets: validation and test features computed once; training features per epoch (below)."""
+    info = data["info"]
+    stochastic = bool(args.use_augmentation or (args.max_length and info["stored_length"] > args.max_length))
+    sets = {split: compute_features(model, data[split], args, env, precision) if data[split] is not None else None
+            for split in ("val", "test")}
+    return {**sets, "train": None, "stochastic": stochastic}
+
+
+def _probe_train_set(args: argparse.Namespace, env: DistEnv, model: nn.Module, data: dict[str, Any], precision: Precision,
+                     sets: dict[str, Any], epoch: int) -> Any:
+    """The training features: computed once, or every epoch when random crops or augmentation change them."""
+    if sets["train"] is None or sets["stochastic"]:
+        if hasattr(data["train"], "set_epoch"):
+            data["train"].set_epoch(epoch)
+        sets["train"] = compute_features(model, data["train"], args, env, precision)
+    return sets["train"]
+
+
+# --------------------------------------------------------------------------------------------------- evaluation
+def evaluate_split(args: argparse.Namespace, env: DistEnv, task: Task, net: nn.Module, ds: Any, precision: Precision,
+                   state: dict[str, Any], model: nn.Module) -> dict[str, Any] | None:
+    """Metrics of ``net`` on the whole of ``ds`` (None without a set); ``state``: e.g. thresholds to apply."""
+    if ds is None:
+        return None
+    loader = eval_loader(ds, args, env, args.batch_size * 2, workers=not hasattr(ds, "features"))
+    result = task.metrics(evaluate(net, loader, task, env, precision, seed=args.seed, desc="eval"), state)
+    if isinstance(model, FusionModel) and (weights := model.modality_weights()):
+        result["modality_weights"] = weights
+    return result
+
+
+def test_best_model(args: argparse.Namespace, env: DistEnv, task: Task, model: nn.Module, data: dict[str, Any],
+                    precision: Precision) -> dict[str, Any] | None:
+    """The test metrics of ``best_model.pth`` (with its validation thresholds), or None without a test set."""
+    if data["test"] is None:
+        return None
+    best = Path(args.output_dir) / "best_model.pth"
+    state, epoch = {}, None
+    if best.is_file():
+        ckpt = read_checkpoint(best, map_location="cpu")
+        model.load_state_dict(ckpt["model_state_dict"])
+        state = {"thresholds": ckpt["thresholds"]} if ckpt.get("thresholds") is not None else {}
+        epoch = ckpt.get("epoch")
+    result = evaluate_split(args, env, task, task.wrap(model), data["test"], precision, state, model)
+    result["best_epoch"] = None if epoch is None else epoch + 1
+    return result
+
+
+def evaluate_checkpoint(args: argparse.Namespace, env: DistEnv, task: Task, model: nn.Module, data: dict[str, Any],
+                        resume: dict[str, Any], precision: Precision) -> dict[str, Any]:
+    """``--eval``: the ``--resume`` checkpoint on the validation and test files; thresholds tuned on validation
+    (else the checkpoint's) are applied to test."""
+    net, out = task.wrap(model), Path(args.output_dir)
+    val = evaluate_split(args, env, task, net, data["val"], precision, {}, model)
+    thresholds = (val or {}).get("thresholds") or resume.get("thresholds")
+    test = evaluate_split(args, env, task, net, data["test"], precision, {"thresholds": thresholds} if thresholds else {}, model)
+    for name, result in (("val", val), ("test", test)):
+        if result is not None and env.is_main:
+            write_result(out / f"{name}_results.json", result)
+            _log(env, f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in scalars_of(result).items()))
+    return {"val": val, "test": test}
+
+
+def _summary(args: argparse.Namespace, env: DistEnv, model: nn.Module, info: dict[str, Any], best: dict[str, Any],
+             test: dict[str, Any] | None, precision: Precision, elapsed: float) -> str:
+    loaded = info.get("pretrained") or {}
+    source = loaded.get("path") or ", ".join(f"{n} from {r['path']}" for n, r in loaded.items())
+    lines = [f"PhysioWave {args.task} run, {time.strftime('%Y-%m-%d %H:%M:%S')}", f"output: {args.output_dir}",
+             f"epochs: {args.epochs}", f"best {best.get('metric')}: {best.get('value')} (epoch "
+             f"{None if best.get('epoch') is None else best['epoch'] + 1})",
+             f"parameters: {sum(p.numel() for p in model.parameters()):,}",
+             f"train files: {len(info['train_files'])}, val files: {len(info['val_files'])}",
+             f"pretrained: {source or 'none'}", f"freeze encoder: {getattr(args, 'freeze_encoder', False)}",
+             f"processes: {env.world_size}, device: {env.device}, precision: {precision.name}", f"wall time: {elapsed:.1f} s"]
+    if isinstance(model, FusionModel) and (weights := model.modality_weights()):
+        lines.append("modality weights: " + ", ".join(f"{n} {w:.4f}" for n, w in weights.items()))
+    if test:
+        lines += ["test:"] + [f"  {k}: {v:.6g}" for k, v in scalars_of(test).items()]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------- entry point
+def main(script: str, argv: list[str] | None = None) -> int:
+    """Entry point of the scripts (``script``: "pretrain", "finetune" or "multilabel"): user errors are one line
+    and exit status 1; unexpected errors keep their traceback."""
+    args = parse_args(script, argv)
+    try:
+        try:
+            env = init_distributed(args.device, args.world_size)
+        except RuntimeError as err:
+            raise ConfigError(str(err)) from err
+        torch.manual_seed(args.seed)
+        run(args, env)
+        return 0
+    except (ConfigError, NonFiniteLossError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        cleanup()

@@ -1,0 +1,248 @@
+"""Every user error of the training scripts is one line, found before the first training step, with nothing written;
+a run owns its output folder."""
+from __future__ import annotations
+
+import errno
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from physiowave.engine import main
+from physiowave.engine.outputs import write_checkpoint
+
+from .test_engine import TINY, _errors, _toy, _write
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("checks")
+    x, y = _toy(40, 0)
+    xv, yv = _toy(12, 1)
+    multi = np.eye(3, dtype=np.float32)[y]
+    out = {"train": _write(d / "train.h5", x, y), "val": _write(d / "val.h5", xv, yv)}
+    out["val_label3"] = _write(d / "val3.h5", xv, np.where(yv == 0, 3, yv))
+    xn = xv.copy()
+    xn[5, 1, 100] = np.nan
+    out["val_nan"] = _write(d / "valnan.h5", xn, yv)
+    out["val_empty"] = _write(d / "valempty.h5", xv[:0], yv[:0])
+    out["five"] = _write(d / "five.h5", x[:5], y[:5])
+    out["ml_train"] = _write(d / "mltrain.h5", x, multi)
+    out["ml_val4"] = _write(d / "mlval4.h5", xv, np.eye(4, dtype=np.float32)[yv])
+    with h5py.File(d / "two_keys.h5", "w") as f:
+        f["data"], f["data_emg"], f["label"] = x, x[:, :2], y
+    out["two_keys"] = str(d / "two_keys.h5")
+    (d / "notes.pth").write_text("not a checkpoint\n")
+    out["not_ckpt"] = str(d / "notes.pth")
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(files, tmp_path_factory) -> dict[str, Path]:
+    """A pretraining, a single-label and a multi-label run (1 epoch each)."""
+    d = tmp_path_factory.mktemp("runs")
+    assert main("pretrain", ["--train_files", files["train"], "--epochs", "1", "--batch_size", "16",
+                             "--output_dir", str(d / "pre"), *TINY]) == 0
+    assert main("finetune", ["--train_file", files["train"], "--val_file", files["val"], "--test_file", files["val"],
+                             "--epochs", "1", "--batch_size", "16", "--output_dir", str(d / "ft"), *TINY]) == 0
+    assert main("multilabel", ["--train_file", files["ml_train"], "--val_file", files["ml_train"], "--epochs", "1",
+                               "--batch_size", "16", "--output_dir", str(d / "ml"), *TINY]) == 0
+    return {"pre": d / "pre", "ft": d / "ft", "ml": d / "ml"}
+
+
+def _fails(script: str, argv: list[str], expect: str, capsys) -> str:
+    code = None
+    try:
+        code = main(script, argv)
+    except SystemExit as exit_:  # argparse's one-line errors
+        code = exit_.code
+    captured = capsys.readouterr().err
+    err = _errors(captured) or [line for line in captured.splitlines() if "error:" in line]
+    assert code in (1, 2) and len(err) == 1 and "Traceback" not in captured, captured[-2000:]
+    assert expect in err[0], err[0]
+    assert "weights_only" not in captured
+    return err[0]
+
+
+FT = ["--epochs", "1", "--batch_size", "16", *TINY]
+
+CASES = {
+    # name: (script, argv builder, expected text)
+    "val label outside the classes": ("finetune", lambda f, o: ["--train_file", f["train"], "--val_file", f["val_label3"]],
+                                      "labels go up to 3, but the model has 3 classes"),
+    "multilabel K=4 vs 3": ("multilabel", lambda f, o: ["--train_file", f["ml_train"], "--val_file", f["ml_val4"]],
+                            "have 4 labels each, the model has 3"),
+    "NaN in validation": ("finetune", lambda f, o: ["--train_file", f["train"], "--val_file", f["val_nan"]], "NaN"),
+    "empty validation": ("finetune", lambda f, o: ["--train_file", f["train"], "--val_file", f["val_empty"]],
+                         "the val set has no samples"),
+    "automatic split leaves no validation": ("finetune", lambda f, o: ["--train_file", f["five"]],
+                                             "--val_split_ratio held out 0"),
+    "data key typo": ("finetune", lambda f, o: ["--train_file", f["two_keys"], "--data_key", "data_eemg"],
+                      "no dataset 'data_eemg' (the file has: data, data_emg, label)"),
+    "label key typo": ("finetune", lambda f, o: ["--train_file", f["two_keys"], "--label_key", "labl"], "no dataset 'labl'"),
+    "patch size 0": ("finetune", lambda f, o: ["--train_file", f["train"], "--patch_size", "0"], "--patch_size must be ≥ 1"),
+    "negative lr": ("finetune", lambda f, o: ["--train_file", f["train"], "--lr", "-1"], "--lr must be ≥ 0"),
+    "val_split_ratio 1": ("finetune", lambda f, o: ["--train_file", f["train"], "--val_split_ratio", "1"],
+                          "--val_split_ratio must be in [0, 1)"),
+    "mask ratio 0": ("pretrain", lambda f, o: ["--train_files", f["train"], "--mask_ratio", "0"], "--mask_ratio must be in (0, 1)"),
+    "unknown select metric": ("finetune", lambda f, o: ["--train_file", f["train"], "--val_file", f["val"],
+                                                        "--select_metric", "bogus"], "--select_metric bogus"),
+    "cuda without cuda": ("finetune", lambda f, o: ["--train_file", f["train"], "--device", "cuda"], "CUDA is not available"),
+    "not a checkpoint": ("finetune", lambda f, o: ["--train_file", f["train"], "--pretrained_path", f["not_ckpt"]],
+                         "not a PyTorch checkpoint"),
+    "output is a file": ("finetune", lambda f, o: ["--train_file", f["train"], "--output_dir", f["train"]], "is a file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_user_error_is_one_line_before_any_step_and_writes_nothing(case, files, tmp_path, capsys):
+    script, build, expect = CASES[case]
+    out = tmp_path / "out"
+    argv = [*FT, "--output_dir", str(out), *build(files, out)]
+    if case == "cuda without cuda" and __import__("torch").cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    _fails(script, argv, expect, capsys)
+    assert not out.exists()
+
+
+def test_read_only_output_folder(files, tmp_path, monkeypatch, capsys):
+    import physiowave.engine.outputs as outputs
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(outputs.os, "access", lambda p, mode: Path(p) != locked and real_access(p, mode))  # root ignores chmod
+    _fails("finetune", ["--train_file", files["train"], *FT, "--output_dir", str(locked / "run")],
+           f"{locked} is not writable", capsys)
+    assert not (locked / "run").exists()
+
+
+@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"),
+                                   RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 1024 vs 960")])
+def test_full_disk_is_named_and_leaves_the_previous_file(error, tmp_path, monkeypatch):
+    import physiowave.engine.outputs as outputs
+
+    path = tmp_path / "latest.pth"
+    write_checkpoint({"a": 1}, path)
+    before = path.read_bytes()
+
+    def failing(obj, p):
+        Path(str(p) + ".tmp").write_bytes(b"partial")
+        raise error
+
+    monkeypatch.setattr(outputs, "save_checkpoint", failing)
+    with pytest.raises(ValueError, match="the disk is full"):
+        write_checkpoint({"a": 2}, path)
+    assert path.read_bytes() == before and not (tmp_path / "latest.pth.tmp").exists()
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints vs scripts
+def test_checkpoint_of_another_task_is_refused(files, runs, tmp_path, capsys):
+    evaluate = ["--eval", "--num_workers", "0", "--device", "cpu"]
+    _fails("finetune", ["--train_file", files["train"], "--val_file", files["val"], "--resume",
+                        str(runs["ml"] / "best_model.pth"), *evaluate, "--output_dir", str(tmp_path / "a")],
+           "a multilabel checkpoint, which finetune_multilabel.py continues", capsys)
+    _fails("multilabel", ["--train_file", files["ml_train"], "--val_file", files["ml_train"], "--resume",
+                          str(runs["ft"] / "best_model.pth"), *evaluate, "--output_dir", str(tmp_path / "b")],
+           "a classification checkpoint, which finetune.py continues", capsys)
+    _fails("finetune", ["--train_file", files["train"], "--resume", str(runs["pre"] / "best_model.pth"), *FT,
+                        "--output_dir", str(tmp_path / "c")], "a pretraining checkpoint; fine-tune from it with --pretrained_path",
+           capsys)
+    assert not any((tmp_path / n).exists() for n in "abc")
+
+
+def test_eval_of_the_right_kind_works(files, runs, tmp_path):
+    out = tmp_path / "eval"
+    assert main("multilabel", ["--train_file", files["ml_train"], "--val_file", files["ml_train"], "--test_file",
+                               files["ml_train"], "--resume", str(runs["ml"] / "best_model.pth"), "--eval",
+                               "--num_workers", "0", "--device", "cpu", "--output_dir", str(out)]) == 0
+    assert "thresholds" in json.loads((out / "test_results.json").read_text())
+
+
+# ----------------------------------------------------------------------------------------------- output folders
+def test_pretrained_checkpoint_inside_the_output_folder_is_refused(files, runs, capsys):
+    before = (runs["pre"] / "best_model.pth").read_bytes()
+    _fails("finetune", ["--train_file", files["train"], *FT, "--pretrained_path", str(runs["pre"] / "best_model.pth"),
+                        "--output_dir", str(runs["pre"]), "--overwrite"], "the checkpoint this run starts from", capsys)
+    assert (runs["pre"] / "best_model.pth").read_bytes() == before
+
+
+def test_a_folder_with_another_run_is_refused_unless_overwritten(files, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["--train_file", files["train"], "--val_file", files["val"], *FT, "--output_dir", str(out)]
+    assert main("finetune", [*argv, "--test_file", files["val"]]) == 0
+    assert (out / "test_results.json").is_file()
+    first = (out / "best_model.pth").read_bytes()
+    _fails("finetune", argv, "holds another run", capsys)
+    assert (out / "best_model.pth").read_bytes() == first
+    assert main("finetune", [*argv, "--overwrite", "--seed", "1"]) == 0  # no --test_file this time
+    assert not (out / "test_results.json").exists()  # the first run's results do not sit beside the new model
+    assert (out / "best_model.pth").read_bytes() != first
+
+
+def test_resume_auto_continues_its_own_folder(files, tmp_path):
+    out = tmp_path / "run"
+    argv = ["--train_file", files["train"], "--val_file", files["val"], "--batch_size", "16", *TINY, "--output_dir", str(out)]
+    assert main("finetune", [*argv, "--epochs", "1"]) == 0
+    assert main("finetune", [*argv, "--epochs", "2", "--resume", "auto"]) == 0
+    assert json.loads((out / "training_history.json").read_text())["epoch"] == [1, 2]
+
+
+# ----------------------------------------------------------------------------------------------- lengths and NaN
+def test_pretraining_takes_the_stored_length(files, tmp_path, capsys):
+    out = tmp_path / "pre"
+    assert main("pretrain", ["--train_files", files["train"], *FT, "--output_dir", str(out)]) == 0  # 256 samples, patch 32
+    assert json.loads((out / "args.json").read_text())["data"]["length"] == 256
+
+
+def test_nonfinite_loss_names_its_possible_causes(files, tmp_path, capsys):
+    x, _ = _toy(20, 5)
+    x[7, 0, 10] = np.nan
+    bad = _write(tmp_path / "bad.h5", x)
+    err = _fails("pretrain", ["--train_files", bad, *FT, "--output_dir", str(tmp_path / "o"), "--no-check_data"],
+                 "non-finite loss", capsys)
+    assert "not checked (--no-check_data)" in err and "No checkpoint was written" in err
+    _fails("pretrain", ["--train_files", bad, *FT, "--output_dir", str(tmp_path / "p")], "sample 7 has NaN", capsys)
+
+
+# ----------------------------------------------------------------------------------------------- model settings
+def test_new_runs_get_the_new_model_settings_and_the_model_preset(files, runs, tmp_path, capsys):
+    pre = json.loads((runs["pre"] / "args.json").read_text())["model_config"]
+    assert (pre["input_norm"], pre["objective"], pre["decoder"]) == ("rms", "bands", "transformer")
+    ft = json.loads((runs["ft"] / "args.json").read_text())["model_config"]
+    assert (ft["input_norm"], ft["objective"], ft["pooling"]) == ("rms", "bands", "bands")
+    out = tmp_path / "emg"
+    argv = ["--train_file", files["train"], "--val_file", files["val"], "--epochs", "1", "--batch_size", "16",
+            "--num_workers", "0", "--device", "cpu", "--model", "emg", "--embed_dim", "32", "--depth", "1",
+            "--num_heads", "4", "--max_level", "2"]
+    assert main("finetune", [*argv, "--output_dir", str(out)]) == 0
+    cfg = json.loads((out / "args.json").read_text())["model_config"]
+    assert cfg["wavelet_names"] == ["sym4", "sym5", "db6", "coif3", "bior4.4"] and cfg["patch_size"] == 64
+    assert cfg["in_channels"] == 4 and cfg["embed_dim"] == 32  # the data's channels; flags over the preset
+    _fails("finetune", ["--train_file", files["train"], "--num_workers", "0", "--device", "cpu", "--pretrained_path",
+                        str(runs["pre"] / "best_model.pth"), "--model", "emg", "--output_dir", str(tmp_path / "x")],
+           "--model emg contradicts the checkpoint", capsys)
+    _fails("finetune", ["--train_file", files["train"], "--val_file", files["val"], "--batch_size", "16", *TINY,
+                        "--epochs", "2", "--resume", str(runs["ft"] / "latest_model.pth"), "--dropout", "0.3",
+                        "--output_dir", str(tmp_path / "y")], "--dropout 0.3 contradicts the checkpoint", capsys)
+
+
+def test_eval_never_writes_into_the_folder_of_the_run_it_evaluates(files, runs, capsys):
+    before = (runs["ft"] / "args.json").read_text()
+    _fails("finetune", ["--train_file", files["train"], "--val_file", files["val"], "--resume",
+                        str(runs["ft"] / "best_model.pth"), "--eval", "--overwrite", "--num_workers", "0", "--device", "cpu",
+                        "--output_dir", str(runs["ft"])], "the checkpoint this run starts from", capsys)
+    assert (runs["ft"] / "args.json").read_text() == before and (runs["ft"] / "best_model.pth").is_file()
+
+
+def test_resume_auto_takes_over_a_run_that_never_checkpointed(files, tmp_path, capsys):
+    out = tmp_path / "requeued"
+    out.mkdir()
+    (out / "args.json").write_text("{}")  # a run killed before its first checkpoint
+    argv = ["--train_file", files["train"], "--val_file", files["val"], *FT, "--output_dir", str(out)]
+    _fails("finetune", argv, "pass --resume auto to continue it, --overwrite to replace it", capsys)
+    assert main("finetune", [*argv, "--resume", "auto"]) == 0
+    assert json.loads((out / "args.json").read_text())["resume"] == "auto"
