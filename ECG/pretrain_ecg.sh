@@ -13,8 +13,7 @@ OUTPUT_DIR=${OUTPUT_DIR:-./pretrain_ecg_output}
 
 "${PYTHON:-python}" -m torch.distributed.run --standalone --nproc_per_node="$NUM_GPUS" pretrain.py \
     --train_files "$TRAIN_FILES" --val_files "$VAL_FILES" \
-    --in_channels 12 --max_level 3 --wave_kernel_size 24 --wavelet_names db4 db6 sym4 coif2 \
-    --patch_size 64 --embed_dim 384 --depth 8 --num_heads 12 --mlp_ratio 4.0 --dropout 0.1 --pos_embed_type 2d \
+    --model ecg \
     --max_length 2048 --batch_size 16 --grad_accumulation_steps 2 --epochs "$EPOCHS" \
     --lr 2e-5 --weight_decay 1e-3 --warmup_epochs 5 --grad_clip 1.0 --use_amp \
     --mask_ratio 0.7 --masking_strategy frequency_guided --importance_ratio 0.7 \

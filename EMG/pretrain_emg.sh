@@ -15,8 +15,7 @@ OUTPUT_DIR=${OUTPUT_DIR:-./pretrain_emg_output}
 
 "${PYTHON:-python}" -m torch.distributed.run --standalone --nproc_per_node="$NUM_GPUS" pretrain.py \
     --train_files "$TRAIN_FILES" --val_files "$VAL_FILES" \
-    --in_channels 8 --max_level 3 --wave_kernel_size 16 --wavelet_names sym4 sym5 db6 coif3 bior4.4 \
-    --patch_size 64 --embed_dim 256 --depth 6 --num_heads 8 --mlp_ratio 4.0 --dropout 0.1 --pos_embed_type 2d \
+    --model emg \
     --max_length "$MAX_LENGTH" --batch_size 32 --grad_accumulation_steps 2 --epochs "$EPOCHS" \
     --lr 1e-4 --weight_decay 0.01 --warmup_epochs 10 --grad_clip 1.0 --use_amp \
     --mask_ratio 0.6 --masking_strategy frequency_guided --importance_ratio 0.6 \

@@ -50,7 +50,7 @@ def physiowave(*args: str) -> None:
 
 
 def train(script: str, out: Path, *flags: str) -> None:
-    sh([sys.executable, str(ROOT / script), *flags, *COMMON, "--output_dir", str(out)])
+    sh([sys.executable, str(ROOT / script), *flags, *COMMON, "--output_dir", str(out), "--overwrite"])
 
 
 def _metrics(run_dir: Path) -> dict[str, float]:

@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from physiowave.engine.args import TASKS, build_parser
+from physiowave.models import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCHERS = ("ECG/pretrain_ecg.sh", "ECG/finetune_ecg.sh", "ECG/cpsc_multilabel.sh", "ECG/shaoxing_multilabel.sh",
@@ -36,12 +37,10 @@ HEAD_FLAGS = ["--head_hidden_dim", "16"]
 
 # The paper's settings each launcher must pass (beyond the generic launcher-text ↔ args.json comparison).
 INTENDED: dict[str, dict[str, Any]] = {
-    "ECG/pretrain_ecg.sh": dict(mask_ratio=0.7, importance_ratio=0.7, lr=2e-5, grad_accumulation_steps=2,
-                                masking_strategy="frequency_guided", wavelet_names=["db4", "db6", "sym4", "coif2"],
-                                wave_kernel_size=24, patch_size=64, weight_decay=1e-3, use_amp=True),
-    "EMG/pretrain_emg.sh": dict(mask_ratio=0.6, importance_ratio=0.6, lr=1e-4, grad_accumulation_steps=2,
-                                wavelet_names=["sym4", "sym5", "db6", "coif3", "bior4.4"], wave_kernel_size=16,
-                                patch_size=64, weight_decay=0.01, warmup_epochs=10),
+    "ECG/pretrain_ecg.sh": dict(model="ecg", mask_ratio=0.7, importance_ratio=0.7, lr=2e-5, grad_accumulation_steps=2,
+                                masking_strategy="frequency_guided", weight_decay=1e-3, use_amp=True),
+    "EMG/pretrain_emg.sh": dict(model="emg", mask_ratio=0.6, importance_ratio=0.6, lr=1e-4, grad_accumulation_steps=2,
+                                weight_decay=0.01, warmup_epochs=10),
     "ECG/finetune_ecg.sh": dict(task_type="classification", num_classes=5, lr=2e-4, min_lr=1e-6, weight_decay=1e-3,
                                 label_smoothing=0.1, pooling="mean", head_dropout=0.1),
     "EMG/finetune_emg.sh": dict(task_type="classification", num_classes=6, lr=2e-4, weight_decay=1e-3,
@@ -172,7 +171,7 @@ def test_launcher_is_lf_and_parses(script: str) -> None:
 
 def test_launcher_flags_parser() -> None:
     flags = launcher_flags("EMG/pretrain_emg.sh")
-    assert flags["wavelet_names"] == ["sym4", "sym5", "db6", "coif3", "bior4.4"]
+    assert flags["model"] == "emg"
     assert flags["use_amp"] is True and flags["mask_ratio"] == "0.6"
     assert "max_length" not in flags and "train_files" not in flags  # from shell variables
     assert [_command(s)[0] for s in LAUNCHERS] == ["pretrain.py", "finetune.py", "finetune_multilabel.py",
@@ -194,6 +193,9 @@ def pretrained(tmp_path_factory) -> dict[str, Path]:
         cfg = args["model_config"]
         shape = (cfg["embed_dim"], cfg["depth"], cfg["num_heads"], cfg["max_level"], cfg["in_channels"])
         assert shape == (32, 1, 4, 2, channels)  # the test's overrides won over the launcher's values
+        preset = PRESETS[modality.lower()]  # the rest of the shape is the --model preset's
+        assert [cfg[k] for k in ("wavelet_names", "wave_kernel_size", "patch_size")] == \
+            [preset[k] for k in ("wavelet_names", "wave_kernel_size", "patch_size")]
         outputs[modality] = out
     return outputs
 
