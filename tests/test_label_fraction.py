@@ -96,7 +96,7 @@ def test_multilabel_keeps_every_label_and_about_the_fraction():
 def test_invalid_fraction_is_a_one_line_error(task, value, capsys):
     with pytest.raises(SystemExit) as e:
         parse_args(task, ["--train_file", "x.h5", "--val_file", "v.h5", "--label_fraction", value])
-    assert e.value.code == 2
+    assert e.value.code == 1
     err = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert len(err) == 1 and "--label_fraction" in err[0] and "(0, 1]" in err[0], err
 

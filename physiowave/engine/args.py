@@ -34,9 +34,8 @@ ARCH_FLAGS = ("in_channels", "max_level", "wave_kernel_size", "wavelet_names", "
 _DESCRIPTIONS = {"pretrain": "BERT Wavelet Transformer Pretraining", "finetune": "BERT Wavelet Transformer Finetuning",
                  "multilabel": "Multi-Label Wavelet Transformer Fine-tuning"}
 
-# Task-specific defaults of the shared flags. The recipe (batch, lr, weight decay, warmup, mask ratio, decoder,
-# pooling) is the one measured on real sEMG by benchmarks/bench_ssl.py; the original release's values are in the
-# README ("Changes from the original") for anyone reproducing its runs.
+# Task-specific defaults of the shared flags: the recipe (batch, lr, weight decay, warmup, mask ratio, decoder,
+# pooling) measured on real sEMG by benchmarks/bench_ssl.py (README, "Pretraining that learns").
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "pretrain": dict(batch_size=64, epochs=100, lr=1e-3, weight_decay=0.05, grad_clip=1.0, warmup_epochs=0,
                      min_lr=0.0, output_dir="./pretrain_output", save_freq=20, max_length=None, label_smoothing=0.0),
@@ -66,6 +65,8 @@ def _model_args(p: argparse.ArgumentParser, task: str) -> None:
     g.add_argument("--num_heads", type=int, default=None, help="attention heads (must divide D)")
     g.add_argument("--mlp_ratio", type=float, default=None, help="MLP hidden width / D")
     g.add_argument("--dropout", type=float, default=None, help="encoder dropout (default 0.1)")
+    g.add_argument("--use_pos_embed", action="store_true", default=True,
+                   help="positional embedding: always on (accepted so that command lines of the original release run)")
     g.add_argument("--pos_embed_type", choices=("1d", "2d"), default=None, help="sin-cos position table (default 2d)")
     g.add_argument("--input_norm", choices=INPUT_NORMS, default=None,
                    help="rms (default): divide each sample by one scale, the RMS over all channels, so the model does "
@@ -264,11 +265,18 @@ def _run_args(p: argparse.ArgumentParser, task: str) -> None:
                    help="expected number of processes; the WORLD_SIZE set by torchrun wins (a mismatch is reported)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the scripts' error convention: one line, exit status 1."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(1, f"error: {message} (see --help)\n")
+
+
 def build_parser(task: str) -> argparse.ArgumentParser:
     """The parser of ``pretrain.py`` (task "pretrain"), ``finetune.py`` ("finetune") or ``finetune_multilabel.py``."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    p = argparse.ArgumentParser(description=_DESCRIPTIONS[task])
+    p = _Parser(description=_DESCRIPTIONS[task])
     _data_args(p, task)
     _optim_args(p, task)
     _model_args(p, task)

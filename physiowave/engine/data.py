@@ -150,8 +150,7 @@ def open_datasets(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     train_set, val = _training_subsets(args, task, sets, info)
     for split, ds in (("train", train_set), ("val", val), ("test", sets["test"])):
         if ds is not None and len(ds) == 0:
-            raise ConfigError(f"{flags[split]} {', '.join(paths[split]) or paths['train'][0]}: the {split} set has no "
-                              f"samples{_why_empty(info, split)}")
+            raise ConfigError(_empty_split(split, flags, paths, info, args))
     if task.label_mode != "none":
         info.update(_label_info(args, train, info.pop("_labels")))
     info["preprocessing"] = preprocessing_of(paths["train"][0])
@@ -159,14 +158,20 @@ def open_datasets(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     return {"train": train_set, "val": val, "test": sets["test"], "info": info}
 
 
-def _why_empty(info: dict[str, Any], split: str) -> str:
-    if split == "val" and "val_split" in info:
-        return f" (--val_split_ratio held out {info['val_split']['val']} of them): pass --val_file or a larger ratio"
+def _empty_split(split: str, flags: dict[str, str], paths: dict[str, list[str]], info: dict[str, Any],
+                 args: argparse.Namespace) -> str:
+    """Why split ``split`` has no samples, naming the flag and files that made it so."""
+    train = f"{flags['train']} {', '.join(paths['train'])}"
+    held = info.get("val_split")
+    if split == "val" and held:
+        return (f"{train}: --val_split_ratio {args.val_split_ratio:g} of its {held['train'] + held['val']} samples "
+                "holds out none for validation: pass --val_file or a larger ratio")
     if split == "train" and "label_fraction" in info:
-        return " after --label_fraction: pass a larger fraction"
-    if split == "train" and "val_split" in info:
-        return " after the --val_split_ratio hold-out: pass --val_file or a smaller ratio"
-    return ""
+        return f"{train}: --label_fraction {args.label_fraction:g} keeps no training sample: pass a larger fraction"
+    if split == "train" and held:
+        return (f"{train}: --val_split_ratio {args.val_split_ratio:g} holds out all {held['val']} samples: pass "
+                "--val_file or a smaller ratio")
+    return f"{flags[split]} {', '.join(paths[split])}: the {split} set has no samples"
 
 
 def _training_subsets(args: argparse.Namespace, task: Task, sets: dict[str, Any], info: dict[str, Any]

@@ -1,15 +1,17 @@
 """Evaluation metrics for the three training tasks (single-label, multi-label, masked pretraining).
 
-Inputs are NumPy arrays gathered over the whole evaluation set (the original computed metrics per rank shard,
-see docs/original_pipeline.md §4); outputs are plain-Python dicts that ``json.dumps`` accepts (NaN as ``float('nan')``).
+Inputs are NumPy arrays gathered over the whole evaluation set (never per process shard); outputs are
+plain-Python dicts that ``json.dumps`` accepts (NaN as ``float('nan')``).
 
-* ``classification_metrics``: the original finetune.py metrics (accuracy, balanced accuracy, Cohen's kappa,
-  weighted F1, AUROC) plus macro F1, a confusion matrix and a per-class table. AUROC is one-vs-rest (the original
-  used one-vs-one and fell back to NaN whenever a class was missing); here it averages the classes that are defined.
-* ``multilabel_metrics``: the original finetune_multilabel.py metrics, with per-class thresholds allowed, plus
-  subset accuracy and a per-class table; ``tune_thresholds`` picks per-class F1-optimal thresholds on validation data.
-* ``pretrain_batch_stats`` / ``pretrain_metrics``: sums over masked elements that can be all-reduced across
-  processes, then the original's pretraining numbers (loss = MSE, RMSE, MAE, relative-error "accuracy", mask ratio).
+* ``classification_metrics``: accuracy, balanced accuracy, Cohen's kappa, macro and weighted F1, one-vs-rest
+  AUROC averaged over the classes where it is defined, a confusion matrix and a per-class table.
+* ``multilabel_metrics``: micro/macro precision, recall, F1, Jaccard, AUROC and AP, Hamming loss, subset accuracy
+  and a per-class table, with per-class thresholds allowed; ``tune_thresholds`` picks per-class F1-optimal
+  thresholds on validation data.
+* ``pretrain_metrics``: the pretraining objective's normalised errors and the front-end's band RMS, from sums that
+  can be all-reduced across processes.
+
+How these differ from the original scripts' metrics: docs/original_pipeline.md §4.
 """
 from __future__ import annotations
 

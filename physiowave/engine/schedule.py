@@ -20,13 +20,11 @@ Flags -> arguments of :func:`build_scheduler` (the base LR of each param group i
 Intervals:
 
 * ``cosine`` (per step): linear warmup ``lr = base * (s+1) / warmup_steps``, then half-cosine from ``base`` to
-  ``min_lr``, reached at ``epochs * steps_per_epoch`` and kept after. The original started warmup at LR 0 (wasted
-  first update) and decayed to 0 ignoring ``--min_lr``.
-* ``linear`` (per step): the same warmup, then a straight line to ``min_lr`` (the original accepted the name but
-  kept the LR constant).
-* ``cosine_restarts`` (per epoch): ``CosineAnnealingWarmRestarts(T_0, T_mult, eta_min=min_lr)``; the original
-  stepped it per batch, so its ``T_0`` counted batches.
-* ``onecycle`` (per step): ``OneCycleLR`` with peak ``onecycle_max_lr_factor x base`` (original: 10 x ``--lr``),
+  ``min_lr``, reached at ``epochs * steps_per_epoch`` and kept after.
+* ``linear`` (per step): the same warmup, then a straight line to ``min_lr``.
+* ``cosine_restarts`` (per epoch): ``CosineAnnealingWarmRestarts(T_0, T_mult, eta_min=min_lr)``, ``T_0`` in
+  epochs.
+* ``onecycle`` (per step): ``OneCycleLR`` with peak ``onecycle_max_lr_factor x base`` (10 × ``--lr``),
   ``pct_start=0.1``, momentum/beta1 cycled when the optimizer has one; steps past the end keep the final LR.
 * ``step`` (per epoch): ``StepLR(step_size, gamma)``.
 * ``plateau`` (per epoch, needs the validation metric): ``ReduceLROnPlateau(mode, factor=gamma, patience)``.
