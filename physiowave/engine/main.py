@@ -226,6 +226,7 @@ def train(args: argparse.Namespace, env: DistEnv, task: Task, model: nn.Module, 
     progress = Progress(args.select_metric)
     if resume is not None:
         progress = restore(resume, args.resume, optimizer, schedule, precision, args.select_metric)
+        progress.sums = progress.sums if env.is_main else {}  # the saved partial sums are every process's total
     logger = RunLogger(out, env.is_main, progress.history)
     logger.text("args", "\n".join(f"    {k}: {v}" for k, v in sorted(vars(args).items())))
     _log(env, f"{task.kind}: {data['info']['train_samples']} training samples, {num_micro} batches of {args.batch_size} "
