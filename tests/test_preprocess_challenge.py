@@ -65,7 +65,7 @@ def test_cpsc_labels_follow_the_header_codes(shared: Path, cpsc_out: Path) -> No
             assert list(f.attrs["class_names"]) == ["SNR", "AF", "IAVB", "LBBB", "RBBB", "PAC", "PVC", "STD", "STE"]
             for rid, y in zip(f["record_id"].asstr()[:], f["label"][:]):
                 np.testing.assert_array_equal(y, expected[rid])
-    info = json.loads((cpsc_out / "cpsc_9class_info.json").read_text())
+    info = json.loads((cpsc_out / "preprocess_info.json").read_text())
     assert info["class_codes"]["PAC"] == ["284470004", "63593006"]
     assert sum(s["records"] for s in info["splits"].values()) == len(kept)
 
@@ -102,7 +102,7 @@ def test_cpsc_windows_trace_back_to_the_source(shared: Path, cpsc_out: Path) -> 
 
 
 def test_cpsc_split_is_stratified_on_records(shared: Path, cpsc_out: Path) -> None:
-    info = json.loads((cpsc_out / "cpsc_9class_info.json").read_text())
+    info = json.loads((cpsc_out / "preprocess_info.json").read_text())
     recs = {s: v["records"] for s, v in info["splits"].items()}
     assert recs == {"train": 26, "val": 7, "test": 4}  # 37 records at 70/20/10
     splits = json.loads((cpsc_out / "record_splits.json").read_text())

@@ -19,7 +19,7 @@ from physiowave.preprocess.folder import main as folder_main
 from physiowave.preprocess.signal import (SignalError, bandpass, normalize, notch, repair_nan, resample,
                                           select_channels, window_starts)
 from physiowave.preprocess.splits import split_groups
-from physiowave.preprocess.writer import H5Writer
+from physiowave.preprocess.writer import ShardWriter
 
 CINC = "data/real/torch_ecg_cinc2021"
 MYO = "data/real/libemg_myo_testdata"
@@ -129,30 +129,35 @@ def test_split_groups_is_disjoint_seeded_and_stratified() -> None:
 
 # ------------------------------------------------------------------------------------------------ writer
 
-def test_writer_round_trip_and_abort(tmp_path: Path) -> None:
+def test_shard_writer_round_trip_checkpoints_and_discard(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    path = tmp_path / "out.h5"
-    w = H5Writer(path, 3, 16, (4,), {"class_names": ["a", "b", "c", "d"]}, buffer_windows=5)
-    chunks = [rng.normal(size=(n, 3, 16)).astype(np.float32) for n in (2, 4, 1, 6)]
+    w = ShardWriter(tmp_path, "train", 3, 16, (4,), buffer_windows=5)
+    chunks = [rng.normal(size=(n, 3, 16)).astype(np.float32) for n in (2, 4, 1, 6, 3)]
     labels = [rng.integers(0, 2, size=(len(c), 4)).astype(np.float32) for c in chunks]
-    for i, (c, lab) in enumerate(zip(chunks, labels)):
+    for i, (c, lab) in enumerate(zip(chunks[:3], labels[:3])):
         w.append(c, lab, f"rec{i}", np.arange(len(c)) * 8)
-    assert not path.exists() and (tmp_path / "out.h5.partial").exists()
-    w.close({"fs": 100.0})
-    assert not (tmp_path / "out.h5.partial").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["train.00000.h5.open"]
+    w.checkpoint()
+    closed = (tmp_path / "train.00000.h5").read_bytes()
+    w.append(chunks[3], labels[3], "rec3", np.arange(6) * 8)
+    w.discard_open()  # a kill after the checkpoint: what followed it is dropped
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.00000.h5"]
+    for i in (3, 4):
+        w.append(chunks[i], labels[i], f"rec{i}", np.arange(len(chunks[i])) * 8)
+    path = w.merge(tmp_path / "train.h5", {"fs": 100.0})
+    assert (tmp_path / "train.00000.h5").read_bytes() == closed  # a closed shard is never written again
+    kept = [0, 1, 2, 3, 4]
     with h5py.File(path) as f:
-        np.testing.assert_array_equal(f["data"][:], np.concatenate(chunks))
-        np.testing.assert_array_equal(f["label"][:], np.concatenate(labels))
-        assert f["record_id"].asstr()[:].tolist() == [f"rec{i}" for i, c in enumerate(chunks) for _ in c]
-        assert f["data"].chunks == (1, 3, 16) and f["data"].compression == "gzip"
-        assert list(f.attrs["class_names"]) == ["a", "b", "c", "d"] and f.attrs["fs"] == 100.0
-    # an aborted rewrite leaves the complete previous file untouched and no partial file
-    before = path.read_bytes()
-    w2 = H5Writer(path, 3, 16, None)
-    w2.append(chunks[0], None, "x", np.zeros(2))
-    w2.flush()
-    w2.abort()
-    assert path.read_bytes() == before and not (tmp_path / "out.h5.partial").exists()
+        np.testing.assert_array_equal(f["data"][:], np.concatenate([chunks[i] for i in kept]))
+        np.testing.assert_array_equal(f["label"][:], np.concatenate([labels[i] for i in kept]))
+        assert f["record_id"].asstr()[:].tolist() == [f"rec{i}" for i in kept for _ in chunks[i]]
+        assert f["data"].chunks == (1, 3, 16) and f["data"].compression == "gzip" and f.attrs["fs"] == 100.0
+
+
+def test_reason_kind_masks_counts_but_keeps_names() -> None:
+    assert core.reason_kind("missing channel(s) V1, V2") == "missing channel(s) V1, V2"
+    assert core.reason_kind("1200 samples (2.4 s) is shorter than one window (2048)") == \
+        "# samples (# s) is shorter than one window (#)"
 
 
 # ------------------------------------------------------------------------------------------------ whole runs
@@ -271,11 +276,11 @@ def _arrays(out: Path) -> dict[str, dict[str, np.ndarray]]:
 
 
 def test_interrupted_run_keeps_previous_outputs_and_resumes_to_the_same_files(
-        shared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        shared: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     out = tmp_path / "out"
     args = ["--input", str(shared / CINC), "--format", "wfdb", "--output", str(out)]
     assert folder_main(args) == 0
-    before = {p.name: p.read_bytes() for p in out.glob("*.h5")}
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
     reference = _arrays(out)
     real = core.process_record
     calls = {"n": 0}
@@ -287,29 +292,30 @@ def test_interrupted_run_keeps_previous_outputs_and_resumes_to_the_same_files(
         return real(source, ref)
 
     monkeypatch.setattr(core, "process_record", dies_after_20)
+    staging = out / core.STAGING
     # no checkpoint yet (the default is every 60 s): nothing partial is kept
     assert folder_main(args) == 130
-    assert {p.name: p.read_bytes() for p in out.glob("*.h5")} == before   # the complete run is untouched
-    assert not list(out.glob("*.partial")) and not list(out.glob("*.resume.json"))
-    # checkpoint after every record: the partial files and the checkpoint stay, the old outputs too
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before   # the complete run is untouched
+    # checkpoint after every record: the staging folder stays, the old outputs too
     calls["n"] = 0
     assert folder_main(args + ["--checkpoint_s", "0"]) == 130
-    assert sorted(p.name for p in out.glob("*.partial")) == ["train.h5.partial", "val.h5.partial"]
-    assert {p.name: p.read_bytes() for p in out.glob("*.h5")} == before
-    state = json.loads((out / "preprocess_info.resume.json").read_text())
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != core.STAGING} == before
+    state = json.loads((staging / "state.json").read_text())
     assert state["done"] == 20
-    # resuming with other parameters is refused; with the same ones it ends as an uninterrupted run
+    # resuming with other parameters is refused, naming them; with the same ones it ends as an uninterrupted run
     monkeypatch.setattr(core, "process_record", real)
+    capsys.readouterr()
     assert folder_main(args + ["--resume", "--seed", "5"]) == 1
-    for p in out.glob("*.h5"):
-        p.unlink()
+    assert "--seed" in capsys.readouterr().err and staging.is_dir()
     assert folder_main(args + ["--resume"]) == 0
-    assert not list(out.glob("*.partial")) and not list(out.glob("*.resume.json"))
+    assert not staging.exists()
     got = _arrays(out)
     assert got.keys() == reference.keys()
     for name in got:
         for key in reference[name]:
             np.testing.assert_array_equal(got[name][key], reference[name][key])
+    assert folder_main(args + ["--resume"]) == 1  # nothing left to resume
+    assert "its run is complete" in capsys.readouterr().err
 
 
 def test_resume_after_sigkill(shared: Path, tmp_path: Path) -> None:
@@ -325,7 +331,7 @@ def test_resume_after_sigkill(shared: Path, tmp_path: Path) -> None:
            "wfdb", "--output", str(out), "--checkpoint_s", "0"]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(root))
     proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    state = out / "preprocess_info.resume.json"
+    state = out / core.STAGING / "state.json"
     deadline = time.time() + 60
     while time.time() < deadline and proc.poll() is None:
         if state.exists() and json.loads(state.read_text() or "{}").get("done", 0) >= 5:

@@ -117,7 +117,7 @@ def test_windows_trace_back_to_the_record_zscore_and_subjects_stay_apart(db6, tm
         assert abs(arrays["data"][0].mean(axis=1)).max() > 0.05  # not a per-window z-score
     assert seen == set(truth)
     assert subjects["train"] and subjects["val"] and not subjects["train"] & subjects["val"]
-    info = json.loads((out / "db6_info.json").read_text())
+    info = json.loads((out / "preprocess_info.json").read_text())
     assert info["task"] == "pretrain" and info["sampling_rate"] == 2000
     assert info["files"] == {"train": "train.h5", "val": "val.h5"}
     with open(out / "skipped.csv") as f:

@@ -186,7 +186,7 @@ def test_skipped_samples_and_metadata(epn, original):
     assert set(rows) == set(expected)
     for rid, word in expected.items():
         assert word in rows[rid], (rid, rows[rid])
-    info = json.loads((out / "epn612_info.json").read_text())
+    info = json.loads((out / "preprocess_info.json").read_text())
     assert info["class_names"] == GESTURES and info["task"] == "classification"
     assert info["sampling_rate"] == 200 and info["files"] == FILES
     with h5py.File(out / FILES["val"], "r") as f:

@@ -173,7 +173,7 @@ def test_split_is_by_subject_and_broken_records_are_listed(tree: tuple[Path, dic
     assert "wfdb could not read" in skipped[by_kind["missing"]]
     assert "NaN run of 0.4 s" in skipped[by_kind["nan_long"]]
     assert "1000 samples" in skipped[by_kind["short"]] and "shorter than one window" in skipped[by_kind["short"]]
-    info = json.loads((out / "mimic_pretrain_info.json").read_text())
+    info = json.loads((out / "preprocess_info.json").read_text())
     assert info["task"] == "pretrain" and info["class_names"] is None and info["num_channels"] == 12
     assert info["parameters"]["channels"] == STANDARD and info["parameters"]["normalize"] == "zscore"
 

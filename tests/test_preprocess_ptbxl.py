@@ -190,7 +190,7 @@ def test_single_label_values_splits_and_skipped(tree: tuple[Path, dict], single_
     assert "wfdb could not read" in skipped[_hr(12)]
     assert "missing channel(s) V6" in skipped[_hr(11)]
 
-    info = json.loads((out / "ptbxl_info.json").read_text())
+    info = json.loads((out / "preprocess_info.json").read_text())
     assert info["class_names"] == ["NORM", "MI", "STTC", "CD", "HYP"] and info["task"] == "classification"
     assert info["class_codes"] == {"NORM": ["NORM"], "MI": ["IMI"], "STTC": ["NDT"], "CD": ["CLBBB"], "HYP": ["LVH"]}
     assert info["sampling_rate"] == 500.0 and info["num_channels"] == 12

@@ -18,6 +18,7 @@ chunk once; at most ``_MAX_OPEN_FILES`` files stay open per process, which bound
 """
 from __future__ import annotations
 
+import json
 import operator
 import os
 import warnings
@@ -31,10 +32,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["parse_file_paths", "open_h5", "H5Dataset", "DATA_KEYS", "LABEL_KEYS", "crop_bounds", "standardize", "pad_right", "fit_length"]
+from .contract import ATTR_RUN_ID, ATTR_RUN_INFO, DATA_KEYS, LABEL_KEYS
 
-DATA_KEYS = ("data", "input", "X")  # tried in this order when no data_key is given
-LABEL_KEYS = ("label", "labels", "y", "Y")  # likewise for labels
+__all__ = ["parse_file_paths", "open_h5", "H5Dataset", "check_complete_set", "DATA_KEYS", "LABEL_KEYS", "crop_bounds", "standardize", "pad_right", "fit_length"]
+
 _LABEL_MODES = ("auto", "none", "single", "multi")
 _CACHE_BYTES = 64 * 2**20
 _CACHE_SLOTS = 10007  # prime, as HDF5 recommends for the hash table of cached chunks
@@ -177,10 +178,33 @@ def _read_labels(f: h5py.File, path: str, label_key: str | None, mode: str, n: i
     return kind, (_check_single if kind == "single" else _check_multi)(path, key, labels)
 
 
+def check_complete_set(f: h5py.File, path: str) -> None:
+    """A file written by ``physiowave.preprocess`` belongs to a complete output folder: its folder's completion
+    marker exists and names the same run. Else a one-line ValueError (a run that did not finish, or a folder
+    holding files of two runs). Files from other tools carry no ``run_id`` and are not checked."""
+    run_id = f.attrs.get(ATTR_RUN_ID)
+    if run_id is None:
+        return
+    marker = os.path.join(os.path.dirname(os.path.abspath(path)), str(f.attrs.get(ATTR_RUN_INFO)))
+    if not os.path.isfile(marker):
+        raise ValueError(f"{path}: no {os.path.basename(marker)} beside it: the preprocessing run that wrote it did not "
+                         "finish (rerun that preprocessing, with --resume to continue it), or the file was copied "
+                         f"without it (copy {os.path.basename(marker)} too)")
+    try:
+        with open(marker) as m:
+            marked = json.load(m).get("run_id")
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{marker}: unreadable completion marker ({err})") from err
+    if marked != str(run_id):
+        raise ValueError(f"{path}: written by another preprocessing run than {marker} describes: the folder mixes the "
+                         "files of two runs; rerun the preprocessing")
+
+
 def _scan_file(path: str, data_key: str | None, label_key: str | None, mode: str
                ) -> tuple[_FileInfo, tuple[int, int], str, np.ndarray | None]:
     """Check one file without reading its data → (file info, (C, T), label kind, labels or None)."""
     with open_h5(path) as f:
+        check_complete_set(f, path)
         key = _find_key(f, path, data_key, DATA_KEYS)
         if key is None:
             raise ValueError(f"{path}: no data dataset: none of {', '.join(DATA_KEYS)} is present "

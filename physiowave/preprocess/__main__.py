@@ -12,10 +12,13 @@ from .cli import main_for
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["-h"], ["--help"]):
+        print(__doc__.strip() + "\n\n`python -m physiowave.preprocess NAME --help` lists the flags of one data set.")
+        return 0
     if not argv or argv[0] not in SOURCES:
         print(__doc__.strip(), file=sys.stderr)
         print(f"\nerror: expected a data set name, one of: {', '.join(SOURCES)}", file=sys.stderr)
-        return 2
+        return 1
     name = argv[0]
     return main_for(source_class(name), argv[1:], prog=f"python -m physiowave.preprocess {name}")
 

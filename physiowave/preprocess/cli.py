@@ -6,16 +6,13 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from .core import Source, reason_kind, run
-from .signal import NORMALIZATIONS
+from ..data.contract import INFO_FILE
+from .core import Source, Terminated, reason_kind, run
+from .params import SignalParams
 
 __all__ = ["build_parser", "parse_args", "main_for", "STANDARD_12_LEADS"]
 
 STANDARD_12_LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
-
-
-def _channel_list(text: str) -> list[str]:
-    return [c for c in text.replace(" ", ",").split(",") if c]
 
 
 def _split_arity(source_cls: type[Source]) -> tuple[int, int]:
@@ -38,25 +35,7 @@ def build_parser(source_cls: type[Source], prog: str | None = None) -> argparse.
                     help="continue an interrupted run from its last checkpoint (same command and flags)")
     io.add_argument("--checkpoint_s", type=float, default=60.0,
                     help="seconds between checkpoints that --resume continues from")
-    sig = p.add_argument_group("signal")
-    sig.add_argument("--channels", type=_channel_list, default=None,
-                     help="channels to keep, in this order: names (case-insensitive) or indices, comma-separated")
-    sig.add_argument("--target_fs", type=float, default=None, help="resample to this rate in Hz (polyphase)")
-    sig.add_argument("--bandpass", type=float, nargs=2, default=None, metavar=("LO", "HI"),
-                     help="zero-phase Butterworth band-pass in Hz before resampling (HI >= fs/2: high-pass)")
-    sig.add_argument("--notch", type=float, default=None, choices=[50.0, 60.0], help="mains notch filter in Hz")
-    sig.add_argument("--max_nan_gap", type=float, default=0.1,
-                     help="interpolate NaN runs up to this many seconds; skip records with longer ones")
-    sig.add_argument("--normalize", default="zscore", choices=NORMALIZATIONS, help="per-channel normalisation")
-    sig.add_argument("--norm_scope", default="window", choices=["window", "record"],
-                     help="statistics over each window or over the whole record (real samples only)")
-    win = p.add_argument_group("windows")
-    win.add_argument("--window", type=int, default=2048, help="window length in samples (at the output rate)")
-    win.add_argument("--step", type=int, default=1024, help="hop between window starts")
-    win.add_argument("--tail", default="pad", choices=["pad", "drop"],
-                     help="zero-pad the windows that run past the end, or drop them")
-    win.add_argument("--min_real", type=float, default=0.5,
-                     help="a padded window is kept when at least this fraction of it is real signal")
+    SignalParams.add_arguments(p)  # the "signal" and "windows" groups
     spl = p.add_argument_group("splits")
     if source_cls.drawn_splits and len(source_cls.splits) > 1:
         n_max, n_min = _split_arity(source_cls)
@@ -92,14 +71,12 @@ def parse_args(source_cls: type[Source], argv: list[str] | None = None,
                     + (f" to {n_max}" if n_max > n_min else "") + f" fractions ({names})")
         if any(f < 0 for f in args.split) or abs(sum(args.split) - 1) > 1e-6:
             p.error(f"--split {' '.join(map(str, args.split))}: expected non-negative fractions summing to 1")
-    if args.window <= 0 or args.step <= 0:
-        p.error(f"--window {args.window} --step {args.step}: expected positive integers")
-    if not 0 < args.min_real <= 1:
-        p.error(f"--min_real {args.min_real}: expected a fraction in (0, 1]")
+    try:
+        SignalParams.from_namespace(args).check()
+    except ValueError as err:
+        p.error(str(err))
     if args.workers < 1:
         p.error(f"--workers {args.workers}: expected >= 1")
-    if args.bandpass and not 0 <= args.bandpass[0] < args.bandpass[1]:
-        p.error(f"--bandpass {args.bandpass[0]:g} {args.bandpass[1]:g}: expected 0 <= LO < HI")
     return args
 
 
@@ -115,6 +92,8 @@ def main_for(source_cls: type[Source], argv: list[str] | None = None, prog: str 
     except SystemExit as e:
         print(e.code, file=sys.stderr)
         return 1
+    except Terminated:
+        return 143
     except KeyboardInterrupt:
         return 130
     for split, path in summary.files.items():
@@ -123,5 +102,5 @@ def main_for(source_cls: type[Source], argv: list[str] | None = None, prog: str 
     print(f"skipped {n_skip} record(s)" + (f" (see {summary.output_dir / 'skipped.csv'})" if n_skip else ""))
     for reason, n in Counter(reason_kind(r) for _, r in summary.skipped).most_common(5):
         print(f"  {n:6d}  {reason}")
-    print(f"metadata: {summary.output_dir / source.info_name}")
+    print(f"metadata: {summary.output_dir / INFO_FILE}")
     return 0

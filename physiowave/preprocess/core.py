@@ -12,8 +12,12 @@ import json
 import os
 import platform
 import re
+import shutil
+import signal
 import sys
+import threading
 import time
+import uuid
 from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -23,14 +27,16 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 from tqdm import tqdm
 
+from ..data.contract import (ATTR_CHANNEL_NAMES, ATTR_CLASS_NAMES, ATTR_FS, ATTR_PREPROCESSING, ATTR_RUN_ID, ATTR_RUN_INFO,
+                             INFO_FILE)
 from ..fileio import atomic_write_text, to_jsonable, write_json
 from .readers import ReadError, Recording
 from .signal import (SignalError, bandpass, cut_windows, normalize, notch, repair_nan, resample, select_channels,
                      window_starts)
 from .splits import group_strata, split_groups
-from .writer import H5Writer, compress_windows
+from .writer import ShardWriter, compress_windows
 
-__all__ = ["RecordRef", "Item", "Source", "Skip", "Summary", "process_record", "reason_kind", "run"]
+__all__ = ["RecordRef", "Item", "Source", "Skip", "Summary", "Terminated", "process_record", "reason_kind", "run"]
 
 
 @dataclass(slots=True)
@@ -72,7 +78,6 @@ class Source:
     class_codes: dict[str, list[str]] | None = None  # class name -> source codes, for the metadata
     multilabel: bool = False
     defaults: dict[str, Any] = {}
-    info_name: str = "preprocess_info.json"
 
     def __init__(self, args: argparse.Namespace):
         self.args = args
@@ -183,6 +188,18 @@ def _init_worker(source: Source) -> None:
     global _WORKER_SOURCE
     _WORKER_SOURCE = source
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """Linux: end this worker when the main process dies (kill -9 included), instead of leaving it orphaned."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
 
 
 def _work(ref: RecordRef) -> list[Processed]:
@@ -266,41 +283,53 @@ def _versions() -> dict[str, str]:
             "scipy": scipy.__version__, "h5py": h5py.__version__, "wfdb": wfdb.__version__}
 
 
-def _write_skipped(path: Path, skipped: list[tuple[str, str]]) -> None:
+def _skipped_csv(skipped: list[tuple[str, str]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["record", "reason"])
     w.writerows(skipped)
-    atomic_write_text(path, buf.getvalue())
+    return buf.getvalue()
+
+
+STAGING = ".preprocess.partial"   # the staging folder of a run, inside its output folder
+_FAILED_SKIPPED = "skipped.failed.csv"
 
 
 class _Run:
-    """The state of one run: open writers, counts, skipped records; checkpointed for ``--resume``."""
+    """The state of one run: shard writers in the staging folder, counts, skipped records; checkpointed there
+    (``state.json``) for ``--resume``. The output folder itself is only written by :meth:`publish`."""
 
     def __init__(self, source: Source, out_dir: Path, skipped: list[tuple[str, str]]):
         self.source, self.args, self.out_dir = source, source.args, out_dir
+        self.staging = out_dir / STAGING
+        self.state_path = self.staging / "state.json"
         self.files = source.output_files()
-        self.state_path = out_dir / (Path(source.info_name).stem + ".resume.json")
-        self.writers: dict[str, H5Writer] = {}
+        self.writers: dict[str, ShardWriter] = {}
         self.skipped = skipped
         self.done = 0                      # refs fully written (or skipped)
         self.shape: tuple[int, int] | None = None
         self.fs: float | None = None
-        k = len(source.class_names or [])
-        self.k = k
+        self.k = len(source.class_names or [])
         self.windows = {s: 0 for s in source.splits}
         self.rec_split: dict[str, list[str]] = {s: [] for s in source.splits}
-        self.rec_counts = {s: np.zeros(k, np.int64) for s in source.splits}
-        self.win_counts = {s: np.zeros(k, np.int64) for s in source.splits}
-        self.attrs: dict[str, Any] = {"window": self.args.window, "step": self.args.step,
-                                      "normalize": self.args.normalize, "norm_scope": self.args.norm_scope,
-                                      "source": source.name, "preprocessing": json.dumps(self.parameters())}
-        if source.class_names is not None:
-            self.attrs["class_names"] = list(source.class_names)
-        if self.args.channels:
-            self.attrs["channel_names"] = list(self.args.channels)
+        self.rec_counts = {s: np.zeros(self.k, np.int64) for s in source.splits}
+        self.win_counts = {s: np.zeros(self.k, np.int64) for s in source.splits}
+        self.run_id = uuid.uuid4().hex
+        self.stale: list[str] = []
         self.last_checkpoint = time.time()
         self.checkpointed = False
+
+    def attrs(self) -> dict[str, Any]:
+        """Root attributes of every split file (:mod:`physiowave.data.contract`)."""
+        attrs: dict[str, Any] = {"window": self.args.window, "step": self.args.step, "normalize": self.args.normalize,
+                                 "norm_scope": self.args.norm_scope, "source": self.source.name,
+                                 ATTR_PREPROCESSING: json.dumps(self.parameters()), ATTR_FS: self.fs,
+                                 ATTR_RUN_ID: self.run_id, ATTR_RUN_INFO: INFO_FILE}
+        if self.source.class_names is not None:
+            attrs[ATTR_CLASS_NAMES] = list(self.source.class_names)
+        if self.args.channels:
+            attrs[ATTR_CHANNEL_NAMES] = list(self.args.channels)
+        return attrs
 
     def parameters(self) -> dict[str, Any]:
         """The flags that shape the windows (stored in every output file, and from there in checkpoints, so that
@@ -308,47 +337,75 @@ class _Run:
         skip = {"input", "output", "workers", "resume", "checkpoint_s", "limit", "split", "seed"}
         return to_jsonable({k: v for k, v in sorted(vars(self.args).items()) if k not in skip} | {"source": self.source.name})
 
-    # ---- resume
     def fingerprint(self) -> dict[str, Any]:
         skip = {"workers", "resume", "output", "checkpoint_s"}
-        return {k: v for k, v in sorted(vars(self.args).items()) if k not in skip} | {
-            "input": [str(Path(p).resolve()) for p in self.args.input]}
+        return json.loads(json.dumps(to_jsonable({k: v for k, v in sorted(vars(self.args).items()) if k not in skip} | {
+            "input": [str(Path(p).resolve()) for p in self.args.input]})))
 
-    def resume(self) -> None:
-        """Restore the last checkpoint of an interrupted run with the same parameters."""
+    # ---- start and resume
+    def start(self) -> None:
+        """A new run: any staging folder of an interrupted one is discarded."""
+        if self.staging.exists():
+            print(f"note: discarding the interrupted run in {self.staging} (pass --resume to continue it instead)",
+                  file=sys.stderr)
+            shutil.rmtree(self.staging)
+        self.staging.mkdir(parents=True)
+
+    def resume(self) -> str:
+        """Restore the last checkpoint of an interrupted run with the same parameters → its phase
+        ("process" or "publish"); files written after that checkpoint are deleted."""
         if not self.state_path.exists():
-            raise SystemExit(f"error: --resume: no checkpoint {self.state_path} (nothing to resume)")
+            done = (self.out_dir / INFO_FILE).exists() and not self.staging.exists()
+            raise SystemExit(f"error: --resume: nothing to resume in {self.out_dir} ("
+                             + ("its run is complete" if done else f"no checkpoint {self.state_path}")
+                             + "): rerun without --resume")
         state = json.loads(self.state_path.read_text())
-        if json.loads(json.dumps(to_jsonable(self.fingerprint()))) != state["fingerprint"]:
-            raise SystemExit(f"error: --resume: {self.state_path} was written with other parameters; "
-                             "rerun without --resume to start over")
-        self.done, self.skipped = state["done"], [tuple(x) for x in state["skipped"]]
+        changed = sorted(k for k in set(state["fingerprint"]) | set(self.fingerprint())
+                         if state["fingerprint"].get(k) != self.fingerprint().get(k))
+        if changed:
+            raise SystemExit(f"error: --resume: the interrupted run in {self.staging} used other values of "
+                             f"{', '.join('--' + k for k in changed)}: give the same flags, or rerun without --resume "
+                             "to start over")
+        self.run_id, self.done, self.skipped = state["run_id"], state["done"], [tuple(x) for x in state["skipped"]]
         self.shape = tuple(state["shape"]) if state["shape"] else None
-        self.fs = state["fs"]
-        self.rec_split = state["rec_split"]
+        self.fs, self.rec_split = state["fs"], state["rec_split"]
         for s in self.source.splits:
             self.windows[s] = state["windows"][s]
             self.rec_counts[s] = np.array(state["rec_counts"][s], np.int64)
             self.win_counts[s] = np.array(state["win_counts"][s], np.int64)
-        try:
-            for s, n in self.windows.items():
-                if n:
-                    self.writers[s] = H5Writer(self.out_dir / self.files[s], *self.shape, self.source.label_shape(),
-                                               resume_at=(n, self.rec_split[s][-1]))
-        except ValueError as e:
-            self.abort()
-            raise SystemExit(f"error: --resume: {e}; rerun without --resume to start over")
+        phase = state.get("phase", "process")
+        keep = {"state.json", *(n for names in state["shards"].values() for n in names), *state.get("published", [])}
+        if phase == "publish":
+            keep.add("info.json")
+            self.stale = state.get("stale", [])
+        published = set(state.get("published", [])) | {"state.json"}
+        if phase == "publish" and (self.out_dir / INFO_FILE).exists() and not (self.staging / "info.json").exists():
+            published.add("info.json")  # killed after the marker was written: only the staging folder was left
+        missing = [n for n in keep if n not in published and not (self.staging / n).exists()]
+        if missing:
+            shutil.rmtree(self.staging)
+            raise SystemExit(f"error: --resume: {self.staging} lacks {missing[0]}, which its checkpoint lists; "
+                             "rerun without --resume")
+        for path in self.staging.iterdir():
+            if path.name not in keep:  # written after the checkpoint: the open shards, a half-merged file
+                path.unlink()
+        for s, names in state["shards"].items():
+            self.writers[s] = ShardWriter(self.staging, s, *self.shape, self.source.label_shape(), shards=names)
         self.checkpointed = True
+        return phase
+
+    def _state(self, **extra: Any) -> dict[str, Any]:
+        return {"fingerprint": self.fingerprint(), "run_id": self.run_id, "done": self.done, "skipped": self.skipped,
+                "shape": self.shape, "fs": self.fs, "windows": self.windows, "rec_split": self.rec_split,
+                "rec_counts": {s: c.tolist() for s, c in self.rec_counts.items()},
+                "win_counts": {s: c.tolist() for s, c in self.win_counts.items()},
+                "shards": {s: w.shards for s, w in self.writers.items()}, **extra}
 
     def checkpoint(self) -> None:
-        """Flush every writer and record where the run stands (atomically)."""
+        """Close every open shard and record where the run stands (atomically, after the shards)."""
         for w in self.writers.values():
             w.checkpoint()
-        write_json(self.state_path, {
-            "fingerprint": self.fingerprint(), "done": self.done, "skipped": self.skipped,
-            "shape": self.shape, "fs": self.fs, "windows": self.windows,
-            "rec_split": self.rec_split, "rec_counts": {s: c.tolist() for s, c in self.rec_counts.items()},
-            "win_counts": {s: c.tolist() for s, c in self.win_counts.items()}})
+        write_json(self.state_path, self._state(phase="process"))
         self.last_checkpoint = time.time()
         self.checkpointed = True
 
@@ -368,8 +425,7 @@ class _Run:
                 continue
             self.shape, self.fs = p.shape, p.fs
             if p.split not in self.writers:
-                self.writers[p.split] = H5Writer(self.out_dir / self.files[p.split], *self.shape,
-                                                 source.label_shape(), self.attrs)
+                self.writers[p.split] = ShardWriter(self.staging, p.split, *self.shape, source.label_shape())
             n = len(p.chunks)
             labels = _label_array(source, p.label, n)
             self.writers[p.split].append_compressed(p.chunks, p.shape, labels, p.id, p.starts)
@@ -383,86 +439,89 @@ class _Run:
         if time.time() - self.last_checkpoint >= self.args.checkpoint_s:
             self.checkpoint()
 
-    def finish(self) -> dict[str, Path]:
-        """Close and rename every file; remove the checkpoint."""
-        files = {s: w.close({"fs": self.fs}) for s, w in self.writers.items()}
-        self.state_path.unlink(missing_ok=True)
-        return files
+    # ---- the end
+    def merge(self, info: dict[str, Any]) -> None:
+        """Every split file, ``record_splits.json`` and ``skipped.csv`` complete in the staging folder; then the
+        checkpoint moves to the publish phase (a resumed run only publishes)."""
+        for s, w in self.writers.items():
+            w.merge(self.staging / self.files[s], self.attrs())
+        write_json(self.staging / "record_splits.json", self.rec_split)
+        atomic_write_text(self.staging / "skipped.csv", _skipped_csv(self.skipped))
+        write_json(self.staging / "info.json", info)
+        self.stale = self._stale()
+        write_json(self.state_path, self._state(phase="publish", published=self.published_names(), stale=self.stale))
+
+    def _stale(self) -> list[str]:
+        """Files in the output folder that belong to an earlier run and that this one does not write."""
+        stale = set(self.files.values()) | {_FAILED_SKIPPED}
+        marker = self.out_dir / INFO_FILE
+        if marker.exists():
+            try:
+                stale |= set((json.loads(marker.read_text()).get("files") or {}).values())
+            except ValueError:
+                pass
+        return sorted(stale - set(self.published_names()))
+
+    def published_names(self) -> list[str]:
+        return [self.files[s] for s in self.writers] + ["record_splits.json", "skipped.csv"]
+
+    def publish(self) -> dict[str, Path]:
+        """Make the output folder this run's set: the completion marker goes first, files of an earlier run that
+        this one does not write (e.g. a test split) are deleted, the new files are moved in, and the marker is
+        written last. Safe to repeat after a kill (``--resume``)."""
+        if (self.staging / "info.json").exists():  # else a killed run had published all but its staging folder
+            (self.out_dir / INFO_FILE).unlink(missing_ok=True)  # from here to the end the folder reads as incomplete
+            for name in self.stale:
+                (self.out_dir / name).unlink(missing_ok=True)
+            for name in self.published_names():
+                if (self.staging / name).exists():
+                    os.replace(self.staging / name, self.out_dir / name)
+            os.replace(self.staging / "info.json", self.out_dir / INFO_FILE)
+        shutil.rmtree(self.staging)
+        return {s: self.out_dir / self.files[s] for s in self.writers}
 
     def suspend(self) -> bool:
-        """After an interruption: keep the partial files when a checkpoint can resume them, else delete them.
+        """After an interruption: keep the staging folder when a checkpoint can resume it, else delete it.
         Returns whether the run can be resumed."""
+        for w in self.writers.values():
+            try:
+                w.discard_open()
+            except Exception:  # noqa: BLE001 - already broken; resume deletes it anyway
+                pass
         if not self.checkpointed:
             self.abort()
             return False
-        for w in self.writers.values():
-            try:
-                w.keep_partial()
-            except Exception:  # noqa: BLE001 - already broken; the checkpoint decides what is kept
-                pass
         return True
 
     def abort(self) -> None:
         for w in self.writers.values():
-            w.abort()
-        self.state_path.unlink(missing_ok=True)
+            try:
+                w.discard_open()
+            except Exception:  # noqa: BLE001
+                pass
+        shutil.rmtree(self.staging, ignore_errors=True)
 
 
-def run(source: Source, progress: bool = True) -> Summary:
-    """Run the whole pipeline for ``source`` (its ``args`` hold every parameter). Writes the split files, the
-    metadata JSON, ``record_splits.json`` and ``skipped.csv`` into the output folder; returns a Summary.
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what cluster schedulers send): handled as Ctrl-C, exit status 143."""
 
-    Files are written as ``NAME.partial`` and renamed at the end. Every ``--checkpoint_s`` seconds the writers are
-    flushed and the position saved, so an interrupted run continues with ``--resume``. Raises SystemExit with a
-    one-line message when no usable record was found (nothing is written then)."""
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated()
+
+
+def _info(source: Source, state: _Run, refs: list[RecordRef], t0: float) -> dict[str, Any]:
+    """The completion marker's contents: source, parameters, files, per-split counts, skipped reasons."""
     args = source.args
-    out_dir = Path(args.output) if args.output else source.default_output()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
-
-    refs, skipped = source.list_records()
-    if args.limit:
-        refs = refs[:args.limit]
-    if not refs:
-        raise SystemExit(f"error: no records found under {', '.join(map(str, args.input))}"
-                         + (f" ({len(skipped)} rejected, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""))
-    _assign_splits(source, refs)
-    state = _Run(source, out_dir, skipped)
-    if args.resume:
-        state.resume()
-    try:
-        bar = tqdm(total=len(refs), initial=state.done, desc=source.name, unit="rec", disable=not progress,
-                   dynamic_ncols=True)
-        for results in _ordered_map(source, refs[state.done:], args.workers):
-            state.add(results)
-            bar.update(1)
-            bar.set_postfix(windows=sum(state.windows.values()), skipped=len(state.skipped), refresh=False)
-        bar.close()
-        if not state.writers:
-            reasons = Counter(reason_kind(r) for _, r in state.skipped).most_common(1)
-            raise SystemExit(f"error: no usable record among {len(refs)} under "
-                             f"{', '.join(map(str, args.input))}" + (f" (most common reason: {reasons[0][0]})"
-                                                                      if reasons else ""))
-        files = state.finish()
-    except SystemExit:
-        state.abort()
-        raise
-    except BaseException:
-        if state.suspend():
-            print(f"\ninterrupted: {state.done} of {len(refs)} records are checkpointed in {out_dir}; "
-                  "run the same command with --resume to continue", file=sys.stderr)
-        raise
-
     records = {s: len(ids) for s, ids in state.rec_split.items()}
-    summary = Summary(out_dir, files, Counter(records), Counter(state.windows), state.skipped)
-    info = {
-        "dataset": source.name, "description": source.description,
+    return {
+        "dataset": source.name, "description": source.description, "run_id": state.run_id,
         "source": [str(Path(p).resolve()) for p in args.input],
-        "parameters": dict(vars(args)),
+        "parameters": to_jsonable(dict(vars(args))),
         "task": ("multilabel" if source.multilabel else "classification") if source.class_names else "pretrain",
         "num_channels": int(state.shape[0]), "window": args.window, "step": args.step, "sampling_rate": state.fs,
         "class_names": source.class_names, "class_codes": source.class_codes,
-        "files": {s: p.name for s, p in files.items()},
+        "files": {s: state.files[s] for s in state.writers},
         "splits": {s: {"records": records[s], "windows": state.windows[s],
                        "record_label_distribution": _distribution(source, state.rec_counts[s]),
                        "window_label_distribution": _distribution(source, state.win_counts[s])}
@@ -472,13 +531,70 @@ def run(source: Source, progress: bool = True) -> Summary:
         "software": _versions(), "command": " ".join(sys.argv),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(time.time() - t0, 2),
     }
-    write_json(out_dir / source.info_name, info)
-    write_json(out_dir / "record_splits.json", state.rec_split)
-    _write_skipped(out_dir / "skipped.csv", state.skipped)
-    return summary
+
+
+def _process(source: Source, state: _Run, refs: list[RecordRef], progress: bool) -> None:
+    """Every record not yet done, in order, into the shard writers."""
+    bar = tqdm(total=len(refs), initial=state.done, desc=source.name, unit="rec", disable=not progress, dynamic_ncols=True)
+    for results in _ordered_map(source, refs[state.done:], source.args.workers):
+        state.add(results)
+        bar.update(1)
+        bar.set_postfix(windows=sum(state.windows.values()), skipped=len(state.skipped), refresh=False)
+    bar.close()
+    if not state.writers:
+        atomic_write_text(state.out_dir / _FAILED_SKIPPED, _skipped_csv(state.skipped))
+        reasons = Counter(reason_kind(r) for _, r in state.skipped).most_common(1)
+        raise SystemExit(f"error: no usable record among {len(refs)} under {', '.join(map(str, source.args.input))}"
+                         + (f" (most common reason: {reasons[0][0]})" if reasons else "")
+                         + f"; every reason is in {state.out_dir / _FAILED_SKIPPED}")
+
+
+def run(source: Source, progress: bool = True) -> Summary:
+    """Run the whole pipeline for ``source`` (its ``args`` hold every parameter) → a Summary. The output folder
+    receives the split files, ``record_splits.json``, ``skipped.csv`` and, last, the completion marker
+    :data:`~physiowave.data.contract.INFO_FILE`.
+
+    Everything is written in the staging folder first (:class:`_Run`). Every ``--checkpoint_s`` seconds the open
+    shards are closed and the position saved, so a run interrupted in any way (Ctrl-C, SIGTERM, kill -9)
+    continues with ``--resume`` and ends with the same arrays. Raises SystemExit with a one-line message when no
+    usable record was found (the output folder is left as it was, but for ``skipped.failed.csv``)."""
+    args = source.args
+    out_dir = Path(args.output) if args.output else source.default_output()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    refs, skipped = source.list_records()
+    if args.limit:
+        refs = refs[:args.limit]
+    if not refs:
+        raise SystemExit(f"error: no records found under {', '.join(map(str, args.input))}"
+                         + (f" ({len(skipped)} rejected, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""))
+    _assign_splits(source, refs)
+    state = _Run(source, out_dir, skipped)
+    phase = state.resume() if args.resume else (state.start() or "process")
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if threading.current_thread() is threading.main_thread() else None
+    try:
+        if phase == "process":
+            _process(source, state, refs, progress)
+            state.merge(_info(source, state, refs, t0))
+            state.checkpointed = True
+        files = state.publish()
+    except SystemExit:
+        state.abort()
+        raise
+    except BaseException:
+        if state.suspend():
+            print(f"\ninterrupted: {state.done} of {len(refs)} records are checkpointed in {state.staging}; "
+                  "run the same command with --resume to continue", file=sys.stderr)
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    records = {s: len(ids) for s, ids in state.rec_split.items()}
+    return Summary(out_dir, files, Counter(records), Counter(state.windows), state.skipped)
 
 
 def reason_kind(reason: str) -> str:
-    """A reason with its numbers masked, to count reasons of one kind together."""
-    masked = re.sub(r"\d+(\.\d+)?", "#", reason)
+    """A reason with its counts and measurements masked, to count reasons of one kind together; numbers that are
+    part of a name (lead ``V1``, record ``A0001``) are kept."""
+    masked = re.sub(r"(?<![A-Za-z_])\d+(\.\d+)?(?![A-Za-z_\d])", "#", reason)
     return re.sub(r"#([,;\s]+#)+", "#...", masked)[:100]

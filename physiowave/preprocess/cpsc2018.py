@@ -30,10 +30,10 @@ CPSC_CLASSES = {
 class CPSC2018Source(ChallengeSource):
     name = "cpsc2018"
     description = ("CPSC 2018 -> cpsc_9class_{train,val,test}.h5: 12-lead 500 Hz ECG, 9-class multi-hot labels "
-                   "from SNOMED codes, 2048-sample windows, z-score per window, record-level stratified split.")
+                   "from SNOMED codes, windows of --window samples (2048 by default), z-score per window, "
+                   "record-level stratified split.")
     class_names = list(CPSC_CLASSES)
     class_codes = CPSC_CLASSES
-    info_name = "cpsc_9class_info.json"
     defaults = {"split": [0.7, 0.2, 0.1], "window": 2048, "step": 1024, "normalize": "zscore",
                 "norm_scope": "window", "channels": STANDARD_12_LEADS}
 

@@ -52,7 +52,6 @@ class EPN612Source(Source):
     class_codes = {g: [g] for g in GESTURES}
     defaults = {"window": 1024, "step": 1024, "tail": "pad", "min_real": 1e-6, "normalize": "maxabs",
                 "norm_scope": "window", "split": None}
-    info_name = "epn612_info.json"
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

@@ -69,6 +69,8 @@ class FolderSource(Source):
 
     def __init__(self, args: argparse.Namespace):
         super().__init__(args)
+        if args.fs is not None and not args.fs > 0:
+            raise SystemExit(f"error: --fs {args.fs:g}: expected a sampling rate in Hz > 0")
         if args.format == "csv" and not args.fs:
             raise SystemExit("error: --fs is required with --format csv (CSV files carry no sampling rate)")
         if args.format == "wfdb" and args.fs:

@@ -64,7 +64,6 @@ class MIMICSource(Source):
     class_names = None
     defaults = {"split": [0.85, 0.15], "window": 2048, "step": 1024, "normalize": "zscore", "norm_scope": "window",
                 "channels": STANDARD_12_LEADS}
-    info_name = "mimic_pretrain_info.json"
 
     def __init__(self, args: argparse.Namespace):
         super().__init__(args)

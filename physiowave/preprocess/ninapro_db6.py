@@ -43,11 +43,10 @@ class DB6Source(Source):
     name = "db6"
     description = ("Convert NinaPro DB6 .mat files (S<subject>_D<day>_T<time>.mat) into unlabelled EMG pretraining "
                    "HDF5 (train.h5 / val.h5): channels 0-7 (as the original, whose deletion of 'bad channels' 8 and 9 "
-                   "never changed them), z-score per file, 1024-sample windows, step 512.")
+                   "never changed them), z-score per file, windows of --window samples (1024 by default, step 512).")
     splits = ("train", "val")
     defaults = {"channels": [str(i) for i in range(8)], "window": 1024, "step": 512, "tail": "drop",
                 "normalize": "zscore", "norm_scope": "record", "split": [0.8, 0.2]}
-    info_name = "db6_info.json"
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

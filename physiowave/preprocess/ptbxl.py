@@ -121,7 +121,6 @@ class PTBXLSource(Source):
     multilabel = False
     defaults = {"window": 2048, "step": 1024, "normalize": "minmax", "norm_scope": "window",
                 "channels": STANDARD_12_LEADS}
-    info_name = "ptbxl_info.json"
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:

@@ -34,9 +34,9 @@ def shaoxing_classes(st_group: str = "SR") -> dict[str, list[str]]:
 class ShaoxingSource(ChallengeSource):
     name = "shaoxing"
     description = ("Chapman-Shaoxing -> train/val/test.h5: 12-lead 500 Hz ECG, 4 merged rhythm classes "
-                   "(multi-hot), 2048-sample windows, z-score per record, record-level stratified split.")
+                   "(multi-hot), windows of --window samples (2048 by default), z-score per record, "
+                   "record-level stratified split.")
     class_names = ["SB", "AFIB", "GSVT", "SR"]
-    info_name = "dataset_info.json"
     defaults = {"split": [0.7, 0.2, 0.1], "window": 2048, "step": 1024, "normalize": "zscore",
                 "norm_scope": "record", "channels": STANDARD_12_LEADS}
 

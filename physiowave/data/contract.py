@@ -1,0 +1,42 @@
+"""The HDF5 contract between preprocessing, training and inference: every key, dtype and attribute, defined once.
+
+A split file written by ``physiowave.preprocess`` holds::
+
+    data       float32 [N, C, T]   one window per gzip chunk (random access reads one window)
+    label      int64 [N] (class index) or float32 [N, K] (multi-hot); absent for pretraining data
+    record_id  UTF-8 string [N]    the recording each window comes from (splits never separate one)
+    start      int64 [N]           first sample of the window in the processed recording, at the output rate
+
+and root attributes ``fs`` (output rate, Hz), ``window``, ``step``, ``normalize``, ``norm_scope``, ``source``,
+``preprocessing`` (JSON of the signal parameters), ``class_names`` and ``channel_names`` when known, and
+``run_id`` / ``run_info``: the run that wrote the file and the name of its folder's completion marker
+(:data:`INFO_FILE`), which lists the run's files and is written last. Files from other tools need only ``data``
+(any of :data:`DATA_KEYS`) and optionally labels (any of :data:`LABEL_KEYS`).
+"""
+from __future__ import annotations
+
+__all__ = ["DATA", "LABEL", "RECORD_ID", "START", "DATA_KEYS", "LABEL_KEYS", "ATTR_FS", "ATTR_CLASS_NAMES",
+           "ATTR_CHANNEL_NAMES", "ATTR_PREPROCESSING", "ATTR_RUN_ID", "ATTR_RUN_INFO", "INFO_FILE",
+           "DATA_DTYPE", "SINGLE_LABEL_DTYPE", "MULTI_LABEL_DTYPE", "START_DTYPE"]
+
+DATA = "data"
+LABEL = "label"
+RECORD_ID = "record_id"
+START = "start"
+
+DATA_KEYS = (DATA, "input", "X")              # tried in this order when no data key is given
+LABEL_KEYS = (LABEL, "labels", "y", "Y")      # likewise for labels
+
+DATA_DTYPE = "float32"
+SINGLE_LABEL_DTYPE = "int64"
+MULTI_LABEL_DTYPE = "float32"
+START_DTYPE = "int64"
+
+ATTR_FS = "fs"
+ATTR_CLASS_NAMES = "class_names"
+ATTR_CHANNEL_NAMES = "channel_names"
+ATTR_PREPROCESSING = "preprocessing"
+ATTR_RUN_ID = "run_id"
+ATTR_RUN_INFO = "run_info"
+
+INFO_FILE = "preprocess_info.json"            # the completion marker of a preprocessing output folder
