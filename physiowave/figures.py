@@ -3,7 +3,8 @@
 Pure drawing functions used by ``physiowave plot``, the demo and the training engine (TensorBoard ``add_figure``).
 Callers compute the arrays (model outputs, metrics, history); nothing here imports torch or reads files. Only the
 object-oriented API is used (``Figure``, never ``pyplot``), so no backend or global state is involved.
-:func:`save_figure` writes a PNG atomically with exactly ``figsize · dpi`` pixels.
+:func:`save_figure` writes a PNG (or any format matplotlib writes, by suffix) atomically with exactly
+``figsize · dpi`` pixels.
 """
 from __future__ import annotations
 
@@ -13,14 +14,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.backend_bases import FigureCanvasBase
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import Bbox
 
-__all__ = ["save_figure", "figure_size_px", "figure_to_array", "wavelet_bands", "wavelet_filters", "selector_weights",
-           "masked_reconstruction", "confusion_matrix", "roc_pr_curves", "training_curves", "PALETTE"]
+__all__ = ["save_figure", "save_formats", "figure_size_px", "figure_to_array", "wavelet_bands", "wavelet_filters",
+           "selector_weights", "masked_reconstruction", "confusion_matrix", "roc_pr_curves", "training_curves", "PALETTE"]
 
 # Okabe-Ito colour-blind-safe palette (black left out: it is used for signals/targets).
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#999999")
@@ -44,22 +46,31 @@ def figure_size_px(fig: Figure, dpi: int = 100) -> tuple[int, int]:
     return int(w + 1e-8), int(h + 1e-8)
 
 
-def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
-    """Write ``fig`` as a PNG of exactly :func:`figure_size_px` pixels, atomically; returns ``path``.
+def save_formats() -> tuple[str, ...]:
+    """The file suffixes :func:`save_figure` writes in their own format (``.png``, ``.pdf``, ``.svg``, ...)."""
+    return tuple(sorted(f".{ext}" for ext in FigureCanvasBase.get_supported_filetypes()))
 
-    The image goes to a temporary ``.<name>.<pid>.tmp.png`` in the same folder and is renamed over ``path``, so a
-    reader never sees half a file and a failed save leaves any previous file untouched. Parent folders are created.
+
+def save_figure(fig: Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Write ``fig`` in the format its suffix names (one of :func:`save_formats`, else PNG), a raster image of
+    exactly :func:`figure_size_px` pixels, atomically; returns ``path``.
+
+    The image goes to a temporary ``.<name>.<pid>.tmp.<format>`` in the same folder and is renamed over ``path``,
+    so a reader never sees half a file and a failed save leaves any previous file untouched. Parent folders are
+    created.
     """
     path = Path(path)
     if dpi <= 0:
         raise ValueError(f"dpi: expected a positive number, got {dpi}")
+    fmt = path.suffix[1:].lower()
+    fmt = fmt if f".{fmt}" in save_formats() else "png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")  # same folder: os.replace stays a rename
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.{fmt}")  # same folder: os.replace stays a rename
     try:
         with open(tmp, "wb") as fh:
             # An explicit full-figure box overrides a user's rc "savefig.bbox: tight", which would change the size.
             full = Bbox.from_bounds(0, 0, *fig.get_size_inches())
-            fig.savefig(fh, format="png", dpi=dpi, facecolor="white", bbox_inches=full)
+            fig.savefig(fh, format=fmt, dpi=dpi, facecolor="white", bbox_inches=full)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -5,14 +5,19 @@ Raw records (WFDB ``.hea``/``.dat``, Challenge ``.hea``/``.mat``, CSV) go throug
 recorded in the checkpoint, then through what evaluation did to each stored sample (centre crop or pad to the
 training length, the ``--normalize`` z-score): a record gives exactly the windows that training evaluated.
 Preprocessed HDF5 files are read with the training data set class. Values a checkpoint lacks (original release
-files) come from flags, else from the preprocessing defaults, and are reported as assumed.
+files) come from flags, else from the preprocessing defaults (:class:`SignalParams`), and are reported as assumed.
+
+No window that holds NaN/inf reaches the model, whatever the input: each is decided alone and reported in
+:class:`Skipped` with its record and start. NaN runs up to ``max_nan_gap`` seconds are interpolated, as
+preprocessing does; a raw record with a longer run (which preprocessing skips whole) keeps the windows that do
+not touch it, computed with the run interpolated so that filters and resampling see finite input.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,50 +27,51 @@ import torch
 from tqdm import tqdm
 
 from .checkpoint import model_from_checkpoint, read_checkpoint
+from .data.contract import RECORD_ID, START
 from .data.h5 import H5Dataset, fit_length
 from .engine.distributed import pick_device
 from .models import FusionModel, PhysioWave
-from .preprocess.cli import build_parser
-from .preprocess.core import Source, process_recording
+from .preprocess.core import process_recording
+from .preprocess.params import SignalParams
 from .preprocess.readers import ReadError, Recording, read_challenge, read_csv, read_wfdb
-from .preprocess.signal import SignalError
+from .preprocess.signal import SignalError, select_channels
 
-__all__ = ["Preparation", "TrainedModel", "Unit", "load_trained", "find_inputs", "read_units", "run_batches",
-           "run_inputs", "no_usable_input", "group_mean", "probabilities", "RAW_SUFFIXES", "H5_SUFFIXES"]
+__all__ = ["Preparation", "TrainedModel", "Unit", "Skipped", "load_trained", "find_inputs", "read_units", "run_batches",
+           "run_inputs", "no_usable_input", "group_mean", "probabilities", "RAW_SUFFIXES", "H5_SUFFIXES",
+           "OVERRIDES"]
 
 RAW_SUFFIXES = (".hea", ".csv", ".tsv", ".txt")
 H5_SUFFIXES = (".h5", ".hdf5")
-_SIGNAL_KEYS = ("channels", "normalize", "norm_scope", "bandpass", "notch", "max_nan_gap", "window", "step", "tail",
-                "min_real")
-
-
-def _preprocessing_defaults() -> dict[str, Any]:
-    return {a.dest: a.default for a in build_parser(Source)._actions if a.dest in _SIGNAL_KEYS}
+# the signal parameters a checkpoint records and flags override (the model rate is ``fs``, not ``target_fs``)
+_SIGNAL_KEYS = tuple(k for k in SignalParams.names() if k != "target_fs")
+OVERRIDES = ("fs", "input_fs", "length", *_SIGNAL_KEYS)  # what load_trained's overrides may replace
+_DEFAULT = SignalParams()
 
 
 @dataclass
 class Preparation:
-    """How a raw recording becomes model input: the preprocessing flags, the model rate ``fs`` (None: keep each
-    record's own rate), the training input ``length`` and whether training z-scored each sample (``standardize``).
-    ``input_fs`` is the rate of CSV files, which carry none."""
+    """How a raw recording becomes model input: the preprocessing parameters (:class:`SignalParams`, as the
+    training data was made), the model rate ``fs`` (None: keep each record's own rate), the training input
+    ``length`` and whether training z-scored each sample (``standardize``). ``input_fs`` is the rate of CSV files,
+    which carry none."""
     fs: float | None
     window: int
     step: int
     length: int
-    channels: list[str] | None = None
-    normalize: str = "zscore"
-    norm_scope: str = "window"
-    bandpass: list[float] | None = None
-    notch: float | None = None
-    max_nan_gap: float = 0.1
-    tail: str = "pad"
-    min_real: float = 0.5
+    channels: list[str] | None = _DEFAULT.channels
+    normalize: str = _DEFAULT.normalize
+    norm_scope: str = _DEFAULT.norm_scope
+    bandpass: list[float] | None = _DEFAULT.bandpass
+    notch: float | None = _DEFAULT.notch
+    max_nan_gap: float = _DEFAULT.max_nan_gap
+    tail: str = _DEFAULT.tail
+    min_real: float = _DEFAULT.min_real
     standardize: bool = False
     input_fs: float | None = None
 
-    def signal_args(self) -> argparse.Namespace:
-        """The namespace :func:`process_recording` reads."""
-        return argparse.Namespace(**{k: getattr(self, k) for k in _SIGNAL_KEYS}, target_fs=self.fs)
+    def signal_args(self) -> SignalParams:
+        """The parameters :func:`process_recording` reads (``target_fs`` = the model rate ``fs``)."""
+        return SignalParams(**{k: getattr(self, k) for k in _SIGNAL_KEYS}, target_fs=self.fs)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,45 +108,65 @@ def _task_of(ckpt: Mapping[str, Any], args: Mapping[str, Any], has_head: bool) -
     return "single"
 
 
+def _shown(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        return " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def _preparation(ckpt: Mapping[str, Any], args: Mapping[str, Any], overrides: Mapping[str, Any]
                  ) -> tuple[Preparation, dict[str, str]]:
+    """Recorded values (the checkpoint's ``data.preprocessing``), replaced by ``overrides``; what neither gives
+    comes from the :class:`SignalParams` defaults and is listed in ``assumed`` (name → what was assumed)."""
     data = ckpt.get("data") or {}
     recorded = dict(data.get("preprocessing") or {})
-    defaults = _preprocessing_defaults()
+    params = SignalParams.from_recorded(recorded).replace(**{k: overrides.get(k) for k in _SIGNAL_KEYS})
     assumed: dict[str, str] = {}
-    values: dict[str, Any] = {}
-    for key in ("fs", "input_fs", *_SIGNAL_KEYS):
-        if overrides.get(key) is not None:
-            values[key] = overrides[key]
-        elif key in recorded:
-            values[key] = recorded[key]
-        elif key == "fs":
-            values[key] = None
-            assumed[key] = "each record's own sampling rate (no resampling): pass --fs HZ"
-        elif key == "input_fs":
-            values[key] = None
-        else:
-            values[key] = defaults[key]
-            assumed[key] = f"{defaults[key]!r} (the preprocessing default): pass --{key}"
-    length = overrides.get("length") or data.get("length") or args.get("max_length") or values["window"]
+    fs = overrides.get("fs") if overrides.get("fs") is not None else recorded.get("fs")
+    if fs is None:
+        assumed["fs"] = "each record's own sampling rate (no resampling)"
+    for key in _SIGNAL_KEYS:
+        if overrides.get(key) is None and key not in recorded:
+            default = getattr(_DEFAULT, key)
+            assumed[key] = ("every channel of each record, in its order" if key == "channels" and default is None
+                            else _shown(default)) + " (the preprocessing default)"
+    input_fs = overrides.get("input_fs") if overrides.get("input_fs") is not None else recorded.get("input_fs")
+    length = overrides.get("length") or data.get("length") or args.get("max_length") or params.window
     if not (overrides.get("length") or data.get("length")):
-        assumed["length"] = f"{length} ({'the training --max_length' if args.get('max_length') else 'the window'})"
+        assumed["length"] = f"{length} ({'the training max_length' if args.get('max_length') else 'the window'})"
     standardize = args.get("normalize") is True  # the training --normalize flag (original files: absent)
-    return Preparation(length=int(length), standardize=standardize, **values), assumed
+    try:
+        params.check()
+        for name, value in (("fs", fs), ("input_fs", input_fs)):
+            if value is not None and not 0 < float(value) < float("inf"):
+                raise ValueError(f"--{name} {value}: expected a positive rate in Hz")
+        if int(length) < 1:
+            raise ValueError(f"--length {length}: expected a positive integer")
+    except ValueError as err:
+        raise ValueError(f"{err} (the value recorded in the checkpoint or given)") from None
+    values = {k: getattr(params, k) for k in _SIGNAL_KEYS}
+    return Preparation(fs=None if fs is None else float(fs), length=int(length), standardize=standardize,
+                       input_fs=None if input_fs is None else float(input_fs), **values), assumed
 
 
 def load_trained(path: str | Path, device: str | None = None, fusion: bool = False, **overrides: Any) -> TrainedModel:
-    """Checkpoint → :class:`TrainedModel` on ``device`` (None: CUDA when available). ``overrides``: ``fs``,
-    ``window``, ``step``, ``length``, ``channels``, ``normalize``, ``input_fs``, ... replace recorded values;
-    ``task`` ("single"/"multi") and ``class_names`` replace what the file says or lacks. A fusion checkpoint is
-    an error unless ``fusion`` (then ``preparation`` is None: raw records of several modalities are not read)."""
+    """Checkpoint → :class:`TrainedModel` on ``device`` (None: CUDA when available). ``overrides`` (None: not
+    given): ``fs``, ``input_fs``, ``length`` and the :class:`SignalParams` names (:data:`OVERRIDES`) replace
+    recorded values; ``task`` ("single"/"multi") and ``class_names`` replace what the file says or lacks. A
+    fusion checkpoint is an error unless ``fusion`` (then ``preparation`` is None: raw records of several
+    modalities are not read)."""
+    unknown = sorted(set(overrides) - {*OVERRIDES, "task", "class_names"})
+    if unknown:
+        raise TypeError(f"load_trained: unknown override(s) {', '.join(unknown)}; expected {', '.join(OVERRIDES)}")
     path = Path(path)
     raw = read_checkpoint(path)
     model = model_from_checkpoint(raw, path)
     if isinstance(model, FusionModel) and not fusion:
         raise ValueError(f"{path}: a multi-modal fusion checkpoint ({', '.join(model.names)}); the physiowave command "
-                         "reads one modality: evaluate it with finetune.py --eval --resume and its --modality flags, "
-                         "or load it with physiowave.load_model")
+                         "reads one modality: evaluate it with finetune.py (its --eval --resume and --modality "
+                         "flags), or load it with physiowave.load_model")
     dev = pick_device(device)
     ckpt = dict(raw) if isinstance(raw, Mapping) and not all(isinstance(v, torch.Tensor) for v in raw.values()) else {}
     stored = ckpt.get("args") or {}
@@ -170,6 +196,33 @@ class Unit:
     windows: np.ndarray
     starts: np.ndarray
     labels: np.ndarray | None = None
+
+
+@dataclass
+class Skipped:
+    """What was not used: ``records`` (record, reason): unreadable, unusable, or with no usable window; ``windows``
+    (record, start, reason): a window holding NaN/inf, never given to the model."""
+    records: list[tuple[str, str]] = field(default_factory=list)
+    windows: list[tuple[str, int, str]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.records or self.windows)
+
+    def summary(self, shown: int = 5) -> str:
+        """One line for the command's last message: ``"1 record skipped; 2 windows skipped: r1@2048 has NaN,
+        r1@3072 has NaN"`` (the first ``shown`` windows named), or ``"0 skipped"``."""
+        if not self:
+            return "0 skipped"
+        parts = []
+        if self.records:
+            n = len(self.records)
+            parts.append(f"{n} record{'s' if n != 1 else ''} skipped")
+        if self.windows:
+            n = len(self.windows)
+            named = ", ".join(f"{r}@{s} {why}" for r, s, why in self.windows[:shown])
+            more = f", ... ({n - shown} more)" if n > shown else ""
+            parts.append(f"{n} window{'s' if n != 1 else ''} skipped: {named}{more}")
+        return "; ".join(parts)
 
 
 def find_inputs(paths: Iterable[str | Path]) -> list[tuple[Path, str]]:
@@ -204,46 +257,145 @@ def read_recording(path: Path, input_fs: float | None) -> Recording:
     return read_csv(path, input_fs)
 
 
-def _raw_unit(path: Path, record: str, prep: Preparation, channels: int) -> Unit:
+def nonfinite_reason(x: np.ndarray) -> str | None:
+    """Why a window cannot be used (``"has NaN"``, ``"has inf"``, ``"has NaN and inf"``), or None when finite."""
+    if np.isfinite(x).all():
+        return None
+    nan, inf = bool(np.isnan(x).any()), bool(np.isinf(x).any())
+    return "has NaN and inf" if nan and inf else "has NaN" if nan else "has inf"
+
+
+def _long_runs(bad: np.ndarray, max_gap: int) -> np.ndarray:
+    """``bad`` [T] → the samples in runs longer than ``max_gap`` (those preprocessing does not interpolate)."""
+    edges = np.diff(np.concatenate([[0], bad.astype(np.int8), [0]]))
+    out = np.zeros_like(bad)
+    for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
+        if b - a > max_gap:
+            out[a:b] = True
+    return out
+
+
+def _windows_around_gaps(rec: Recording, params: SignalParams
+                         ) -> tuple[np.ndarray, np.ndarray, float, list[str | None]]:
+    """:func:`process_recording` of a record whose NaN/inf runs are too long to interpolate (preprocessing skips
+    such a record): every run is interpolated so that filters and resampling see a finite signal, the record is
+    processed, and each window that overlaps a long run gets a reason (the others are used). Returns (windows,
+    starts, output rate, reason or None per window)."""
+    idx = select_channels(rec.channel_names, params.channels)
+    x = np.asarray(rec.signal, dtype=np.float32)[idx]
+    bad = ~np.isfinite(x)
+    max_gap = int(round(params.max_nan_gap * rec.fs))
+    broken = np.zeros(x.shape[1], bool)   # samples in a long run, in any channel
+    has_nan = np.zeros(x.shape[1], bool)
+    filled = x.copy()
+    t = np.arange(x.shape[1])
+    for c in np.flatnonzero(bad.any(axis=1)):
+        b = bad[c]
+        broken |= b if b.all() else _long_runs(b, max_gap)
+        has_nan |= np.isnan(x[c])
+        filled[c, b] = 0.0 if b.all() else np.interp(t[b], t[~b], x[c, ~b])
+    names = [rec.channel_names[i] for i in idx]
+    windows, starts, fs = process_recording(replace(rec, signal=filled, channel_names=names),
+                                            replace(params, channels=None))
+    ratio = rec.fs / fs                   # input samples per output sample
+    n_broken = np.concatenate([[0], np.cumsum(broken)])
+    n_nan = np.concatenate([[0], np.cumsum(broken & has_nan)])
+    reasons: list[str | None] = []
+    for s in starts.tolist():
+        lo = min(x.shape[1], int(np.floor(s * ratio)))
+        hi = min(x.shape[1], int(np.ceil((s + params.window) * ratio)))
+        if n_broken[hi] - n_broken[lo] == 0:
+            reasons.append(None)
+            continue
+        nan = n_nan[hi] - n_nan[lo] > 0
+        inf = n_nan[hi] - n_nan[lo] < n_broken[hi] - n_broken[lo]
+        reasons.append("has NaN and inf" if nan and inf else "has NaN" if nan else "has inf")
+    return windows, starts, fs, reasons
+
+
+def _raw_unit(path: Path, record: str, prep: Preparation, channels: int) -> tuple[Unit, list[str | None]]:
+    """The windows of one raw record and, per window, why it cannot be used (None: usable)."""
     rec = read_recording(path, prep.input_fs)
-    windows, starts, _ = process_recording(rec, prep.signal_args())
+    params = prep.signal_args()
+    try:
+        windows, starts, _ = process_recording(rec, params)
+        reasons: list[str | None] | None = None
+    except SignalError:
+        if np.isfinite(rec.signal).all():
+            raise
+        windows, starts, _, reasons = _windows_around_gaps(rec, params)
     if windows.shape[1] != channels:
         raise ValueError(f"{path}: {windows.shape[1]} channels after selection, the model takes {channels}: "
                          "pass --channels with the model's channels in order")
-    return Unit(record, fit_length(windows, prep.length, prep.standardize), starts)
+    x = fit_length(windows, prep.length, prep.standardize)
+    found = [nonfinite_reason(w) for w in x]  # e.g. overflow in filtering; NaN in the cropped part
+    reasons = [r or f for r, f in zip(reasons or found, found)]
+    return Unit(record, x, starts), reasons
 
 
-def _h5_units(path: Path, prep: Preparation, channels: int, block: int = 256) -> Iterator[Unit]:
+def _h5_units(path: Path, prep: Preparation, channels: int, block: int = 256
+              ) -> Iterator[tuple[Unit, list[str | None]]]:
     ds = H5Dataset(str(path), labels="auto", max_length=prep.length, normalize=prep.standardize)
-    if ds.num_channels != channels:
-        raise ValueError(f"{path}: samples have {ds.num_channels} channels, the model takes {channels}")
-    with h5py.File(path, "r") as f:
-        ids = np.asarray(f["record_id"][:]).astype(str) if "record_id" in f else None
-        starts = np.asarray(f["start"][:], dtype=np.int64) if "start" in f else np.zeros(len(ds), np.int64)
-    for lo in range(0, len(ds), block):
-        items = [ds[i] for i in range(lo, min(len(ds), lo + block))]
+    try:
+        if ds.num_channels != channels:
+            raise ValueError(f"{path}: samples have {ds.num_channels} channels, the model takes {channels}")
+        with h5py.File(path, "r") as f:
+            ids = np.asarray(f[RECORD_ID][:]).astype(str) if RECORD_ID in f else None
+            starts = np.asarray(f[START][:], dtype=np.int64) if START in f else np.zeros(len(ds), np.int64)
         has_labels = ds.label_kind != "none"
-        x = np.stack([(it[0] if has_labels else it).numpy() for it in items])
-        labels = np.stack([it[1].numpy() for it in items]) if has_labels else None
-        for j in range(len(items)):
-            i = lo + j
-            record = ids[i] if ids is not None else f"{path.stem}:{i}"
-            yield Unit(record, x[j:j + 1], starts[i:i + 1], None if labels is None else labels[j:j + 1])
-    ds.close()
+        for lo in range(0, len(ds), block):
+            items = [ds[i] for i in range(lo, min(len(ds), lo + block))]
+            x = np.stack([(it[0] if has_labels else it).numpy() for it in items])
+            labels = np.stack([it[1].numpy() for it in items]) if has_labels else None
+            for j in range(len(items)):
+                i = lo + j
+                record = ids[i] if ids is not None else f"{path.stem}:{i}"
+                yield (Unit(record, x[j:j + 1], starts[i:i + 1], None if labels is None else labels[j:j + 1]),
+                       [nonfinite_reason(x[j])])
+    finally:
+        ds.close()
 
 
-def read_units(inputs: Iterable[tuple[Path, str]], prep: Preparation, channels: int,
-               on_skip: Callable[[str, str], None]) -> Iterator[Unit]:
-    """Units of every input in order; a raw record that cannot be used is reported by ``on_skip(record, reason)``
-    and skipped (HDF5 problems raise: a file is not a record)."""
+def read_units(inputs: Iterable[tuple[Path, str]], prep: Preparation, channels: int, skipped: Skipped
+               ) -> Iterator[Unit]:
+    """Units of every input in order, holding only usable windows. A raw record that cannot be used is added to
+    ``skipped.records`` (HDF5 problems raise: a file is not a record); a window with NaN/inf (after the
+    preprocessing, which interpolates NaN runs up to ``max_nan_gap``) to ``skipped.windows``; once the inputs
+    are exhausted, a record none of whose windows was usable to ``skipped.records``."""
+    used: dict[str, int] = {}
+    broken: dict[str, int] = {}
+
+    def split(unit: Unit, reasons: list[str | None]) -> Unit | None:
+        keep = np.array([r is None for r in reasons], bool)
+        for s, r in zip(unit.starts[~keep].tolist(), [r for r in reasons if r is not None]):
+            skipped.windows.append((unit.record, int(s), r))
+        used[unit.record] = used.get(unit.record, 0) + int(keep.sum())
+        broken[unit.record] = broken.get(unit.record, 0) + int((~keep).sum())
+        if not keep.any():
+            return None
+        if keep.all():
+            return unit
+        return Unit(unit.record, unit.windows[keep], unit.starts[keep],
+                    None if unit.labels is None else unit.labels[keep])
+
     for path, record in inputs:
         if path.suffix.lower() in H5_SUFFIXES:
-            yield from _h5_units(path, prep, channels)
+            for unit, reasons in _h5_units(path, prep, channels):
+                kept = split(unit, reasons)
+                if kept is not None:
+                    yield kept
             continue
         try:
-            yield _raw_unit(path, record, prep, channels)
+            unit, reasons = _raw_unit(path, record, prep, channels)
         except (ReadError, SignalError, OSError, ValueError) as err:
-            on_skip(record, " ".join(str(err).split()))
+            skipped.records.append((record, " ".join(str(err).split())))
+            continue
+        kept = split(unit, reasons)
+        if kept is not None:
+            yield kept
+    for record, n in broken.items():
+        if n and not used.get(record):
+            skipped.records.append((record, f"no usable window: all {n} hold NaN/inf"))
 
 
 # --------------------------------------------------------------------------------------------------- model
@@ -281,26 +433,31 @@ def run_batches(trained: TrainedModel, units: Iterable[Unit], batch_size: int,
 
 
 def run_inputs(trained: TrainedModel, inputs: Iterable[str | Path], batch_size: int,
-               outputs: Callable[[PhysioWave, torch.Tensor], dict[str, torch.Tensor]], skipped: list[tuple[str, str]],
+               outputs: Callable[[PhysioWave, torch.Tensor], dict[str, torch.Tensor]], skipped: Skipped,
                desc: str = "", progress: bool = True
                ) -> Iterator[tuple[list[tuple[str, int]], dict[str, np.ndarray], np.ndarray | None]]:
-    """:func:`run_batches` over the command line's inputs with a progress bar (windows); records that cannot be
-    used are appended to ``skipped`` as (record, reason)."""
-    units = read_units(find_inputs(inputs), trained.preparation, trained.model.in_channels,
-                       lambda record, why: skipped.append((record, why)))
+    """:func:`run_batches` over the command line's inputs with a progress bar (windows); what cannot be used
+    (records, windows with NaN/inf) is added to ``skipped`` and never reaches the model."""
+    units = read_units(find_inputs(inputs), trained.preparation, trained.model.in_channels, skipped)
     with tqdm(desc=desc, unit="window", disable=not progress, file=sys.stderr) as bar:
         for batch in run_batches(trained, units, batch_size, outputs):
             bar.update(len(batch[0]))
-            bar.set_postfix(skipped=len(skipped), refresh=False)
+            bar.set_postfix(skipped=len(skipped.records) + len(skipped.windows), refresh=False)
             yield batch
     if not bar.n:
         raise no_usable_input(skipped)
 
 
-def no_usable_input(skipped: list[tuple[str, str]]) -> ValueError:
-    """The one-line error when every input was skipped (names the first record and its reason)."""
-    first = f": {len(skipped)} record(s) skipped, the first {skipped[0][0]}: {skipped[0][1]}" if skipped else ""
-    return ValueError("no usable input" + first)
+def no_usable_input(skipped: Skipped) -> ValueError:
+    """The one-line error when no window could be used (names the first skipped record and window)."""
+    parts = []
+    if skipped.records:
+        record, why = skipped.records[0]
+        parts.append(f"{len(skipped.records)} record(s) skipped, the first {record}: {why}")
+    if skipped.windows:
+        record, start, why = skipped.windows[0]
+        parts.append(f"{len(skipped.windows)} window(s) skipped, the first {record}@{start} {why}")
+    return ValueError("no usable input" + (": " + "; ".join(parts) if parts else ""))
 
 
 def group_mean(ids: np.ndarray, values: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:

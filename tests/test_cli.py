@@ -257,3 +257,260 @@ def test_info_reads_namespace_args_and_bare_state_dicts(tmp_path: Path, capsys: 
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: no usable input: 20 record(s) skipped") and "--input_fs" in err
     assert not (tmp_path / "e.h5").exists()
+
+
+# ----------------------------------------------------------------------------------------------- broken windows
+def _csv_with_nan_run(path: Path, source: Path, rows: slice, column: int = 2) -> Path:
+    """``source`` (Myo CSV, 200 Hz) with a NaN run at ``rows`` of one column: longer than --max_nan_gap (0.1 s)."""
+    data = np.loadtxt(source, delimiter=",")
+    data[rows, column] = np.nan
+    np.savetxt(path, data, delimiter=",", fmt="%.6g")
+    return path
+
+
+def _wfdb_with_nan_run(folder: Path, name: str, source: Path, rows: slice, column: int = 2) -> Path:
+    """The same as a WFDB format-16 record (.hea + .dat), the run stored as -32768 ("no sample")."""
+    data = np.loadtxt(source, delimiter=",")
+    digital = np.round(data * 10).astype(np.int16)
+    digital[rows, column] = -32768
+    (folder / f"{name}.dat").write_bytes(digital.astype("<i2").tobytes())
+    lines = [f"{name} {data.shape[1]} 200 {data.shape[0]}"]
+    lines += [f"{name}.dat 16 10(0)/mV 16 0 {digital[0, c]} 0 0 ch{c}" for c in range(data.shape[1])]
+    (folder / f"{name}.hea").write_text("\n".join(lines) + "\n")
+    return folder / f"{name}.hea"
+
+
+def _starts_touching(starts: np.ndarray, rows: slice, window: int = 128) -> list[int]:
+    return [int(s) for s in starts if s < rows.stop and s + window > rows.start]
+
+
+@pytest.mark.parametrize("kind", ["csv", "wfdb"])
+def test_predict_skips_the_windows_of_a_long_nan_run_and_predicts_the_others(kind, myo, tmp_path, capsys) -> None:
+    source, rows = MYO / "R_0_C_0_EMG.csv", slice(300, 330)   # 30 samples = 0.15 s > --max_nan_gap 0.1
+    broken = (_csv_with_nan_run(tmp_path / "rec.csv", source, rows) if kind == "csv"
+              else _wfdb_with_nan_run(tmp_path, "rec", source, rows))
+    clean = tmp_path / f"clean{broken.suffix}"
+    if kind == "csv":
+        clean.write_bytes(source.read_bytes())
+    else:
+        clean = _wfdb_with_nan_run(tmp_path, "clean", source, slice(0, 0))
+    out, ref = tmp_path / "pred.csv", tmp_path / "ref.csv"
+    # per-window statistics: windows away from the run are exactly those of the clean record
+    flags = ["--per_window", "--norm_scope", "window"]
+    assert cli(["predict", str(myo["finetuned"]), str(clean), "-o", str(ref), *flags]) == 0
+    capsys.readouterr()
+    assert cli(["predict", str(myo["finetuned"]), str(broken), "-o", str(out), *flags]) == 0
+    captured = capsys.readouterr()
+    reference, rows_out = _rows(ref), _rows(out)
+    all_starts = np.array([int(r["start"]) for r in reference])
+    skipped = _starts_touching(all_starts, rows)
+    assert skipped and len(skipped) < len(all_starts)
+    assert [int(r["start"]) for r in rows_out] == [s for s in all_starts.tolist() if s not in skipped]
+    for row in rows_out:
+        assert "nan" not in ",".join(row.values()).lower()
+        want = next(r for r in reference if r["start"] == row["start"])
+        if int(row["start"]) + 128 <= rows.start - 48 or int(row["start"]) >= rows.stop + 48:
+            assert {k: v for k, v in row.items() if k != "record"} == {k: v for k, v in want.items() if k != "record"}
+    last = captured.out.strip().splitlines()[-1]
+    assert f"{len(skipped)} windows skipped: " in last and f"{broken.stem}@{skipped[0]} has NaN" in last
+    # per record: the record is predicted from its other windows only
+    assert cli(["predict", str(myo["finetuned"]), str(broken), "-o", str(out)]) == 0
+    assert [(r["record"], int(r["windows"])) for r in _rows(out)] == [(broken.stem, len(all_starts) - len(skipped))]
+    # --max_nan_gap (a flag of the command) decides what is long: 0.2 s interpolates the run, as preprocessing would
+    assert cli(["predict", str(myo["finetuned"]), str(broken), "-o", str(out), "--max_nan_gap", "0.2"]) == 0
+    assert int(_rows(out)[0]["windows"]) == len(all_starts) and "0 skipped" in capsys.readouterr().out
+
+
+def test_predict_skips_hdf5_windows_with_nan_or_inf_and_names_them(myo, tmp_path, capsys) -> None:
+    import shutil
+
+    shutil.copytree(myo["data"], tmp_path / "data")  # the whole output folder: its completion marker too
+    h5 = tmp_path / "data" / myo["test"].name
+    with h5py.File(h5, "r+") as f:
+        ids, starts = f["record_id"][:].astype(str), f["start"][:]
+        lone = ids[-1]                             # every window of this record broken
+        lone_rows = np.flatnonzero(ids == lone)
+        other = 1                                  # one window of another record
+        assert ids[other] != lone
+        f["data"][other, 1, 5] = np.nan
+        for i in lone_rows:
+            f["data"][i, 0, 7] = np.inf
+        x = f["data"][:]
+    out = tmp_path / "pred.csv"
+    assert cli(["predict", str(myo["finetuned"]), str(h5), "-o", str(out), "--per_window"]) == 0
+    captured = capsys.readouterr()
+    got = [(r["record"], int(r["start"])) for r in _rows(out)]
+    bad = {other, *lone_rows.tolist()}
+    assert got == [(ids[i], int(starts[i])) for i in range(len(ids)) if i not in bad]
+    with torch.no_grad():
+        probs = load_model(myo["finetuned"])(torch.from_numpy(x[[i for i in range(len(ids)) if i not in bad]]))
+    np.testing.assert_allclose([[float(r[f"prob_{k}"]) for k in range(5)] for r in _rows(out)],
+                               probs.softmax(-1).numpy(), rtol=1e-4, atol=1e-6)
+    last = captured.out.strip().splitlines()[-1]
+    assert f"{len(bad)} windows skipped" in last and f"{ids[other]}@{starts[other]} has NaN" in last
+    assert f"{lone}@{starts[lone_rows[0]]} has inf" in last
+    assert f"skipped {lone}: no usable window" in captured.err
+    # per record: no row for the record without a usable window, one window fewer for the other
+    assert cli(["predict", str(myo["finetuned"]), str(h5), "-o", str(out)]) == 0
+    counts = {r["record"]: int(r["windows"]) for r in _rows(out)}
+    assert lone not in counts and counts[ids[other]] == int((ids == ids[other]).sum()) - 1
+
+
+def test_embed_and_plot_leave_out_broken_windows(myo, tmp_path, capsys) -> None:
+    broken = _csv_with_nan_run(tmp_path / "rec.csv", MYO / "R_0_C_0_EMG.csv", slice(0, 200))
+    out = tmp_path / "e.h5"
+    assert cli(["embed", str(myo["pretrained"]), str(broken), "-o", str(out)]) == 0
+    with h5py.File(out, "r") as f:
+        starts, emb = f["start"][:], f["embedding"][:]
+    assert 0 not in starts and np.isfinite(emb).all()
+    assert "windows skipped: rec@0 has NaN" in capsys.readouterr().out
+    # the first usable window is shown (window 0 holds NaN)
+    assert cli(["plot", "bands", str(myo["pretrained"]), str(broken), "-o", str(tmp_path / "b.png")]) == 0
+    assert "rec@0 has NaN" in capsys.readouterr().err
+
+
+def test_no_usable_window_is_one_line_naming_the_first(myo, tmp_path, capsys) -> None:
+    broken = _csv_with_nan_run(tmp_path / "rec.csv", MYO / "R_0_C_0_EMG.csv", slice(None), column=0)
+    assert cli(["predict", str(myo["finetuned"]), str(broken), "-o", str(tmp_path / "p.csv")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: no usable input") and "rec@0 has NaN" in err
+    assert not (tmp_path / "p.csv").exists()
+
+
+# ----------------------------------------------------------------------------------------------- output and flags
+def test_output_into_a_missing_folder_is_created(myo, tmp_path) -> None:
+    record = str(MYO / "R_0_C_0_EMG.csv")
+    out = tmp_path / "new" / "dir" / "p.csv"
+    assert cli(["predict", str(myo["finetuned"]), record, "-o", str(out)]) == 0 and len(_rows(out)) == 1
+    assert cli(["embed", str(myo["pretrained"]), record, "-o", str(tmp_path / "e1" / "e.npy")]) == 0
+    assert cli(["plot", "filters", str(myo["pretrained"]), "-o", str(tmp_path / "p1" / "f.svg")]) == 0
+    assert (tmp_path / "p1" / "f.svg").read_text().lstrip().startswith("<?xml")
+
+
+@pytest.fixture
+def no_model(monkeypatch):
+    """Checks that must come before any work: loading the checkpoint fails the test."""
+    from physiowave.cli import common
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the checkpoint was loaded before the flags were checked")
+
+    monkeypatch.setattr(common, "load_trained", fail)
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["plot", "bands", "CKPT", "REC", "-o", "OUT/b.h5"], "-o"),
+    (["plot", "filters", "CKPT", "-o", "OUT/f.csv"], "-o"),
+    (["embed", "CKPT", "REC", "-o", "OUT/e.csv"], "-o"),
+    (["embed", "CKPT", "REC", "-o", "OUT/e.npy", "--tokens"], "--tokens"),
+    (["predict", "CKPT", "REC", "-o", "BLOCKER/p.csv"], "-o"),
+    (["predict", "CKPT", "REC", "-o", "OUT/p.csv", "--fs", "-5"], "--fs"),
+    (["predict", "CKPT", "REC", "-o", "OUT/p.csv", "--input_fs", "0"], "--input_fs"),
+    (["predict", "CKPT", "REC", "-o", "OUT/p.csv", "--batch_size", "0"], "--batch_size"),
+    (["predict", "CKPT", "REC", "-o", "OUT/p.csv", "--length", "-1"], "--length"),
+    (["predict", "CKPT", "REC", "-o", "OUT/p.csv", "--window", "0"], "--window"),
+    (["predict", "CKPT", "REC", "-o", "OUT/p.csv", "--min_real", "1.5"], "--min_real"),
+    (["predict", "CKPT", "REC", "-o", "OUT/p.csv", "--bandpass", "40", "1"], "--bandpass"),
+    (["predict", "CKPT", "REC", "-o", "OUT/p.csv", "--max_nan_gap", "-1"], "--max_nan_gap"),
+    (["predict", "CKPT", "REC", "-o", "OUT/p.csv", "--threshold", "2"], "--threshold"),
+    (["embed", "CKPT", "REC", "-o", "OUT/e.h5", "--step", "-3"], "--step"),
+    (["plot", "selector", "CKPT", "REC", "-o", "OUT/s.png", "--max_windows", "0"], "--max_windows"),
+    (["plot", "reconstruction", "CKPT", "REC", "-o", "OUT/r.png", "--mask_ratio", "1"], "--mask_ratio"),
+    (["plot", "filters", "CKPT", "-o", "OUT/f.png", "--fs", "-5"], "--fs"),
+    (["plot", "filters", "CKPT", "-o", "OUT/f.png", "--dpi", "0"], "--dpi"),
+    (["predict", "CKPT", "REC", "-o", "OUT/p.csv", "--notch", "55"], "--notch"),      # argparse errors
+    (["predict", "CKPT", "REC", "--fs", "x", "-o", "OUT/p.csv"], "--fs"),
+    (["predict", "CKPT", "REC"], "-o"),
+    (["predict", "CKPT", "REC", "-o", "OUT/p.csv", "--no_such_flag"], "--no_such_flag"),
+])
+def test_bad_flags_and_outputs_are_one_line_errors_before_any_work(argv, flag, no_model, tmp_path, capsys) -> None:
+    (tmp_path / "blocker").write_text("a file where a folder is needed")
+    subs = {"CKPT": str(tmp_path / "model.pth"), "REC": str(MYO / "R_0_C_0_EMG.csv"), "OUT": str(tmp_path / "out"),
+            "BLOCKER": str(tmp_path / "blocker")}
+    argv = [next((a.replace(k, v) for k, v in subs.items() if a.startswith(k)), a) for a in argv]
+    assert cli(argv) == 1
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.startswith("error: ") and "\n" not in err and flag in err and not captured.out
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def _parser(*path: str):
+    """The parser of ``physiowave <path...>`` (e.g. "plot", "bands")."""
+    import argparse
+
+    from physiowave.cli import build_parser
+
+    parser = build_parser()
+    for name in path:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = sub.choices[name]
+    return parser
+
+
+def _flags(text: str) -> set[str]:
+    import re
+
+    return set(re.findall(r"(?<![\w-])--[a-z][a-z0-9_]*", text))
+
+
+def test_every_flag_the_messages_name_is_a_flag_of_the_command(myo, tmp_path, capsys) -> None:
+    """Run the commands where they print hints (assumed values, unusable records, broken windows, bad flags) and
+    check each --flag they name against the command's own parser."""
+    import argparse
+
+    from physiowave import PhysioWave
+
+    model = PhysioWave(in_channels=8, embed_dim=32, depth=1, num_heads=2, patch_size=16, max_level=2, input_norm="none",
+                       objective="original")
+    bare = tmp_path / "bare.pth"  # records no preprocessing: everything is assumed
+    torch.save({"model_state_dict": model.state_dict(),
+                "args": argparse.Namespace(in_channels=8, embed_dim=32, depth=1, num_heads=2, patch_size=16,
+                                           max_level=2, max_length=128)}, bare)
+    broken = _csv_with_nan_run(tmp_path / "rec.csv", MYO / "R_0_C_0_EMG.csv", slice(300, 330))
+    short = tmp_path / "short.csv"
+    short.write_text("\n".join(",".join(["1"] * 8) for _ in range(20)) + "\n")
+    three = tmp_path / "three.csv"
+    three.write_text("\n".join("1,2,3" for _ in range(300)) + "\n")
+    out = str(tmp_path / "o.csv")
+    runs = {
+        ("embed",): [[str(bare), str(broken), "-o", str(tmp_path / "e.h5")],
+                     [str(bare), str(broken), "-o", str(tmp_path / "e.h5"), "--input_fs", "200", "--window", "128"]],
+        ("predict",): [[str(myo["finetuned"]), str(broken), str(short), str(three), "-o", out, "--per_window"],
+                       [str(myo["finetuned"]), str(broken), "-o", out, "--bandpass", "0.5", "150"],
+                       [str(myo["finetuned"]), str(broken), "-o", out, "--window", "100000", "--tail", "drop"],
+                       [str(myo["finetuned"]), str(broken), "-o", out, "--window", "0"],
+                       [str(myo["finetuned"]), str(broken), "-o", out, "--min_real", "7"],
+                       [str(myo["finetuned"]), str(broken), "-o", out, "--channels", "ch9"]],
+        ("plot", "bands"): [[str(bare), str(broken), "-o", str(tmp_path / "b.png"), "--input_fs", "200",
+                             "--window_index", "99"],
+                            [str(bare), str(broken), "-o", str(tmp_path / "b.png"), "--input_fs", "200",
+                             "--channel", "x"]],
+    }
+    for path, argvs in runs.items():
+        known = set(_parser(*path)._option_string_actions)
+        named: set[str] = set()
+        for argv in argvs:
+            cli([*path, *argv])
+            captured = capsys.readouterr()
+            named |= _flags(captured.out + captured.err)
+        assert named, path
+        assert named <= known, (path, named - known)
+    # and in the source: every string of these modules that names a flag (other programs' flags are attributed)
+    import ast
+    import inspect
+
+    from physiowave import inference
+    from physiowave.cli import common, embed, plot, predict
+    from physiowave.preprocess import core, signal
+
+    texts = {"predict": [inference, common, predict, signal, core.process_recording], "embed": [inference, embed]}
+    texts["plot"] = [plot]
+    for command, objects in texts.items():
+        known = set(_parser(command)._option_string_actions) if command != "plot" else set().union(
+            *(_parser("plot", k)._option_string_actions for k in plot.KINDS))
+        for obj in objects:
+            for node in ast.walk(ast.parse(inspect.getsource(obj))):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and "finetune.py" not in node.value:
+                    unknown = _flags(node.value) - known
+                    assert not unknown, (command, getattr(obj, "__name__", obj), node.value)

@@ -3,25 +3,30 @@
 Each window gives the pooled encoder output ``[D]`` (the checkpoint's pooling, mean by default), i.e.
 ``pool(model.encode(x))``; ``--tokens`` also keeps every token ``[N, D]`` (.h5 only); ``--per_record`` averages
 the windows of each record. ``.h5`` output holds ``embedding`` ``[n, D]``, ``record_id`` and ``start`` (window
-rows) and the preparation as attributes; ``.npy`` holds the ``embedding`` array alone.
+rows) and the preparation as attributes; ``.npy`` holds the ``embedding`` array alone. A window that holds
+NaN/inf after preprocessing is never given to the model: it has no row and is named in the last line.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
 
+from ..data.contract import RECORD_ID, START
 from ..fileio import to_jsonable
-from ..inference import TrainedModel, group_mean, run_inputs
+from ..inference import Skipped, TrainedModel, group_mean, run_inputs
 from ..models.heads import pool_tokens
-from .common import INPUTS_HELP, add_model_arguments, add_preparation_arguments, trained_from_args
+from .common import (INPUTS_HELP, add_model_arguments, add_preparation_arguments, check_preparation, prepare_output,
+                     report_skipped, trained_from_args)
 
-__all__ = ["add_parser", "embed"]
+__all__ = ["add_parser", "embed", "SUFFIXES"]
+
+SUFFIXES = (".h5", ".hdf5", ".npy")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,16 +46,23 @@ def _append(dset: h5py.Dataset, values: np.ndarray) -> None:
     dset[n:] = values
 
 
-def embed(trained: TrainedModel, inputs: list[str], output: Path, tokens: bool = False, per_record: bool = False,
-          batch_size: int = 64, progress: bool = True) -> dict[str, int]:
-    """Write embeddings of ``inputs`` to ``output`` (.h5 or .npy, written under a temporary name then renamed).
-    Returns counts: ``records``, ``windows``, ``skipped``."""
+def check_output(output: Path, tokens: bool, per_record: bool) -> None:
+    """One-line ValueError for an output name or flag combination ``embed`` cannot write."""
     suffix = output.suffix.lower()
-    if suffix not in (".h5", ".hdf5", ".npy"):
+    if suffix not in SUFFIXES:
         raise ValueError(f"-o {output}: expected a .h5 or .npy file name")
     if tokens and (suffix == ".npy" or per_record):
         raise ValueError("--tokens needs .h5 output and window rows (not --per_record)")
-    skipped: list[tuple[str, str]] = []
+
+
+def embed(trained: TrainedModel, inputs: list[str], output: Path, tokens: bool = False, per_record: bool = False,
+          batch_size: int = 64, progress: bool = True) -> dict[str, Any]:
+    """Write embeddings of ``inputs`` to ``output`` (.h5 or .npy, written under a temporary name then renamed).
+    Returns counts: ``records``, ``windows``, ``skipped`` (records), ``skipped_windows`` and the
+    :class:`~physiowave.inference.Skipped` itself (``skipped_reasons``)."""
+    check_output(output, tokens, per_record)
+    suffix = output.suffix.lower()
+    skipped = Skipped()
     pooling = trained.pooling
 
     def outputs(model, x):
@@ -82,9 +94,9 @@ def embed(trained: TrainedModel, inputs: list[str], output: Path, tokens: bool =
         else:
             f = f if f is not None else h5py.File(tmp, "w")
             f.create_dataset("embedding", data=emb)
-            f.create_dataset("record_id", data=ids.astype(object), dtype=h5py.string_dtype())
+            f.create_dataset(RECORD_ID, data=ids.astype(object), dtype=h5py.string_dtype())
             if starts is not None:
-                f.create_dataset("start", data=starts)
+                f.create_dataset(START, data=starts)
             f.attrs.update({"checkpoint": str(trained.path), "pooling": pooling, "per_record": per_record,
                             "preparation": json.dumps(to_jsonable(trained.preparation.as_dict()))})
             f.close()
@@ -95,15 +107,18 @@ def embed(trained: TrainedModel, inputs: list[str], output: Path, tokens: bool =
             f.close()
         if tmp.exists():
             tmp.unlink()
-    return {"records": len(dict.fromkeys(rows_id)), "windows": len(rows_id), "skipped": len(skipped),
-            "skipped_reasons": skipped}
+    return {"records": len(dict.fromkeys(rows_id)), "windows": len(rows_id), "skipped": len(skipped.records),
+            "skipped_windows": len(skipped.windows), "skipped_reasons": skipped}
 
 
 def run(args: argparse.Namespace) -> int:
+    check_preparation(args)
+    output = Path(args.output)
+    check_output(output, args.tokens, args.per_record)
+    prepare_output(output, SUFFIXES, "a .h5 or .npy file name")
     trained = trained_from_args(args)
-    counts = embed(trained, args.inputs, Path(args.output), args.tokens, args.per_record, args.batch_size)
-    for record, why in counts["skipped_reasons"]:
-        print(f"skipped {record}: {why}", file=sys.stderr)
+    counts = embed(trained, args.inputs, output, args.tokens, args.per_record, args.batch_size)
+    report_skipped(counts["skipped_reasons"])
     print(f"{counts['windows']} windows of {counts['records']} records embedded "
-          f"({counts['skipped']} skipped) -> {args.output}")
+          f"({counts['skipped_reasons'].summary()}) -> {args.output}")
     return 0

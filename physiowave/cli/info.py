@@ -79,7 +79,8 @@ def format_summary(s: dict[str, Any]) -> str:
     lines += _block("data", s["data"])
     lines += _block("preprocessing (for embed/predict)", s["preprocessing"])
     if s["assumed"]:
-        lines += _block("not recorded in the checkpoint (assumed; override with flags)", s["assumed"])
+        lines += _block("not recorded in the checkpoint (assumed; embed, predict and plot take flags of these names)",
+                         s["assumed"])
     lines += _block("args", dict(sorted((s["args"] or {}).items())))
     return "\n".join(lines)
 

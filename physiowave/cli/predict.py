@@ -4,21 +4,24 @@ Records are windowed as the training data was; the window probabilities (softmax
 are averaged per record, and the record's label is the most probable class (single-label) or every class whose
 mean probability reaches its threshold (multi-label: the thresholds tuned on validation data and stored in the
 checkpoint, else ``--threshold``). ``--per_window`` writes one row per window instead.
+
+A window that holds NaN/inf after preprocessing (which interpolates NaN runs up to --max_nan_gap seconds) is
+never given to the model: it has no row, is not counted in its record's windows, and is named in the last line
+(RECORD@START); a record without a usable window has no row and is reported as skipped.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import io
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from ..fileio import atomic_write_text
-from ..inference import TrainedModel, group_mean, probabilities, run_inputs
-from .common import INPUTS_HELP, add_model_arguments, add_preparation_arguments, trained_from_args
+from ..inference import Skipped, TrainedModel, group_mean, probabilities, run_inputs
+from .common import (INPUTS_HELP, add_model_arguments, add_preparation_arguments, check_preparation, prepare_output,
+                     report_skipped, trained_from_args)
 
 __all__ = ["add_parser", "predict", "Predictions"]
 
@@ -49,11 +52,12 @@ class Predictions:
 
 
 def predict(trained: TrainedModel, inputs: list[str], batch_size: int = 64, progress: bool = True
-            ) -> tuple[Predictions, list[tuple[str, str]]]:
-    """Run the classifier over every window of ``inputs`` → (window predictions, skipped (record, reason))."""
+            ) -> tuple[Predictions, Skipped]:
+    """Run the classifier over every usable window of ``inputs`` → (window predictions, what was skipped:
+    records and windows with NaN/inf)."""
     if trained.task is None:
         raise ValueError(f"{trained.path}: has no classification head (a pretraining checkpoint): use `physiowave embed`")
-    skipped: list[tuple[str, str]] = []
+    skipped = Skipped()
     records, starts, probs, labels = [], [], [], []
     for keys, out, y in run_inputs(trained, inputs, batch_size, lambda model, x: {"logits": model(x)}, skipped,
                                    "predict", progress):
@@ -93,11 +97,14 @@ def to_csv(pred: Predictions, trained: TrainedModel, per_window: bool, threshold
 
 
 def run(args: argparse.Namespace) -> int:
+    check_preparation(args)
+    if args.threshold is not None and not 0 <= args.threshold <= 1:
+        raise ValueError(f"--threshold {args.threshold}: expected a probability in [0, 1]")
+    output = prepare_output(args.output)
     trained = trained_from_args(args)
     pred, skipped = predict(trained, args.inputs, args.batch_size)
-    atomic_write_text(Path(args.output), to_csv(pred, trained, args.per_window, args.threshold))
-    for record, why in skipped:
-        print(f"skipped {record}: {why}", file=sys.stderr)
+    atomic_write_text(output, to_csv(pred, trained, args.per_window, args.threshold))
+    report_skipped(skipped)
     n_records = len(dict.fromkeys(pred.records.tolist()))
-    print(f"{len(pred.records)} windows of {n_records} records ({len(skipped)} skipped) -> {args.output}")
+    print(f"{len(pred.records)} windows of {n_records} records ({skipped.summary()}) -> {args.output}")
     return 0
