@@ -17,6 +17,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ..data import Augmentation, H5Dataset, Modality, MultiModalDataset, find_nonfinite, parse_file_paths, parse_modality
+from ..data.contract import ATTR_CLASS_NAMES, ATTR_FS, ATTR_PREPROCESSING, LABEL_KEYS, RECORD_ID
 from ..data.fractions import label_fraction_indices
 from .errors import ConfigError
 from .tasks import Task
@@ -59,17 +60,17 @@ def _record_ids(paths: list[str]) -> np.ndarray | None:
     ids = []
     for path in paths:
         with h5py.File(path, "r") as f:
-            if "record_id" not in f:
+            if RECORD_ID not in f:
                 return None
-            ids.append(np.asarray(f["record_id"][:]).astype(str))
+            ids.append(np.asarray(f[RECORD_ID][:]).astype(str))
     return np.concatenate(ids)
 
 
 def class_names_of(paths: list[str]) -> list[str] | None:
     """Class names stored as the ``class_names`` attribute of the first file's root or label dataset, if any."""
     with h5py.File(paths[0], "r") as f:
-        for obj in (f, *(f[k] for k in ("label", "labels") if k in f)):
-            names = obj.attrs.get("class_names")
+        for obj in (f, *(f[k] for k in LABEL_KEYS if k in f)):
+            names = obj.attrs.get(ATTR_CLASS_NAMES)
             if names is not None:
                 return [n.decode() if isinstance(n, bytes) else str(n) for n in np.atleast_1d(names)]
     return None
@@ -79,14 +80,14 @@ def preprocessing_of(path: str) -> dict[str, Any] | None:
     """How ``physiowave.preprocess`` made a file: its flags (``input_fs``: the rate given for CSV input) plus the
     output rate ``fs``; None for files written by other tools."""
     with h5py.File(path, "r") as f:
-        text = f.attrs.get("preprocessing")
+        text = f.attrs.get(ATTR_PREPROCESSING)
         if text is None:
             return None
         params = json.loads(text)
         if "fs" in params:  # the folder source's --fs: the rate of its CSV input
             params["input_fs"] = params.pop("fs")
-        if "fs" in f.attrs:
-            params["fs"] = float(f.attrs["fs"])
+        if ATTR_FS in f.attrs:
+            params["fs"] = float(f.attrs[ATTR_FS])
     return params
 
 

@@ -34,6 +34,7 @@ from .readers import ReadError, Recording
 from .signal import (SignalError, bandpass, cut_windows, normalize, notch, repair_nan, resample, select_channels,
                      window_starts)
 from .splits import group_strata, split_groups
+from .params import SignalParams
 from .writer import ShardWriter, compress_windows
 
 __all__ = ["RecordRef", "Item", "Source", "Skip", "Summary", "Terminated", "process_record", "reason_kind", "run"]
@@ -80,7 +81,8 @@ class Source:
     defaults: dict[str, Any] = {}
 
     def __init__(self, args: argparse.Namespace):
-        self.args = args
+        self.args = args                                   # the run's flags (data-set flags included)
+        self.signal = SignalParams.from_namespace(args)    # the typed signal and window parameters
 
     @classmethod
     def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
@@ -123,31 +125,32 @@ class Processed:
     reason: str | None = None
 
 
-def process_recording(rec: Recording, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, float]:
+def process_recording(rec: Recording, params: SignalParams) -> tuple[np.ndarray, np.ndarray, float]:
     """Clean, filter, resample, normalise and window one recording. Returns windows ``[n, C, window]``, their
     starts ``[n]`` (in samples at the output rate) and that rate. Raises SignalError with the reason."""
     x = np.asarray(rec.signal, dtype=np.float32)
     if x.ndim != 2 or x.shape[1] == 0:
         raise SignalError(f"expected a [channels, samples] signal, got shape {x.shape}")
-    idx = select_channels(rec.channel_names, args.channels)
-    x = repair_nan(x[idx], rec.fs, args.max_nan_gap)
+    idx = select_channels(rec.channel_names, params.channels)
+    x = repair_nan(x[idx], rec.fs, params.max_nan_gap)
     fs = rec.fs
-    if args.bandpass:
-        x = bandpass(x, fs, *args.bandpass)
-    if args.notch:
-        x = notch(x, fs, args.notch)
-    if args.target_fs and args.target_fs != fs:
-        x = resample(x, fs, args.target_fs)
-        fs = args.target_fs
-    starts = window_starts(x.shape[1], args.window, args.step, args.tail, args.min_real)
+    if params.bandpass:
+        x = bandpass(x, fs, *params.bandpass)
+    if params.notch:
+        x = notch(x, fs, params.notch)
+    if params.target_fs and params.target_fs != fs:
+        x = resample(x, fs, params.target_fs)
+        fs = params.target_fs
+    starts = window_starts(x.shape[1], params.window, params.step, params.tail, params.min_real)
     if not starts:
+        padded = f" with --min_real {params.min_real:g}" if params.tail == "pad" else ""
         raise SignalError(f"{x.shape[1]} samples ({x.shape[1] / fs:.3g} s) is shorter than one window "
-                          f"({args.window}" + (f" with --min_real {args.min_real:g})" if args.tail == "pad" else ")"))
-    if args.norm_scope == "record":
-        x = normalize(x, args.normalize)
-        windows = cut_windows(x, starts, args.window)
+                          f"({params.window}{padded})")
+    if params.norm_scope == "record":
+        x = normalize(x, params.normalize)
+        windows = cut_windows(x, starts, params.window)
     else:
-        windows = cut_windows(x, starts, args.window, args.normalize)
+        windows = cut_windows(x, starts, params.window, params.normalize)
     return windows, np.array([s for s, _ in starts], dtype=np.int64), float(fs)
 
 
@@ -168,7 +171,7 @@ def process_record(source: Source, ref: RecordRef) -> list[Processed]:
             out.append(Processed(item.id, split, reason="no label"))
             continue
         try:
-            windows, starts, fs = process_recording(item.recording, source.args)
+            windows, starts, fs = process_recording(item.recording, source.signal)
         except (SignalError, ValueError) as e:
             out.append(Processed(item.id, split, reason=_one_line(e)))
             continue
@@ -321,14 +324,15 @@ class _Run:
 
     def attrs(self) -> dict[str, Any]:
         """Root attributes of every split file (:mod:`physiowave.data.contract`)."""
-        attrs: dict[str, Any] = {"window": self.args.window, "step": self.args.step, "normalize": self.args.normalize,
-                                 "norm_scope": self.args.norm_scope, "source": self.source.name,
+        sig = self.source.signal
+        attrs: dict[str, Any] = {"window": sig.window, "step": sig.step, "normalize": sig.normalize,
+                                 "norm_scope": sig.norm_scope, "source": self.source.name,
                                  ATTR_PREPROCESSING: json.dumps(self.parameters()), ATTR_FS: self.fs,
                                  ATTR_RUN_ID: self.run_id, ATTR_RUN_INFO: INFO_FILE}
         if self.source.class_names is not None:
             attrs[ATTR_CLASS_NAMES] = list(self.source.class_names)
-        if self.args.channels:
-            attrs[ATTR_CHANNEL_NAMES] = list(self.args.channels)
+        if sig.channels:
+            attrs[ATTR_CHANNEL_NAMES] = list(sig.channels)
         return attrs
 
     def parameters(self) -> dict[str, Any]:
@@ -519,7 +523,8 @@ def _info(source: Source, state: _Run, refs: list[RecordRef], t0: float) -> dict
         "source": [str(Path(p).resolve()) for p in args.input],
         "parameters": to_jsonable(dict(vars(args))),
         "task": ("multilabel" if source.multilabel else "classification") if source.class_names else "pretrain",
-        "num_channels": int(state.shape[0]), "window": args.window, "step": args.step, "sampling_rate": state.fs,
+        "num_channels": int(state.shape[0]), "window": source.signal.window, "step": source.signal.step,
+        "sampling_rate": state.fs,
         "class_names": source.class_names, "class_codes": source.class_codes,
         "files": {s: state.files[s] for s in state.writers},
         "splits": {s: {"records": records[s], "windows": state.windows[s],
