@@ -181,3 +181,29 @@ def test_a_failed_run_leaves_its_reasons_and_the_previous_set(corpus: Path, tmp_
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "skipped.failed.csv"} == before
     assert folder_main(_args(corpus, out)) == 0
     assert not (out / "skipped.failed.csv").exists()
+
+
+def test_a_resume_that_cannot_continue_says_so_once(corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    capsys) -> None:
+    out = tmp_path / "out"
+    real, calls = core.process_record, {"n": 0}
+
+    def dies_after_30(source, ref):
+        calls["n"] += 1
+        if calls["n"] > 30:
+            raise KeyboardInterrupt
+        return real(source, ref)
+
+    monkeypatch.setattr(core, "process_record", dies_after_30)
+    assert folder_main(_args(corpus, out, "--checkpoint_s", "0")) == 130
+    monkeypatch.setattr(core, "process_record", real)
+    shard = sorted((out / core.STAGING).glob("train.*.h5"))[0]
+    shard.write_bytes(shard.read_bytes()[:100])  # a disk error in a closed shard
+    capsys.readouterr()
+    assert folder_main(_args(corpus, out, "--resume")) == 1
+    err = capsys.readouterr().err
+    assert "unreadable" in err and "rerun without --resume" in err and "run the same command with --resume" not in err
+    assert not (out / core.STAGING).exists()
+    assert folder_main(_args(corpus, out, "--resume")) == 1
+    assert "nothing to resume" in capsys.readouterr().err
+    assert folder_main(_args(corpus, out)) == 0

@@ -35,7 +35,7 @@ from .signal import (SignalError, bandpass, cut_windows, normalize, notch, repai
                      window_starts)
 from .splits import group_strata, split_groups
 from .params import SignalParams
-from .writer import ShardWriter, compress_windows
+from .writer import ShardError, ShardWriter, compress_windows
 
 __all__ = ["RecordRef", "Item", "Source", "Skip", "Summary", "Terminated", "process_record", "reason_kind", "run"]
 
@@ -395,6 +395,12 @@ class _Run:
                 path.unlink()
         for s, names in state["shards"].items():
             self.writers[s] = ShardWriter(self.staging, s, *self.shape, self.source.label_shape(), shards=names)
+            try:
+                self.writers[s].verify()
+            except ShardError as err:
+                shutil.rmtree(self.staging)
+                raise SystemExit(f"error: --resume: {err}: the interrupted run cannot be resumed; rerun without "
+                                 "--resume") from err
         self.checkpointed = True
         return phase
 
@@ -586,6 +592,9 @@ def run(source: Source, progress: bool = True) -> Summary:
     except SystemExit:
         state.abort()
         raise
+    except ShardError as err:
+        state.abort()
+        raise SystemExit(f"error: {err}: the interrupted run cannot be resumed; rerun without --resume") from err
     except BaseException:
         if state.suspend():
             print(f"\ninterrupted: {state.done} of {len(refs)} records are checkpointed in {state.staging}; "

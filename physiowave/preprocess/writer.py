@@ -18,7 +18,7 @@ import numpy as np
 from ..data.contract import (DATA, DATA_DTYPE, LABEL, MULTI_LABEL_DTYPE, RECORD_ID, SINGLE_LABEL_DTYPE, START,
                              START_DTYPE)
 
-__all__ = ["ShardWriter", "compress_windows", "COMPRESSION_LEVEL", "create_split_datasets"]
+__all__ = ["ShardWriter", "ShardError", "compress_windows", "COMPRESSION_LEVEL", "create_split_datasets"]
 
 COMPRESSION_LEVEL = 1
 
@@ -51,6 +51,10 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class ShardError(ValueError):
+    """A closed shard that cannot be read back: the staging folder cannot be resumed."""
 
 
 class ShardWriter:
@@ -139,13 +143,24 @@ class ShardWriter:
                 self._open = None
         self._open_path().unlink(missing_ok=True)
 
+    def verify(self) -> list[int]:
+        """The window count of every closed shard; ShardError when one cannot be read (closed shards are never
+        written again, so only the disk can have damaged it)."""
+        sizes = []
+        for name in self.shards:
+            try:
+                with h5py.File(self.folder / name, "r") as src:
+                    sizes.append(len(src[DATA]))
+                    src[RECORD_ID][-1:]  # the last block of each dataset is readable
+                    src[START][-1:]
+            except (OSError, KeyError) as err:
+                raise ShardError(f"{self.folder / name}: unreadable ({' '.join(str(err).split())})") from err
+        return sizes
+
     def merge(self, path: Path, attrs: dict[str, Any]) -> Path:
         """Join every shard, in order, into the split file ``path`` (written whole, then fsynced) with ``attrs``."""
         self.checkpoint()
-        sizes = []
-        for name in self.shards:
-            with h5py.File(self.folder / name, "r") as src:
-                sizes.append(len(src[DATA]))
+        sizes = self.verify()
         with h5py.File(path, "w") as out:
             create_split_datasets(out, self.channels, self.length, self.label_shape, n=sum(sizes), level=self.level)
             dst, n0 = out[DATA].id, 0
