@@ -10,8 +10,20 @@ Corpus: 12-lead, 500 Hz, 10 s records (``.hea`` + MATLAB v4 ``.mat`` int16, gain
 identical; where ``../shared`` is absent, synthetic ECG-like signals with the same format. Each run is a fresh
 ``python ECG/cpsc_multilabel.py`` (z-score per window, 2048/1024 windows, gzip HDF5 output) whose process tree
 (main + workers) is polled from /proc every 0.1 s. records/s = records listed / the pipeline's own time (the
-``seconds`` of cpsc_9class_info.json: listing, processing, writing); the wall time including interpreter start
+``seconds`` of preprocess_info.json: listing, processing, writing); the wall time including interpreter start
 is reported too. Results: a Markdown table on stdout and ``benchmarks/results/prep_cpu.json`` (``--out``).
+
+WFDB mode (``--wfdb``): the old (``wfdb.rdrecord``) against the new (numpy, format 16) WFDB reader in one run.
+
+    python benchmarks/bench_prep.py --wfdb          # N = 1000 records, 5 repeats (~4 min on 2 cores)
+    python benchmarks/bench_prep.py --wfdb --quick  # N = 60, 1 repeat
+
+Corpus: a PTB-XL tree (``ptbxl_database.csv``, ``scp_statements.csv``, ``records500/NNNNN/NNNNN_hr.hea/.dat``) of N
+12-lead, 500 Hz, 10 s format-16 records with PTB-XL's header layout (``16 1000.0(0)/mV 16 0 <first> <checksum> 0
+<lead>``), signals from the same real records cycled and scaled. Each repeat runs ``python ECG/ptbxl_finetune.py``
+with 1 and 2 workers, with ``PHYSIOWAVE_WFDB_FAST=0`` (old) and unset (new), alternating old/new so both see the
+same machine noise; plus the reader alone (``read_wfdb`` over every record in this process, 1 worker). Medians over
+the repeats. Results: ``benchmarks/results/prep_wfdb_cpu.json`` and ``.md`` (``--out``).
 """
 from __future__ import annotations
 
@@ -20,8 +32,11 @@ import json
 import os
 import platform
 import shutil
+import statistics
+import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +94,7 @@ def measure(corpus: Path, out: Path, workers: int) -> dict[str, Any]:
     res = run_polled(cmd, 0.1, cwd=ROOT, env=env)
     if res.returncode:
         raise RuntimeError(f"exit {res.returncode}: {' '.join(cmd)}\n{res.output[-2000:]}")
-    info = json.loads((out / "cpsc_9class_info.json").read_text())
+    info = _info(out, "preprocess_info.json")
     records = sum(s["records"] for s in info["splits"].values()) + info["skipped"]["records"]
     windows = sum(s["windows"] for s in info["splits"].values())
     out_mb = sum(p.stat().st_size for p in out.glob("*.h5")) / 2 ** 20
@@ -100,14 +115,203 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _info(out: Path, legacy_name: str) -> dict[str, Any]:
+    """The run's completion marker: ``preprocess_info.json``, or the per-dataset name older versions wrote."""
+    for name in ("preprocess_info.json", legacy_name):
+        if (out / name).is_file():
+            return json.loads((out / name).read_text())
+    raise RuntimeError(f"no preprocess_info.json or {legacy_name} in {out}")
+
+
+# ------------------------------------------------------------------------------------------------- WFDB mode
+
+PTBXL_LEADS = ["I", "II", "III", "AVR", "AVL", "AVF", "V1", "V2", "V3", "V4", "V5", "V6"]  # PTB-XL's header names
+PTBXL_CODES = {"NORM": "NORM", "IMI": "MI", "NDT": "STTC", "CLBBB": "CD", "LVH": "HYP"}
+
+
+def write_wfdb_corpus(root: Path, n: int) -> list[Path]:
+    """A PTB-XL tree of ``n`` format-16 records (PTB-XL's header layout); returns the record paths."""
+    templates = [sig for sig, _ in _templates()]
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "scp_statements.csv").write_text(
+        ",diagnostic,diagnostic_class\n" + "".join(f"{c},1.0,{k}\n" for c, k in PTBXL_CODES.items()))
+    codes = list(PTBXL_CODES)
+    rows, records = ["ecg_id,patient_id,scp_codes,strat_fold,filename_lr,filename_hr"], []
+    for i in range(n):
+        ecg_id = i + 1
+        sig = (templates[i % len(templates)] * (0.8 + 0.4 * ((i * 7919) % 1000) / 1000)).astype("<i2")  # [12, T]
+        rel = f"records500/{ecg_id // 1000 * 1000:05d}/{ecg_id:05d}_hr"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        name = Path(rel).name
+        sums = [(int(s) + 32768) % 65536 - 32768 for s in sig.astype(np.int64).sum(axis=1)]
+        lines = [f"{name} 12 500 {sig.shape[1]}"] + [
+            f"{name}.dat 16 1000.0(0)/mV 16 0 {int(sig[k, 0])} {sums[k]} 0 {lead}"
+            for k, lead in enumerate(PTBXL_LEADS)]
+        (root / f"{rel}.hea").write_text("\n".join(lines) + "\n")
+        np.ascontiguousarray(sig.T).tofile(root / f"{rel}.dat")  # interleaved [T, C]
+        rows.append(f"{ecg_id},{ecg_id // 3}.0,\"{{'{codes[i % len(codes)]}': 100.0}}\",{i % 10 + 1},"
+                    f"records100/{rel[10:-3]}_lr,{rel}")
+        records.append(root / rel)
+    (root / "ptbxl_database.csv").write_text("\n".join(rows) + "\n")
+    return records
+
+
+def measure_ptbxl(corpus: Path, out: Path, workers: int, fast: bool) -> dict[str, Any]:
+    """One fresh ``ECG/ptbxl_finetune.py`` run with the new (``fast``) or the old WFDB reader."""
+    shutil.rmtree(out, ignore_errors=True)
+    cmd = [sys.executable, str(ROOT / "ECG" / "ptbxl_finetune.py"), "--input", str(corpus), "--output", str(out),
+           "--workers", str(workers)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PHYSIOWAVE_WFDB_FAST="1" if fast else "0")
+    res = run_polled(cmd, 0.1, cwd=ROOT, env=env)
+    if res.returncode:
+        raise RuntimeError(f"exit {res.returncode}: {' '.join(cmd)}\n{res.output[-2000:]}")
+    info = _info(out, "preprocess_info.json")
+    records = sum(s["records"] for s in info["splits"].values()) + info["skipped"]["records"]
+    if info["skipped"]["records"]:
+        raise RuntimeError(f"{info['skipped']['records']} records skipped: {info['skipped']['reasons']}")
+    return dict(path="new" if fast else "old", workers=workers, records=records,
+                windows=sum(s["windows"] for s in info["splits"].values()), pipeline_s=info["seconds"],
+                records_per_s=records / info["seconds"], wall_s=res.wall_s, peak_rss_mb=res.peak_rss_mb)
+
+
+def measure_reader(records: list[Path], fast: bool) -> dict[str, Any]:
+    """``read_wfdb`` over every record in this process (the reader alone), records/s."""
+    from physiowave.preprocess import readers
+    readers.WFDB_FAST = fast
+    try:
+        t0 = time.perf_counter()
+        for r in records:
+            readers.read_wfdb(r)
+        seconds = time.perf_counter() - t0
+    finally:
+        readers.WFDB_FAST = True
+    return dict(path="new" if fast else "old", records=len(records), seconds=seconds,
+                records_per_s=len(records) / seconds, ms_per_record=1000 * seconds / len(records))
+
+
+def _check_paths_agree(records: list[Path]) -> int:
+    """Both readers give bit-identical signals, names and fs on the corpus (a sample of it); returns the count."""
+    from physiowave.preprocess import readers
+    sample = records[:: max(1, len(records) // 50)]
+    for r in sample:
+        readers.WFDB_FAST = True
+        new = readers.read_wfdb(r)
+        readers.WFDB_FAST = False
+        old = readers.read_wfdb(r)
+        readers.WFDB_FAST = True
+        if not (np.array_equal(new.signal, old.signal) and new.channel_names == old.channel_names
+                and new.fs == old.fs):
+            raise RuntimeError(f"{r}: the fast reader differs from wfdb.rdrecord")
+    return len(sample)
+
+
+def _machine() -> dict[str, Any]:
+    import torch
+    import wfdb
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")), platform.processor() or platform.machine())
+
+    def git(*a: str) -> str | None:
+        try:
+            return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            return None
+
+    return {"platform": platform.platform(), "cpu_model": cpu, "cpu_count": os.cpu_count(),
+            "cpus_usable": len(os.sched_getaffinity(0)), "omp_num_threads": "1 (children)",
+            "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+            "wfdb": wfdb.__version__, "load_average_before": list(os.getloadavg()),
+            "git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain")),
+            "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def markdown_wfdb(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    rows = ["# WFDB reading: wfdb.rdrecord (old) vs the numpy format-16 path (new)", "",
+            f"{r['records']} PTB-XL-shaped records (12 x 5000, format 16), {r['repeats']} repeat(s), medians; "
+            f"{m['cpu_model']}, {m['cpus_usable']} CPUs, OMP_NUM_THREADS=1, Python {m['python']}, torch "
+            f"{m['torch']}, numpy {m['numpy']}, wfdb {m['wfdb']}, {m['date']}, load average before "
+            f"{m['load_average_before'][0]:.2f} (other jobs shared the machine: 2 workers may not beat 1).", "",
+            "| what | workers | old rec/s | new rec/s | new / old | old runs | new runs |",
+            "|---|---:|---:|---:|---:|---|---|"]
+    for key, label in (("reader", "read_wfdb alone"), ("pipeline", "ECG/ptbxl_finetune.py")):
+        for w, s in r["summary"][key].items():
+            rows.append(f"| {label} | {w} | {s['old']:.1f} | {s['new']:.1f} | {s['ratio']:.2f} | "
+                        f"{', '.join(f'{x:.0f}' for x in s['old_runs'])} | "
+                        f"{', '.join(f'{x:.0f}' for x in s['new_runs'])} |")
+    rows += ["", f"Pipeline records/s = records / the run's own ``seconds`` (listing, reading, windowing, gzip HDF5). "
+             f"Reader: {r['summary']['reader']['1']['old_ms']:.2f} -> {r['summary']['reader']['1']['new_ms']:.2f} "
+             f"ms per record. Both readers gave bit-identical signals on {r['checked_records']} corpus records."]
+    return "\n".join(rows)
+
+
+def main_wfdb(args: argparse.Namespace) -> int:
+    n = 60 if args.quick else args.records
+    repeats = 1 if args.quick else args.repeats
+    out_json = Path(args.out or ROOT / "benchmarks" / "results" / "prep_wfdb_cpu.json")
+    machine = _machine()
+    reader: list[dict[str, Any]] = []
+    pipeline: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        corpus = Path(tmp) / "ptbxl"
+        records = write_wfdb_corpus(corpus, n)
+        checked = _check_paths_agree(records)
+        for fast in (True, False):  # warm the page cache and imports
+            measure_reader(records[:20], fast)
+        for rep in range(repeats):
+            order = (False, True) if rep % 2 == 0 else (True, False)  # alternate which path goes first
+            for fast in order:
+                reader.append(dict(measure_reader(records, fast), repeat=rep, workers=1))
+                print(f"repeat {rep}: {reader[-1]['path']} reader alone: {reader[-1]['records_per_s']:.0f} rec/s",
+                      flush=True)
+            for workers in (1, 2):
+                for fast in order:
+                    m = dict(measure_ptbxl(corpus, Path(tmp) / "out", workers, fast), repeat=rep)
+                    pipeline.append(m)
+                    print(f"repeat {rep}: {m['path']} path, {workers} worker(s): {m['records_per_s']:.1f} rec/s",
+                          flush=True)
+
+    def summary(runs: list[dict[str, Any]], workers: int) -> dict[str, Any]:
+        old = [m["records_per_s"] for m in runs if m["path"] == "old" and m["workers"] == workers]
+        new = [m["records_per_s"] for m in runs if m["path"] == "new" and m["workers"] == workers]
+        out = dict(old=statistics.median(old), new=statistics.median(new), old_runs=old, new_runs=new)
+        out["ratio"] = out["new"] / out["old"]
+        out["ratio_per_repeat"] = [b / a for a, b in zip(old, new)]
+        return out
+
+    summ = {"reader": {"1": summary(reader, 1)}, "pipeline": {str(w): summary(pipeline, w) for w in (1, 2)}}
+    summ["reader"]["1"]["old_ms"] = 1000 / summ["reader"]["1"]["old"]
+    summ["reader"]["1"]["new_ms"] = 1000 / summ["reader"]["1"]["new"]
+    result = dict(benchmark="bench_prep --wfdb", quick=args.quick, records=n, repeats=repeats,
+                  corpus=("PTB-XL layout, format 16, real CinC-2021 signals cycled" if REAL.is_dir()
+                          else "PTB-XL layout, format 16, synthetic signals"),
+                  checked_records=checked, summary=summ, reader_runs=reader, pipeline_runs=pipeline, machine=machine)
+    out_json.parent.mkdir(parents=True, exist_ok=True)
+    out_json.write_text(json.dumps(result, indent=2) + "\n")
+    md = markdown_wfdb(result)
+    out_json.with_suffix(".md").write_text(md + "\n")
+    print(md)
+    print(f"-> {out_json} and {out_json.with_suffix('.md').name}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="tiny corpus, proves the script works")
-    p.add_argument("--records", type=int, default=300, help="N: the small corpus (the large one is 10 N)")
-    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "prep_cpu.json"))
+    p.add_argument("--records", type=int, default=None,
+                   help="N: the small corpus (the large one is 10 N); default 300, or 1000 with --wfdb")
+    p.add_argument("--wfdb", action="store_true",
+                   help="WFDB mode: old (wfdb.rdrecord) vs new reader on a PTB-XL-shaped format-16 corpus")
+    p.add_argument("--repeats", type=int, default=5, help="--wfdb: repeats of every measurement (medians)")
+    p.add_argument("--out", default=None, help="result JSON (default benchmarks/results/prep_cpu.json, or "
+                                               "prep_wfdb_cpu.json with --wfdb; the .md goes beside it)")
     p.add_argument("--workdir", default=None, help="where to write the corpus (default: a temporary folder)")
     args = p.parse_args(argv)
-    n = 20 if args.quick else args.records
+    if args.wfdb:
+        args.records = args.records or 1000
+        return main_wfdb(args)
+    args.out = args.out or str(ROOT / "benchmarks" / "results" / "prep_cpu.json")
+    n = 20 if args.quick else (args.records or 300)
     sizes = [n, 10 * n]
     runs = []
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:

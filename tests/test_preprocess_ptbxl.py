@@ -186,8 +186,9 @@ def test_single_label_values_splits_and_skipped(tree: tuple[Path, dict], single_
     assert set(skipped) == {_hr(i) for i in (8, 9, 10, 11, 12)}
     assert "likelihood >= 80" in skipped[_hr(8)] and "NDT" in skipped[_hr(8)]
     assert "no diagnostic superclass" in skipped[_hr(10)]
-    assert "00009_hr" in skipped[_hr(9)] and "wfdb could not read" in skipped[_hr(9)]
-    assert "wfdb could not read" in skipped[_hr(12)]
+    assert "00009_hr.hea: signal file 00009_hr.dat not found" in skipped[_hr(9)]  # the reader's fast path
+    assert "00012_hr.dat: truncated .dat: expected 120000 bytes" in skipped[_hr(12)]
+    assert "found 60000" in skipped[_hr(12)]
     assert "missing channel(s) V6" in skipped[_hr(11)]
 
     info = json.loads((out / "preprocess_info.json").read_text())

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -13,6 +16,7 @@ import pytest
 import scipy.io
 import wfdb
 
+from physiowave.preprocess import readers
 from physiowave.preprocess.readers import (ReadError, header_codes, parse_header, read_challenge, read_csv,
                                            read_epn_user, read_mat_array, read_ninapro, read_text, read_wfdb)
 
@@ -150,6 +154,221 @@ def test_parse_header_defaults_agree_with_wfdb(tmp_path: Path) -> None:
         parse_header("m/2 1 250 10\n")
     with pytest.raises(ReadError, match="x.hea: header declares 2 signals but has 1 signal lines"):
         parse_header("x 2 500 10\nx.mat 16 200 I\n", source="x.hea")
+
+
+# ---------------------------------------------------------------------------------------------- WFDB fast path
+
+_RDRECORD = wfdb.rdrecord  # the real one: references below never go through the spy
+
+
+@pytest.fixture
+def rdrecord_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record paths that read_wfdb handed to wfdb.rdrecord (empty: the fast path read everything)."""
+    calls: list[str] = []
+
+    def spy(record_name: str, *args, **kwargs):
+        calls.append(record_name)
+        return _RDRECORD(record_name, *args, **kwargs)
+
+    monkeypatch.setattr(readers.wfdb, "rdrecord", spy)
+    monkeypatch.setattr(readers, "WFDB_FAST", True)
+    return calls
+
+
+def _assert_same_as_rdrecord(rec: readers.Recording, record: Path) -> None:
+    ref = _RDRECORD(str(record))
+    expected = ref.p_signal.T
+    assert rec.signal.shape == expected.shape and rec.signal.dtype == np.float32
+    np.testing.assert_allclose(rec.signal, expected, rtol=1e-6, atol=0)  # NaNs must be in the same places
+    np.testing.assert_array_equal(rec.signal, expected.astype(np.float32))  # and in fact bit-equal
+    assert rec.fs == float(ref.fs)
+    assert rec.channel_names == [n if n else f"ch{i}" for i, n in enumerate(ref.sig_name)]
+    assert rec.comments == [c.strip() for c in ref.comments]
+
+
+def _wrsamp(folder: Path, name: str, digital: np.ndarray, fmt: str, **kw) -> Path:
+    """A WFDB record ``[T, C]`` written by wfdb itself; returns the record path (no extension)."""
+    c = digital.shape[1]
+    args = dict(fs=500, units=["mV"] * c, sig_name=[f"s{i}" for i in range(c)], d_signal=digital, fmt=[fmt] * c,
+                adc_gain=[1000.0 / (i + 1) for i in range(c)], baseline=[3 * i - 4 for i in range(c)],
+                write_dir=str(folder))
+    wfdb.wrsamp(name, **{**args, **kw})
+    return folder / name
+
+
+def test_wfdb_fast_path_equals_rdrecord_on_real_records(shared: Path, tmp_path: Path,
+                                                        rdrecord_calls: list[str]) -> None:
+    """All 50 real records twice: as stored (Challenge .mat, format 16+24, raw-read by wfdb too) and rewritten by
+    wfdb.wrsamp as PTB-XL/MIMIC-style .dat records (format 16, one file, the real digital values and gains)."""
+    headers = sorted(_cinc(shared).glob("*.hea"))
+    assert len(headers) == 50
+    for hea in headers:
+        record = hea.with_suffix("")
+        _assert_same_as_rdrecord(read_wfdb(hea), record)
+        ref = _RDRECORD(str(record), physical=False)
+        dat_record = _wrsamp(tmp_path, record.name, ref.d_signal.astype(np.int16), "16", sig_name=ref.sig_name,
+                             adc_gain=ref.adc_gain, baseline=ref.baseline, units=ref.units, comments=ref.comments)
+        rec = read_wfdb(dat_record)
+        _assert_same_as_rdrecord(rec, dat_record)
+        assert rec.channel_names == ref.sig_name and rec.signal.shape == (12, 5000)
+    assert rdrecord_calls == []  # every read above took the fast path
+
+
+@pytest.mark.parametrize("fmt", ["16", "212", "80", "24", "32", "61"])
+def test_wfdb_formats_fast_or_fallback(tmp_path: Path, rdrecord_calls: list[str], fmt: str) -> None:
+    t = np.arange(600)
+    digital = np.stack([np.round(90 * np.sin(t / (15 + 4 * k) + k)) for k in range(4)], axis=1).astype(np.int16)
+    if fmt == "16":
+        digital *= 300  # the full 16-bit range, with a gain (1000/7) that float32 arithmetic would round differently
+        digital[[0, 7, 7, 599], [0, 1, 3, 2]] = -32768  # format 16's invalid sample → NaN
+        digital[10, 1] = 32767
+    if fmt == "61":  # big-endian 16-bit: wfdb reads it but cannot write it
+        record = _wrsamp(tmp_path, "r", digital, "16")
+        hea = record.with_suffix(".hea")
+        hea.write_text(hea.read_text().replace(".dat 16 ", ".dat 61 "))
+        digital.astype(">i2").tofile(record.with_suffix(".dat"))
+    else:
+        record = _wrsamp(tmp_path, "r", digital, fmt, adc_gain=[1000.0, 500.0, 1000 / 7, 0.1])
+    rec = read_wfdb(record.with_suffix(".hea"))
+    _assert_same_as_rdrecord(rec, record)
+    assert rdrecord_calls == ([] if fmt == "16" else [str(record)])
+    if fmt == "16":
+        assert np.isnan(rec.signal).sum() == 4 and np.isnan(rec.signal[[0, 1, 3, 2], [0, 7, 7, 599]]).all()
+        assert rec.signal[1, 10] == np.float32((32767 - (-1)) / 500.0)  # baseline 3*1-4
+
+
+def _hand_record(folder: Path, header: str, digital: np.ndarray, dat: str = "r.dat", offset: int = 0) -> Path:
+    (folder / "r.hea").write_text(header)
+    (folder / dat).write_bytes(b"\x07" * offset + digital.astype("<i2").tobytes())
+    return folder / "r"
+
+
+_D3 = np.random.default_rng(1).integers(-3000, 3000, size=(40, 3)).astype(np.int16)
+
+
+@pytest.mark.parametrize("header, fast", [
+    ("r 3 500 40\nr.dat 16 1000.0(0)/mV 16 0 1 2 0 I\nr.dat 16 1000.0(0)/mV 16 0 1 2 0 II\n"
+     "r.dat 16 1000.0(0)/mV 16 0 1 2 0 V1\n", True),  # PTB-XL
+    ("r 3 500 40 08:44:00 30/06/2180\nr.dat 16 200(0)/mV 16 0 0 0 0 I\nr.dat 16 200(0)/mV 16 0 0 0 0 aVF\n"
+     "r.dat 16 200(0)/mV 16 0 0 0 0 aVL\n# sex: F\n", True),  # MIMIC-IV-ECG style, base time and date
+    ("r 3 360/1000(5) 40\nr.dat 16 0(5)/uV 12 3\nr.dat 16x1\nr.dat 16 250 12 7 1 2 3 lead  four\n##  Dx: 1 \n",
+     True),  # gain 0 → 200, baseline → ADC zero → 0, no name → ch1, names keep inner spaces, counter frequency
+    ("r 3 500.000000001 40\nr.dat 16 -2.5e2(-7)/mV\nr.dat 16 1e3 16 0 5 0 0 12\nr.dat 16 100 16 4 I\n", True),
+    ("r 3 500 40\nr.dat 16+8 100\nr.dat 16+8 100\nr.dat 16+8 100\n", True),  # byte offset
+    ("r 3 500\nr.dat 16 100\nr.dat 16 100\nr.dat 16 100\n", False),  # no length: wfdb infers it
+    ("r 3\nr.dat 16 100\nr.dat 16 100\nr.dat 16 100\n", False),  # no fs either: 250 Hz
+    ("r 3 500 40\nr.dat 16 100\nr.dat 16 100 16 0 5V\nr.dat 16 100\n", False),  # "5V": init value 5, name "V"
+    ("r 3 500 40\nr.dat 16 100\nr.dat 16:1 100\nr.dat 16 100\n", False),  # skew
+    ("r 3 500 40\nr.dat 16 100mV\nr.dat 16 100\nr.dat 16 100\n", False),  # units without '/'
+    ("r 3 500 40 8:44\nr.dat 16 100\nr.dat 16 100\nr.dat 16 100\n", False),  # MM:SS base time
+    ("r 3 500 40\nr.dat 16 100 16 0 0 0 0 a\tb\nr.dat 16 100\nr.dat 16 100\n", False),  # tab ends wfdb's name
+])
+def test_wfdb_header_variants_match_rdrecord(tmp_path: Path, rdrecord_calls: list[str], header: str,
+                                             fast: bool) -> None:
+    offset = 8 if "+8" in header else 0
+    record = _hand_record(tmp_path, header, _D3, offset=offset)
+    assert isinstance(readers._fast_wfdb_plan(record.with_suffix(".hea")), readers._FastPlan) == fast
+    _assert_same_as_rdrecord(read_wfdb(record), record)
+    assert rdrecord_calls == ([] if fast else [str(record)])
+
+
+def test_wfdb_random_headers_fast_only_where_rdrecord_agrees(tmp_path: Path) -> None:
+    """Random mixes of valid and odd header fields: wherever the fast path accepts a header, wfdb.rdrecord reads
+    the record and gets the same signal, fs, names and comments."""
+    rng = np.random.default_rng(7)
+    records = ["r {n} 500 {t}", "r {n} 500.0 {t}", "r {n} 250/1000(5) {t}", "r {n}\t500\t{t}", "r {n} 500 {t} 8:4:0",
+               "r {n} 500 {t} 25:00:00", "r {n} 500 {t} 08:44:00 31/02/2000", "r {n} 500 {t} 08:44:00.5 1/2/2000",
+               "r {n} 500", "r/2 {n} 500 {t}", "r {n} 0 {t}", "r {n} 500 {t}.0", "r.x {n} 500 {t}", "r {n} 500 {t} x"]
+    fmts = ["16", "16x1", "16+0", "16x2", "16:1", "212", "61", "160"]
+    gains = ["200", "1000.0(0)/mV", "0", "0(3)", "-50", "1e3", "1E3", "200/uV", "200mV", "2.5(-7)/mV", ".5",
+             "200(5", "200-5", "100(2)/mV/s"]
+    ints = ["16", "16 7", "16 7 -119", "16 7 -119 1508", "16 7 -119 1508 0", "16 -", "16 x"]
+    names = ["I", "aVR", "V1 lead", "x  y", "12", "-5", "5V", "a\tb", "I # c"]
+
+    def pick(options: list[str], p_plain: float) -> str:
+        return options[0] if rng.random() < p_plain else options[rng.integers(len(options))]
+
+    n_fast = 0
+    for _ in range(300):
+        n = int(rng.integers(1, 4))
+        lines = [pick(records, 0.4).format(n=n, t=40)]
+        for _ in range(n):
+            fields = ["r.dat", pick(fmts, 0.8), pick(gains, 0.4), pick(ints, 0.4), pick(names, 0.4)]
+            lines.append(" ".join(fields[:int(rng.integers(2, 6))]))
+        lines += ["# Age: 50", "##  Dx: 1,2 "] if rng.random() < 0.3 else []
+        record = _hand_record(tmp_path, "\n".join(lines) + "\n", _D3[:, :n])
+        plan = readers._fast_wfdb_plan(record.with_suffix(".hea"))
+        if isinstance(plan, readers._FastPlan):
+            n_fast += 1
+            _assert_same_as_rdrecord(readers._read_fast(record.with_suffix(".hea"), plan), record)
+    assert n_fast > 60  # the mix exercises the fast path, not only the fallback
+
+
+def test_wfdb_fallback_cases_assert_the_path(tmp_path: Path, rdrecord_calls: list[str]) -> None:
+    t = np.arange(300)
+    digital = np.stack([np.round(500 * np.sin(t / 9 + k)) for k in range(2)], axis=1).astype(np.int16)
+    two_files = _wrsamp(tmp_path, "two", digital, "16")  # the same signals split over two .dat files
+    hea = two_files.with_suffix(".hea")
+    lines = hea.read_text().splitlines()
+    lines[2] = lines[2].replace("two.dat", "two_b.dat")
+    hea.write_text("\n".join(lines) + "\n")
+    digital[:, :1].tofile(tmp_path / "two.dat")
+    digital[:, 1:].tofile(tmp_path / "two_b.dat")
+    fine = np.repeat(digital[:, 0], 2) + np.tile([0, 7], len(digital)).astype(np.int16)
+    wfdb.wrsamp("frames", fs=500, units=["mV"] * 2, sig_name=["a", "b"], e_d_signal=[fine, digital[:, 1]],
+                samps_per_frame=[2, 1], fmt=["16"] * 2, adc_gain=[100.0, 50.0], baseline=[0, 1],
+                write_dir=str(tmp_path))  # signal 0 has 2 samples per frame
+    frames = tmp_path / "frames"
+    (tmp_path / "multi.hea").write_text("multi/2 2 500 600\ntwo 300\ntwo 300\n")  # multi-segment
+    for record in (two_files, frames, tmp_path / "multi"):
+        assert isinstance(readers._fast_wfdb_plan(Path(f"{record}.hea")), str)
+        rec = read_wfdb(record)
+        ref = _RDRECORD(str(record))
+        np.testing.assert_array_equal(rec.signal, ref.p_signal.T.astype(np.float32))
+    assert rdrecord_calls == [str(two_files), str(frames), str(tmp_path / "multi")]
+
+
+def test_wfdb_fast_path_can_be_switched_off(tmp_path: Path, rdrecord_calls: list[str],
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    record = _wrsamp(tmp_path, "r", _D3, "16")
+    fast = read_wfdb(record)
+    monkeypatch.setattr(readers, "WFDB_FAST", False)
+    slow = read_wfdb(record)
+    assert rdrecord_calls == [str(record)]
+    np.testing.assert_array_equal(fast.signal, slow.signal)
+    code = "import physiowave.preprocess.readers as r; print(r.WFDB_FAST)"
+    for value, expected in (("0", "False"), ("1", "True")):
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).resolve().parents[1], env={**os.environ, "PHYSIOWAVE_WFDB_FAST": value})
+        assert out.stdout.strip() == expected
+
+
+def test_wfdb_bad_records_are_one_line_read_errors(tmp_path: Path, rdrecord_calls: list[str]) -> None:
+    record = _wrsamp(tmp_path, "r", _D3, "16")
+    hea, dat = record.with_suffix(".hea"), record.with_suffix(".dat")
+    full = dat.read_bytes()
+    dat.write_bytes(full[:-3])
+    with pytest.raises(ReadError, match=r"truncated \.dat: expected 240 bytes of format-16 data \(3 signals x 40 "
+                                        r"samples\) from byte 0, found 237") as err:
+        read_wfdb(hea)
+    _assert_one_line_naming(err, dat)
+    dat.write_bytes(b"")
+    with pytest.raises(ReadError, match="truncated .dat") as err:
+        read_wfdb(record)
+    _assert_one_line_naming(err, dat)
+    dat.write_bytes(full + b"\x01\x02\x03")  # trailing bytes beyond the header's length are ignored, as by wfdb
+    _assert_same_as_rdrecord(read_wfdb(record), record)
+    dat.unlink()
+    with pytest.raises(ReadError, match="signal file r.dat not found") as err:
+        read_wfdb(record)
+    _assert_one_line_naming(err, hea)
+    assert rdrecord_calls == []
+    dat.write_bytes(full)
+    hea.write_text("r x 500 40\nr.dat 16 200 16 0 0 0 0 I\n")  # bad header: wfdb's error, as before
+    with pytest.raises(ReadError, match="wfdb could not read the record") as err:
+        read_wfdb(hea)
+    _assert_one_line_naming(err, hea)
+    assert rdrecord_calls == [str(record)]
 
 
 # ---------------------------------------------------------------------------------------------- corrupted inputs

@@ -1,8 +1,9 @@
 """Readers: one file on disk → arrays, or a :class:`ReadError` whose one-line text names the file and the reason.
 
-Formats: WFDB records (``wfdb``), PhysioNet/CinC Challenge 2020/2021 records (``.hea`` + MATLAB v4 ``.mat``
-holding ``val`` ``[C, T]`` int16, used for CPSC 2018 and Chapman-Shaoxing), MATLAB ``.mat`` v4/v5 (``scipy``) and
-v7.3 (HDF5, ``h5py``), numeric CSV/TSV, EPN-612 user JSON and NinaPro ``.mat``. Signals come back as ``[C, T]``.
+Formats: WFDB records (format 16 with numpy, the rest via ``wfdb``), PhysioNet/CinC Challenge 2020/2021 records
+(``.hea`` + MATLAB v4 ``.mat`` holding ``val`` ``[C, T]`` int16, used for CPSC 2018 and Chapman-Shaoxing), MATLAB
+``.mat`` v4/v5 (``scipy``) and v7.3 (HDF5, ``h5py``), numeric CSV/TSV, EPN-612 user JSON and NinaPro ``.mat``.
+Signals come back as ``[C, T]``.
 
 Readers only read: they never write, fix or move files. The reasons they raise end up verbatim in ``skipped.csv``.
 References: WFDB header format, https://physionet.org/physiotools/wag/header-5.htm (fields, defaults: gain 0 or
@@ -11,6 +12,7 @@ cols, imagf, name length).
 """
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import os
@@ -201,10 +203,122 @@ def _channel_names(names: list[str | None]) -> list[str]:
     return [str(n) if n else f"ch{i}" for i, n in enumerate(names)]
 
 
-def read_wfdb(path: PathLike) -> Recording:
-    """Any WFDB record (``path`` with or without ``.hea``) via ``wfdb.rdrecord`` → signal ``[C, T]`` float32."""
-    p = Path(path)
-    record_path = p.with_suffix("") if p.suffix.lower() == ".hea" else p
+# ``PHYSIOWAVE_WFDB_FAST=0`` sends every record through ``wfdb.rdrecord`` (benchmarks compare the two paths).
+WFDB_FAST = os.environ.get("PHYSIOWAVE_WFDB_FAST", "1").strip() != "0"
+
+# The header subset read without wfdb. A header that matches these exactly (whole line, ASCII) means the same to
+# wfdb's own regular expressions (wfdb/io/header.py rx_record, rx_signal), which match the prefix they can and
+# silently reinterpret the rest; anything else (other formats, x2 frames, skew, multi-segment, a missing fs or
+# length, a signal name starting with a digit or '-' before all five integer fields, tabs in a name, ...) goes to
+# wfdb.rdrecord, which then reads it or raises as before.
+_FAST_RECORD_RE = re.compile(
+    r"[-\w]+[ \t]+(?P<n_sig>\d+)[ \t]+(?P<fs>\d+(?:\.\d*)?)(?:/\d+(?:\.\d*)?(?:\(-?\d+(?:\.\d*)?\))?)?"
+    r"[ \t]+(?P<sig_len>\d+)(?:[ \t]+(?P<time>\d{1,2}:\d{1,2}:\d{1,2}(?:\.\d{1,6})?)"
+    r"(?:[ \t]+(?P<date>\d{1,2}/\d{1,2}/\d{4}))?)?", re.ASCII)
+_FAST_SIGNAL_RE = re.compile(
+    r"(?P<file>[-\w]+(?:\.\w+)?)[ \t]+16(?:x1)?(?:\+(?P<offset>\d+))?"
+    r"(?:[ \t]+(?P<gain>-?\d+(?:\.\d*)?(?:e[-+]?\d+)?)(?:\((?P<baseline>-?\d+)\))?(?:/[\w^?%/-]*)?"
+    r"(?:[ \t]+\d+(?:[ \t]+(?P<zero>-?\d+)(?:[ \t]+-?\d+(?:[ \t]+-?\d+(?:[ \t]+\d+(?P<all_ints>))?)?)?)?)?"
+    r"(?:[ \t]+(?P<name>[^\t\n\r\f\v]+))?)?", re.ASCII)  # a name starting with - or a digit: see _fast_wfdb_plan
+
+
+class _FastPlan(NamedTuple):
+    """Everything the fast path needs from a header: one format-16 file, interleaved ``[T, C]`` little-endian."""
+
+    dat: Path
+    byte_offset: int
+    n_sig: int
+    sig_len: int
+    fs: float
+    gain: np.ndarray  # [C] float64, 0 already replaced by 200
+    baseline: np.ndarray  # [C] int64
+    names: list[str | None]
+    comments: list[str]
+
+
+def _wfdb_time_ok(time: str | None, date: str | None) -> bool:
+    """Whether wfdb's strptime calls accept the record line's base time and date (else wfdb raises: fall back)."""
+    try:
+        if time is not None:
+            datetime.datetime.strptime(time, "%H:%M:%S.%f" if "." in time else "%H:%M:%S")
+        if date is not None:
+            datetime.datetime.strptime(date, "%d/%m/%Y")
+    except ValueError:
+        return False
+    return True
+
+
+def _fast_wfdb_plan(hea: Path) -> _FastPlan | str:
+    """The fast-path plan of a header, or the reason it goes to ``wfdb.rdrecord`` instead."""
+    try:
+        raw = hea.read_bytes()
+    except OSError as err:
+        return f"header unreadable ({type(err).__name__})"
+    try:
+        text = raw.decode("ascii")  # wfdb decodes ascii dropping other bytes
+    except UnicodeDecodeError:
+        return "header is not ASCII"
+    lines, comments = [], []
+    for line in text.splitlines():  # the same splitting and stripping as wfdb.io.header.parse_header_content
+        line = line.strip()
+        if line.startswith("#"):
+            comments.append(line.strip(" \t#").strip())
+        elif line:
+            lines.append(line)
+    if not lines:
+        return "no record line"
+    rec = _FAST_RECORD_RE.fullmatch(lines[0])
+    if rec is None:
+        return "record line outside the fast subset"
+    n_sig, sig_len = int(rec["n_sig"]), int(rec["sig_len"])
+    fs = float(rec["fs"])
+    if round(fs, 8) == float(int(fs)):  # wfdb rounds fs within 1e-8 of an integer
+        fs = float(int(fs))
+    if n_sig == 0 or sig_len == 0 or fs <= 0 or len(lines) - 1 != n_sig:
+        return "no signals, no samples, fs 0 or a signal-line count that differs from the record line"
+    if (rec["time"] or rec["date"]) and not _wfdb_time_ok(rec["time"], rec["date"]):
+        return "base time or date that wfdb rejects"
+    specs = [_FAST_SIGNAL_RE.fullmatch(line) for line in lines[1:]]
+    if not all(specs):
+        return "signal line outside the fast subset (format 16, one sample per frame, no skew)"
+    if any(s["name"] and s["name"][0] in "-0123456789" and s["all_ints"] is None for s in specs):
+        return "a signal name that wfdb would read as an integer field"  # "16 0 5V": init value 5, name "V"
+    if len({s["file"] for s in specs}) != 1 or len({s["offset"] for s in specs}) != 1:
+        return "signals in several files or at several byte offsets"
+    gain = np.array([float(s["gain"]) if s["gain"] else _WFDB_DEFAULT_GAIN for s in specs], dtype=np.float64)
+    gain[gain == 0] = _WFDB_DEFAULT_GAIN
+    baseline = np.array([int(s["baseline"]) if s["baseline"] is not None else int(s["zero"] or 0) for s in specs],
+                        dtype=np.int64)
+    names = [s["name"] for s in specs]
+    return _FastPlan(hea.parent / specs[0]["file"], int(specs[0]["offset"] or 0), n_sig, sig_len, fs, gain,
+                     baseline, names, comments)
+
+
+def _read_fast(hea: Path, plan: _FastPlan) -> Recording:
+    """The ``.dat`` of a planned record → ``(digital - baseline) / gain``, computed as wfdb does (float64)."""
+    n = plan.n_sig * plan.sig_len
+    if not plan.dat.is_file():
+        raise _fail(hea, f"signal file {plan.dat.name} not found")
+    available = max(0, plan.dat.stat().st_size - plan.byte_offset)
+    if available < 2 * n:
+        raise _fail(plan.dat, f"truncated .dat: expected {2 * n} bytes of format-16 data ({plan.n_sig} signals x "
+                              f"{plan.sig_len} samples) from byte {plan.byte_offset}, found {available}")
+    try:
+        digital = np.fromfile(plan.dat, dtype="<i2", count=n, offset=plan.byte_offset)
+    except OSError as err:  # unreadable (permissions, I/O error)
+        raise _fail(plan.dat, f"unreadable .dat: {err}") from err
+    if digital.size != n:  # the file shrank since stat
+        raise _fail(plan.dat, f"truncated .dat: expected {n} samples, read {digital.size}")
+    digital = digital.reshape(plan.sig_len, plan.n_sig)
+    physical = digital.astype(np.float64)  # wfdb's Record.dac: float64, minus baseline, over gain, NaN where -32768
+    physical -= plan.baseline
+    physical /= plan.gain
+    physical[digital == _FMT16_INVALID] = np.nan
+    return Recording(np.ascontiguousarray(physical.T, dtype=np.float32), plan.fs, _channel_names(plan.names),
+                     plan.comments)
+
+
+def _read_rdrecord(p: Path, record_path: Path) -> Recording:
     try:
         with warnings.catch_warnings():  # wfdb 4.3 uses pandas APIs that pandas 3 deprecates, on every read
             warnings.filterwarnings("ignore", message="The inplace keyword in DataFrame")
@@ -219,6 +333,27 @@ def read_wfdb(path: PathLike) -> Recording:
         channel_names=_channel_names(record.sig_name),
         comments=[c.strip() for c in (record.comments or [])],
     )
+
+
+def read_wfdb(path: PathLike) -> Recording:
+    """Any WFDB record (``path`` with or without ``.hea``) → signal ``[C, T]`` float32, as ``wfdb.rdrecord``.
+
+    Fast path (no wfdb; its pandas-based header parser costs 3-8 ms a record): a single-segment header whose
+    signals are all format 16 (interleaved little-endian int16, one sample per frame, no skew) in one file at one
+    byte offset, with fs and length given; PTB-XL, MIMIC-IV-ECG and the Challenge ``.mat`` headers are. The
+    ``.dat`` is read with numpy and converted as wfdb does (float64 ``(d - baseline) / gain``, gain 0 → 200,
+    baseline → ADC zero → 0, -32768 → NaN), so the result equals ``wfdb.rdrecord(...).p_signal`` (tested); a
+    missing or short ``.dat`` is a ReadError naming it. Every other record goes through ``wfdb.rdrecord``, as
+    does everything when ``PHYSIOWAVE_WFDB_FAST=0``.
+    """
+    p = Path(path)
+    record_path = p.with_suffix("") if p.suffix.lower() == ".hea" else p
+    if WFDB_FAST:
+        hea = record_path.with_name(record_path.name + ".hea")
+        plan = _fast_wfdb_plan(hea)
+        if isinstance(plan, _FastPlan):
+            return _read_fast(hea, plan)
+    return _read_rdrecord(p, record_path)
 
 
 def _signal_file(hea: Path, header: Header) -> Path:
