@@ -94,7 +94,7 @@ def measure(corpus: Path, out: Path, workers: int) -> dict[str, Any]:
     res = run_polled(cmd, 0.1, cwd=ROOT, env=env)
     if res.returncode:
         raise RuntimeError(f"exit {res.returncode}: {' '.join(cmd)}\n{res.output[-2000:]}")
-    info = _info(out, "preprocess_info.json")
+    info = _info(out, "cpsc_9class_info.json")
     records = sum(s["records"] for s in info["splits"].values()) + info["skipped"]["records"]
     windows = sum(s["windows"] for s in info["splits"].values())
     out_mb = sum(p.stat().st_size for p in out.glob("*.h5")) / 2 ** 20
@@ -165,7 +165,7 @@ def measure_ptbxl(corpus: Path, out: Path, workers: int, fast: bool) -> dict[str
     res = run_polled(cmd, 0.1, cwd=ROOT, env=env)
     if res.returncode:
         raise RuntimeError(f"exit {res.returncode}: {' '.join(cmd)}\n{res.output[-2000:]}")
-    info = _info(out, "preprocess_info.json")
+    info = _info(out, "ptbxl_info.json")
     records = sum(s["records"] for s in info["splits"].values()) + info["skipped"]["records"]
     if info["skipped"]["records"]:
         raise RuntimeError(f"{info['skipped']['records']} records skipped: {info['skipped']['reasons']}")

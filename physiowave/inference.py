@@ -27,7 +27,7 @@ import torch
 from tqdm import tqdm
 
 from .checkpoint import model_from_checkpoint, read_checkpoint
-from .data.contract import RECORD_ID, START
+from .contract import RECORD_ID, START
 from .data.h5 import H5Dataset, fit_length
 from .engine.distributed import pick_device
 from .models import FusionModel, PhysioWave

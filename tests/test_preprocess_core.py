@@ -357,3 +357,15 @@ def test_unwritable_output_is_a_one_line_error(shared: Path, tmp_path: Path, cap
                       "--output", str(blocker / "out")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 1 and err[-1].startswith("error: cannot write the output") and "a_file" in err[-1]
+
+
+def test_preprocessing_never_imports_torch() -> None:
+    """Workers stay small (torch adds ~150 MB per process): nothing on the preprocessing path imports it."""
+    import subprocess
+    import sys
+    from physiowave.preprocess import SOURCES
+    code = ("import sys, importlib, physiowave.preprocess.cli, physiowave.preprocess.__main__; "
+            f"[importlib.import_module('physiowave.preprocess.' + m) for m in {sorted(v.split(':')[0] for v in SOURCES.values())!r}]; "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert out.stdout.strip() == "False", out.stderr[-2000:]

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from physiowave.data import H5Dataset
-from physiowave.data.contract import INFO_FILE
+from physiowave.contract import INFO_FILE
 from physiowave.preprocess import core
 from physiowave.preprocess.folder import main as folder_main
 

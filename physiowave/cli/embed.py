@@ -17,7 +17,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..data.contract import RECORD_ID, START
+from ..contract import RECORD_ID, START
 from ..fileio import to_jsonable
 from ..inference import Skipped, TrainedModel, group_mean, run_inputs
 from ..models.heads import pool_tokens

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .contract import ATTR_RUN_ID, ATTR_RUN_INFO, DATA_KEYS, LABEL_KEYS
+from ..contract import ATTR_RUN_ID, ATTR_RUN_INFO, DATA_KEYS, LABEL_KEYS
 
 __all__ = ["parse_file_paths", "open_h5", "H5Dataset", "check_complete_set", "DATA_KEYS", "LABEL_KEYS", "crop_bounds", "standardize", "pad_right", "fit_length"]
 

@@ -17,7 +17,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ..data import Augmentation, H5Dataset, Modality, MultiModalDataset, find_nonfinite, parse_file_paths, parse_modality
-from ..data.contract import ATTR_CLASS_NAMES, ATTR_FS, ATTR_PREPROCESSING, LABEL_KEYS, RECORD_ID
+from ..contract import ATTR_CLASS_NAMES, ATTR_FS, ATTR_PREPROCESSING, LABEL_KEYS, RECORD_ID
 from ..data.fractions import label_fraction_indices
 from .errors import ConfigError
 from .tasks import Task

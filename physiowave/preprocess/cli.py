@@ -6,7 +6,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from ..data.contract import INFO_FILE
+from ..contract import INFO_FILE
 from .core import Source, Terminated, reason_kind, run
 from .params import SignalParams
 

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from ..data.contract import (ATTR_CHANNEL_NAMES, ATTR_CLASS_NAMES, ATTR_FS, ATTR_PREPROCESSING, ATTR_RUN_ID, ATTR_RUN_INFO,
+from ..contract import (ATTR_CHANNEL_NAMES, ATTR_CLASS_NAMES, ATTR_FS, ATTR_PREPROCESSING, ATTR_RUN_ID, ATTR_RUN_INFO,
                              INFO_FILE)
 from ..fileio import atomic_write_text, to_jsonable, write_json
 from .readers import ReadError, Recording
@@ -323,7 +323,7 @@ class _Run:
         self.checkpointed = False
 
     def attrs(self) -> dict[str, Any]:
-        """Root attributes of every split file (:mod:`physiowave.data.contract`)."""
+        """Root attributes of every split file (:mod:`physiowave.contract`)."""
         sig = self.source.signal
         attrs: dict[str, Any] = {"window": sig.window, "step": sig.step, "normalize": sig.normalize,
                                  "norm_scope": sig.norm_scope, "source": self.source.name,
@@ -563,7 +563,7 @@ def _process(source: Source, state: _Run, refs: list[RecordRef], progress: bool)
 def run(source: Source, progress: bool = True) -> Summary:
     """Run the whole pipeline for ``source`` (its ``args`` hold every parameter) → a Summary. The output folder
     receives the split files, ``record_splits.json``, ``skipped.csv`` and, last, the completion marker
-    :data:`~physiowave.data.contract.INFO_FILE`.
+    :data:`~physiowave.contract.INFO_FILE`.
 
     Everything is written in the staging folder first (:class:`_Run`). Every ``--checkpoint_s`` seconds the open
     shards are closed and the position saved, so a run interrupted in any way (Ctrl-C, SIGTERM, kill -9)

@@ -15,7 +15,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..data.contract import (DATA, DATA_DTYPE, LABEL, MULTI_LABEL_DTYPE, RECORD_ID, SINGLE_LABEL_DTYPE, START,
+from ..contract import (DATA, DATA_DTYPE, LABEL, MULTI_LABEL_DTYPE, RECORD_ID, SINGLE_LABEL_DTYPE, START,
                              START_DTYPE)
 
 __all__ = ["ShardWriter", "ShardError", "compress_windows", "COMPRESSION_LEVEL", "create_split_datasets"]
@@ -30,7 +30,7 @@ def compress_windows(data: np.ndarray, level: int = COMPRESSION_LEVEL) -> list[b
 
 def create_split_datasets(f: h5py.File, channels: int, length: int, label_shape: tuple[int, ...] | None, n: int = 0,
                           level: int = COMPRESSION_LEVEL) -> None:
-    """The datasets of a split file (:mod:`physiowave.data.contract`), ``n`` windows long and growable.
+    """The datasets of a split file (:mod:`physiowave.contract`), ``n`` windows long and growable.
 
     ``data`` has one window per chunk, deflated only (``compress_windows`` writes those chunks directly): gzip 1
     without shuffle is 2× faster to write and 44 % smaller than gzip 4 with shuffle on z-scored ECG windows."""
