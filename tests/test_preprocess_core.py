@@ -298,7 +298,9 @@ def test_interrupted_run_keeps_previous_outputs_and_resumes_to_the_same_files(
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before   # the complete run is untouched
     # checkpoint after every record: the staging folder stays, the old outputs too
     calls["n"] = 0
+    capsys.readouterr()
     assert folder_main(args + ["--checkpoint_s", "0"]) == 130
+    assert "interrupted: 20 of 50 records are checkpointed" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != core.STAGING} == before
     state = json.loads((staging / "state.json").read_text())
     assert state["done"] == 20

@@ -207,3 +207,22 @@ def test_a_resume_that_cannot_continue_says_so_once(corpus: Path, tmp_path: Path
     assert folder_main(_args(corpus, out, "--resume")) == 1
     assert "nothing to resume" in capsys.readouterr().err
     assert folder_main(_args(corpus, out)) == 0
+
+
+def test_interrupted_while_cleaning_up_is_complete_and_says_nothing_of_resume(
+        corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    out = tmp_path / "out"
+    real_rmtree, calls = core.shutil.rmtree, []
+
+    def interrupted_once(path, *a, **k):
+        calls.append(path)
+        if len(calls) == 2:  # the first call clears a stale staging folder at the start; the second ends publishing
+            raise KeyboardInterrupt
+        return real_rmtree(path, *a, **k)
+
+    monkeypatch.setattr(core.shutil, "rmtree", interrupted_once)
+    assert folder_main(_args(corpus, out, "--checkpoint_s", "0")) == 130
+    monkeypatch.setattr(core.shutil, "rmtree", real_rmtree)
+    assert "--resume" not in capsys.readouterr().err
+    assert (out / INFO_FILE).exists() and not (out / core.STAGING).exists()
+    assert len(H5Dataset(str(out / "train.h5"))) > 0

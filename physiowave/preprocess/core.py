@@ -319,6 +319,8 @@ class _Run:
         self.win_counts = {s: np.zeros(self.k, np.int64) for s in source.splits}
         self.run_id = uuid.uuid4().hex
         self.stale: list[str] = []
+        self.published = False
+        self.saved_done = 0                # records the checkpoint on disk holds
         self.last_checkpoint = time.time()
         self.checkpointed = False
 
@@ -349,17 +351,18 @@ class _Run:
     # ---- start and resume
     def start(self) -> None:
         """A new run: any staging folder of an interrupted one is discarded."""
-        if self.staging.exists():
+        if self.state_path.exists():
             print(f"note: discarding the interrupted run in {self.staging} (pass --resume to continue it instead)",
                   file=sys.stderr)
-            shutil.rmtree(self.staging)
+        shutil.rmtree(self.staging, ignore_errors=True)
         self.staging.mkdir(parents=True)
 
     def resume(self) -> str:
         """Restore the last checkpoint of an interrupted run with the same parameters → its phase
         ("process" or "publish"); files written after that checkpoint are deleted."""
         if not self.state_path.exists():
-            done = (self.out_dir / INFO_FILE).exists() and not self.staging.exists()
+            done = (self.out_dir / INFO_FILE).exists()
+            shutil.rmtree(self.staging, ignore_errors=True)  # what a run killed while cleaning up left
             raise SystemExit(f"error: --resume: nothing to resume in {self.out_dir} ("
                              + ("its run is complete" if done else f"no checkpoint {self.state_path}")
                              + "): rerun without --resume")
@@ -371,6 +374,7 @@ class _Run:
                              f"{', '.join('--' + k for k in changed)}: give the same flags, or rerun without --resume "
                              "to start over")
         self.run_id, self.done, self.skipped = state["run_id"], state["done"], [tuple(x) for x in state["skipped"]]
+        self.saved_done = self.done
         self.shape = tuple(state["shape"]) if state["shape"] else None
         self.fs, self.rec_split = state["fs"], state["rec_split"]
         for s in self.source.splits:
@@ -416,6 +420,7 @@ class _Run:
         for w in self.writers.values():
             w.checkpoint()
         write_json(self.state_path, self._state(phase="process"))
+        self.saved_done = self.done
         self.last_checkpoint = time.time()
         self.checkpointed = True
 
@@ -460,6 +465,7 @@ class _Run:
         write_json(self.staging / "info.json", info)
         self.stale = self._stale()
         write_json(self.state_path, self._state(phase="publish", published=self.published_names(), stale=self.stale))
+        self.saved_done = self.done
 
     def _stale(self) -> list[str]:
         """Files in the output folder that belong to an earlier run and that this one does not write."""
@@ -487,6 +493,7 @@ class _Run:
                 if (self.staging / name).exists():
                     os.replace(self.staging / name, self.out_dir / name)
             os.replace(self.staging / "info.json", self.out_dir / INFO_FILE)
+        self.published = True  # the folder is complete: what is left is cleaning up
         shutil.rmtree(self.staging)
         return {s: self.out_dir / self.files[s] for s in self.writers}
 
@@ -498,7 +505,7 @@ class _Run:
                 w.discard_open()
             except Exception:  # noqa: BLE001 - already broken; resume deletes it anyway
                 pass
-        if not self.checkpointed:
+        if not (self.checkpointed and self.state_path.exists()):
             self.abort()
             return False
         return True
@@ -596,8 +603,11 @@ def run(source: Source, progress: bool = True) -> Summary:
         state.abort()
         raise SystemExit(f"error: {err}: the interrupted run cannot be resumed; rerun without --resume") from err
     except BaseException:
+        if state.published:  # interrupted while deleting the staging folder: the output is complete
+            shutil.rmtree(state.staging, ignore_errors=True)
+            raise
         if state.suspend():
-            print(f"\ninterrupted: {state.done} of {len(refs)} records are checkpointed in {state.staging}; "
+            print(f"\ninterrupted: {state.saved_done} of {len(refs)} records are checkpointed in {state.staging}; "
                   "run the same command with --resume to continue", file=sys.stderr)
         raise
     finally:
