@@ -144,7 +144,8 @@ def test_open_datasets_carves_validation_first_then_subsamples(files):
     assert info["class_counts"] == np.bincount(labels[expected], minlength=3).tolist()
     assert info["label_fraction"] == {"fraction": 0.25, "by": "record_id",
                                       "samples": {"kept": len(expected), "of": len(tr)},
-                                      "records": {"kept": len(set(groups[expected])), "of": len(set(groups[tr]))}}
+                                      "records": {"kept": len(set(groups[expected])), "of": len(set(groups[tr]))},
+                                      "chosen": sorted(set(groups[expected]))}
 
 
 def test_finetune_run_trains_on_the_fraction(files, tmp_path):

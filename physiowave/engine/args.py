@@ -17,6 +17,7 @@ from ..models.heads import POOLINGS
 from ..models.input_norm import INPUT_NORMS
 from ..models.masking import MASKING_STRATEGIES
 from ..models.objective import OBJECTIVES
+from .metrics import AGGREGATIONS
 from .schedule import SCHEDULERS
 
 __all__ = ["TASKS", "MODEL_FLAGS", "ARCH_FLAGS", "build_parser", "parse_args"]
@@ -173,6 +174,9 @@ def _task_args(p: argparse.ArgumentParser, task: str) -> None:
                        help="default decision threshold; per-class thresholds are also tuned on validation")
         g.add_argument("--hidden_factor", type=int, default=None,
                        help="head hidden size = hidden_factor × embed_dim (when --head_hidden_dim is not given)")
+    g.add_argument("--aggregate", choices=AGGREGATIONS, default="mean",
+                   help="record-level metrics (files with record_id): a record's probabilities are the mean or the "
+                        "max of its windows' probabilities")
     g.add_argument("--head_hidden_dim", type=int, default=None, help="head hidden size (default embed_dim)")
     g.add_argument("--head_dropout", type=float, default=0.1)
     g.add_argument("--pooling", choices=POOLINGS, default="bands",

@@ -22,7 +22,7 @@ from ..data.fractions import label_fraction_indices
 from .errors import ConfigError
 from .tasks import Task
 
-__all__ = ["Indexed", "Subset", "open_datasets", "check_labels", "find_nonfinite_values", "modalities_of",
+__all__ = ["Indexed", "Subset", "open_datasets", "check_labels", "find_nonfinite_values", "modalities_of", "record_ids_of",
            "split_indices", "class_names_of"]
 
 
@@ -64,6 +64,16 @@ def _record_ids(paths: list[str]) -> np.ndarray | None:
                 return None
             ids.append(np.asarray(f[RECORD_ID][:]).astype(str))
     return np.concatenate(ids)
+
+
+def record_ids_of(ds: Dataset | None) -> np.ndarray | None:
+    """The ``record_id`` of every sample of a data set (in its order), or None when its files have none."""
+    if ds is None:
+        return None
+    if isinstance(ds, Subset):
+        ids = record_ids_of(ds.dataset)
+        return None if ids is None else ids[ds.indices]
+    return _record_ids(ds.file_paths)
 
 
 def class_names_of(paths: list[str]) -> list[str] | None:
@@ -265,6 +275,7 @@ def _label_fraction(full: Dataset, train_set: Dataset, labels: np.ndarray, group
                              "samples": {"kept": len(keep), "of": len(labels)}}
     if groups is not None:
         entry["records"] = {"kept": len(np.unique(groups[keep])), "of": len(np.unique(groups))}
+    entry["chosen"] = sorted(np.unique(groups[keep]).tolist()) if groups is not None else [int(i) for i in base[keep]]
     return Subset(full, base[keep]), labels[keep], entry
 
 

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -23,7 +25,7 @@ from torch.utils.data import DataLoader
 from ..checkpoint import load_state_dict_checked, read_checkpoint
 from ..models import FusionModel
 from .args import MODEL_FLAGS, parse_args
-from .data import Indexed, check_labels, find_nonfinite_values, modalities_of, open_datasets
+from .data import Indexed, check_labels, find_nonfinite_values, modalities_of, open_datasets, record_ids_of
 from .distributed import DistEnv, all_reduce_sums, barrier, cleanup, init_distributed
 from .errors import ConfigError, NonFiniteLossError
 from .logger import RunLogger, scalars_of
@@ -72,9 +74,12 @@ def run(args: argparse.Namespace, env: DistEnv) -> dict[str, Any]:
     precision = Precision.from_flag(args.use_amp, env.device)
     if env.device.type == "cpu":
         torch.set_flush_denormal(True)  # denormals make CPU kernels up to 5× slower
+    chosen = (info.get("label_fraction") or {}).pop("chosen", None)
     if env.is_main:
         claim_output_dir(out, stale)
         write_result(out / "args.json", {**vars(args), "model_config": model.config, "data": info})
+        if chosen is not None:  # the records (or samples) --label_fraction trained on
+            write_result(out / "label_fraction.json", {**info["label_fraction"], "chosen": chosen})
     barrier(env)
     model.to(env.device)
     if getattr(args, "eval", False):
@@ -223,6 +228,7 @@ def train(args: argparse.Namespace, env: DistEnv, task: Task, model: nn.Module, 
     named = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
     optimizer = build_optimizer(named, args, task, getattr(getattr(model, "fusion", None), "modality_logits", None))
     schedule = build_schedule(args, optimizer, steps_per_epoch)
+    val_records = record_ids_of(data["val"]) if task.label_mode != "none" else None
     progress = Progress(args.select_metric)
     if resume is not None:
         progress = restore(resume, args.resume, optimizer, schedule, precision, args.select_metric)
@@ -257,7 +263,7 @@ def train(args: argparse.Namespace, env: DistEnv, task: Task, model: nn.Module, 
                 start_micro=progress.micro, sums=progress.sums, on_step=after_step, desc=f"epoch {epoch + 1}/{args.epochs}")
             progress.micro, progress.sums = 0, {}
             metrics = {"train": train_metrics}
-            val = evaluate_split(args, env, task, inner, sets["val"], precision, {}, model)
+            val, _ = evaluate_split(args, env, task, inner, sets["val"], precision, {}, model, val_records)
             if val is not None:
                 metrics["val"] = val
             is_best = _select(args, progress, metrics, schedule, epoch)
@@ -320,6 +326,7 @@ def _log_epoch(args: argparse.Namespace, env: DistEnv, task: Task, logger: RunLo
     weights = model.modality_weights() if isinstance(model, FusionModel) else None
     row = {f"train_{k}": v for k, v in scalars_of(metrics["train"]).items()}
     row.update({f"val_{k}": v for k, v in scalars_of(val).items()})
+    row.update({f"val_record_{k}": v for k, v in scalars_of(val.get("record") or {}).items() if k != "records"})
     row.update(learning_rates=lr, epoch=epoch + 1, epoch_time=time.perf_counter() - t0)
     row.update({f"modality_weight_{name}": w for name, w in (weights or {}).items()})
     logger.record_epoch(row)
@@ -368,15 +375,33 @@ def _probe_train_set(args: argparse.Namespace, env: DistEnv, model: nn.Module, d
 
 # --------------------------------------------------------------------------------------------------- evaluation
 def evaluate_split(args: argparse.Namespace, env: DistEnv, task: Task, net: nn.Module, ds: Any, precision: Precision,
-                   state: dict[str, Any], model: nn.Module) -> dict[str, Any] | None:
-    """Metrics of ``net`` on the whole of ``ds`` (None without a set); ``state``: e.g. thresholds to apply."""
+                   state: dict[str, Any], model: nn.Module, record_ids: np.ndarray | None = None
+                   ) -> tuple[dict[str, Any] | None, dict[str, np.ndarray] | None]:
+    """Metrics of ``net`` on the whole of ``ds`` (None without a set); ``state``: e.g. thresholds to apply. With
+    the samples' ``record_ids`` the metrics gain a ``record`` entry (windows aggregated by ``--aggregate``), and
+    the per-record arrays are returned beside them."""
     if ds is None:
-        return None
+        return None, None
     loader = eval_loader(ds, args, env, args.batch_size * 2, workers=not hasattr(ds, "features"))
-    result = task.metrics(evaluate(net, loader, task, env, precision, seed=args.seed, desc="eval"), state)
+    outputs = evaluate(net, loader, task, env, precision, seed=args.seed, desc="eval")
+    result, records = task.metrics(outputs, state), None
+    if record_ids is not None and task.label_mode != "none":
+        result["record"], records = task.record_metrics(outputs, record_ids, args.aggregate, state)
     if isinstance(model, FusionModel) and (weights := model.modality_weights()):
         result["modality_weights"] = weights
-    return result
+    return result, records
+
+
+def _write_records(out: Path, name: str, records: dict[str, np.ndarray] | None, result: dict[str, Any]) -> None:
+    """``{name}_records.npz``: each record's id, aggregated probabilities ``[R, K]``, label and the decision
+    thresholds applied (multi-label), for record-level analyses such as bootstrap intervals."""
+    if records is None:
+        return
+    thresholds = (result.get("record") or {}).get("thresholds")
+    extra = {"thresholds": np.asarray(thresholds, dtype=np.float64)} if thresholds is not None else {}
+    tmp = out / f"{name}_records.tmp.npz"
+    np.savez(tmp, **records, **extra)
+    os.replace(tmp, out / f"{name}_records.npz")
 
 
 def test_best_model(args: argparse.Namespace, env: DistEnv, task: Task, model: nn.Module, data: dict[str, Any],
@@ -384,15 +409,18 @@ def test_best_model(args: argparse.Namespace, env: DistEnv, task: Task, model: n
     """The test metrics of ``best_model.pth`` (with its validation thresholds), or None without a test set."""
     if data["test"] is None:
         return None
-    best = Path(args.output_dir) / "best_model.pth"
+    out = Path(args.output_dir)
     state, epoch = {}, None
-    if best.is_file():
-        ckpt = read_checkpoint(best, map_location="cpu")
+    if (out / "best_model.pth").is_file():
+        ckpt = read_checkpoint(out / "best_model.pth", map_location="cpu")
         model.load_state_dict(ckpt["model_state_dict"])
-        state = {"thresholds": ckpt["thresholds"]} if ckpt.get("thresholds") is not None else {}
+        state = {k: ckpt[k] for k in ("thresholds", "record_thresholds") if ckpt.get(k) is not None}
         epoch = ckpt.get("epoch")
-    result = evaluate_split(args, env, task, task.wrap(model), data["test"], precision, state, model)
+    result, records = evaluate_split(args, env, task, task.wrap(model), data["test"], precision, state, model,
+                                     record_ids_of(data["test"]))
     result["best_epoch"] = None if epoch is None else epoch + 1
+    if env.is_main:
+        _write_records(out, "test", records, result)
     return result
 
 
@@ -401,12 +429,15 @@ def evaluate_checkpoint(args: argparse.Namespace, env: DistEnv, task: Task, mode
     """``--eval``: the ``--resume`` checkpoint on the validation and test files; thresholds tuned on validation
     (else the checkpoint's) are applied to test."""
     net, out = task.wrap(model), Path(args.output_dir)
-    val = evaluate_split(args, env, task, net, data["val"], precision, {}, model)
-    thresholds = (val or {}).get("thresholds") or resume.get("thresholds")
-    test = evaluate_split(args, env, task, net, data["test"], precision, {"thresholds": thresholds} if thresholds else {}, model)
-    for name, result in (("val", val), ("test", test)):
+    val, val_records = evaluate_split(args, env, task, net, data["val"], precision, {}, model, record_ids_of(data["val"]))
+    state = {"thresholds": (val or {}).get("thresholds") or resume.get("thresholds"),
+             "record_thresholds": ((val or {}).get("record") or {}).get("thresholds") or resume.get("record_thresholds")}
+    test, test_records = evaluate_split(args, env, task, net, data["test"], precision,
+                                        {k: v for k, v in state.items() if v is not None}, model, record_ids_of(data["test"]))
+    for name, result, records in (("val", val, val_records), ("test", test, test_records)):
         if result is not None and env.is_main:
             write_result(out / f"{name}_results.json", result)
+            _write_records(out, name, records, result)
             _log(env, f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in scalars_of(result).items()))
     return {"val": val, "test": test}
 

@@ -245,3 +245,42 @@ def pretrain_metrics(sums: Mapping[str, float], objective: str) -> dict[str, flo
         out["loss"] = out["shape_nmse"] + out["energy_nmse"]
     out.update({k: ratio(k, "count") for k in sorted(s) if k.startswith("band_rms_")})
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# record level
+# ----------------------------------------------------------------------------------------------------------------
+AGGREGATIONS = ("mean", "max")
+
+
+def aggregate_records(record_ids: np.ndarray, values: np.ndarray, how: str) -> tuple[np.ndarray, np.ndarray]:
+    """Window rows ``values [N, ...]`` → one row per record (in order of first appearance): the ``mean`` or the
+    ``max`` over the record's windows → (record ids ``[R]``, values ``[R, ...]``)."""
+    if how not in AGGREGATIONS:
+        raise ValueError(f"aggregate must be one of {AGGREGATIONS}, got {how!r}")
+    ids = np.asarray(record_ids)
+    uniq, first, inverse = np.unique(ids, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")          # unique ids in order of first appearance
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    group = rank[inverse]                              # [N] record index of each window
+    vals = np.asarray(values, dtype=np.float64)
+    out = np.zeros((len(uniq), *vals.shape[1:]))
+    if how == "mean":
+        np.add.at(out, group, vals)
+        out /= np.bincount(group, minlength=len(uniq)).reshape(-1, *[1] * (vals.ndim - 1))
+    else:
+        out.fill(-np.inf)
+        np.maximum.at(out, group, vals)
+    return uniq[order], out
+
+
+def record_labels(record_ids: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each record's label: its windows' class (single-label, the most frequent one if they differ) or the union
+    of its windows' labels (multi-label), in the order of :func:`aggregate_records`."""
+    labels = np.asarray(labels)
+    if labels.ndim == 2:
+        return aggregate_records(record_ids, labels, "max")[1].astype(labels.dtype)
+    k = int(labels.max()) + 1 if labels.size else 1
+    counts = aggregate_records(record_ids, np.eye(k)[labels], "mean")[1]
+    return counts.argmax(axis=1).astype(labels.dtype)

@@ -22,9 +22,9 @@ __all__ = ["RESULT_FILES", "run_files", "check_output_dir", "claim_output_dir", 
            "write_text"]
 
 # Files that describe one finished (or evaluated) run: they never survive into another run.
-RESULT_FILES = ("test_results.json", "val_results.json", "training_summary.txt")
+RESULT_FILES = ("test_results.json", "val_results.json", "training_summary.txt", "test_records.npz", "val_records.npz")
 _RUN_FILES = ("args.json", "training_history.json", "best_model.pth", "latest_model.pth", "latest_checkpoint.pth",
-              *RESULT_FILES)
+              "label_fraction.json", *RESULT_FILES)
 _RUN_GLOBS = ("checkpoint_epoch_*.pth", "*.pth.tmp", "*.json.tmp")
 
 

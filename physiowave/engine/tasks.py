@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.special import expit
+from scipy.special import expit, softmax
 from torch import nn
 
 from ..models import FusionModel, PhysioWave
 from .logger import RunLogger, scalars_of
-from .metrics import classification_metrics, multilabel_metrics, pretrain_metrics, tune_thresholds
+from .metrics import (aggregate_records, classification_metrics, multilabel_metrics, pretrain_metrics, record_labels,
+                      tune_thresholds)
 
 __all__ = ["Task", "PretrainTask", "SingleLabelTask", "MultiLabelTask", "build_task", "LOWER_IS_BETTER"]
 
@@ -114,6 +115,8 @@ class Task:
         entries["val_metrics"] = val
         if "thresholds" in val:
             entries["thresholds"] = val["thresholds"]
+        if "thresholds" in (val.get("record") or {}):
+            entries["record_thresholds"] = val["record"]["thresholds"]
         return entries
 
     def log_figures(self, logger: RunLogger, model: nn.Module, val: dict[str, Any], sample: torch.Tensor, step: int) -> None:
@@ -204,6 +207,21 @@ class _Classification(Task):
     def _class_weights(self, counts: np.ndarray, n: int) -> torch.Tensor:
         raise NotImplementedError
 
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def record_metrics(self, outputs: dict[str, np.ndarray], record_ids: np.ndarray, how: str,
+                       state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Window outputs → one probability row per record (the ``how`` = mean or max of its windows'
+        probabilities) → (record-level metrics, the arrays ``record_id``, ``probs`` [R, K], ``labels``)."""
+        ids, probs = aggregate_records(record_ids, self.probabilities(outputs["logits"]), how)
+        labels = record_labels(record_ids, outputs["labels"])
+        return {"records": len(ids), "aggregate": how, **self._record_scores(probs, labels, state)}, \
+            {"record_id": ids.astype(str), "probs": probs, "labels": labels}
+
+    def _record_scores(self, probs: np.ndarray, labels: np.ndarray, state: dict[str, Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
     def _weight(self, device: torch.device) -> torch.Tensor | None:
         return self.weights.to(device) if self.weights is not None else None
 
@@ -221,6 +239,14 @@ class SingleLabelTask(_Classification):
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(logits.float(), y, weight=self._weight(logits.device), label_smoothing=self.label_smoothing)
+
+    def probabilities(self, logits):
+        return softmax(logits.astype(np.float64), axis=1)
+
+    def _record_scores(self, probs, labels, state):
+        # the log of a probability row is a logit row whose softmax gives it back (rows of max-aggregated
+        # probabilities are renormalised: the ranking within a record is kept)
+        return classification_metrics(np.log(np.clip(probs, 1e-300, None)), labels, self.class_names)
 
     def train_step(self, model, batch, generator):
         x, y = batch
@@ -272,6 +298,23 @@ class MultiLabelTask(_Classification):
 
     def _class_weights(self, counts, n):
         return torch.tensor((n - counts) / np.maximum(counts, 1.0), dtype=torch.float32)
+
+    def probabilities(self, logits):
+        return expit(logits.astype(np.float64))
+
+    def _record_scores(self, probs, labels, state):
+        """Metrics at ``--threshold`` and at per-label thresholds tuned on validation records
+        (``state["record_thresholds"]``, else tuned here), as in :meth:`metrics`."""
+        p = np.clip(probs, 1e-12, 1 - 1e-12)
+        logits = np.log(p) - np.log1p(-p)
+        result = multilabel_metrics(logits, labels, self.threshold, self.class_names)
+        thresholds = state.get("record_thresholds")
+        if thresholds is None:
+            thresholds = tune_thresholds(probs, labels, self.threshold)
+        result["thresholds"] = [float(t) for t in thresholds]
+        result["tuned"] = multilabel_metrics(logits, labels, np.asarray(thresholds), self.class_names)
+        result["f1_macro_tuned"] = result["tuned"]["f1_macro"]
+        return result
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         target = y.float() * (1 - self.label_smoothing) + 0.5 * self.label_smoothing
