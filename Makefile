@@ -2,7 +2,7 @@
 #   make demo      make install, then the whole pipeline on the bundled real EMG recordings (demo/run.py);
 #                  DEMO_QUICK=1: 2 epochs per stage (CI), DEMO_OUTPUT=dir (default demo_output)
 #   make test      make install, then run the test suite (extra args: PYTEST_ARGS=...)
-#   make install   install torch (only if none is importable) and physiowave[test], editable
+#   make install   install torch (only if none is importable) and physiowave[test,export], editable
 #
 # Python: the active virtualenv / conda env if any, else ./.venv (created on demand).
 # Override with `make test PYTHON=/path/to/python`.
@@ -32,6 +32,7 @@ define INSTALL_CHECK
 import importlib.metadata as md, json, os, sys, urllib.parse, urllib.request
 sys.path[:] = [p for p in sys.path if p not in ("", ".", os.getcwd())]  # skip ./physiowave.egg-info
 import torch, numpy, h5py, pywt, scipy, wfdb, sklearn, tqdm, tensorboard, matplotlib, pytest
+import huggingface_hub, safetensors, onnx, onnxruntime, onnxscript
 dist = md.distribution("physiowave")
 info = json.loads(dist.read_text("direct_url.json") or "{}")
 src = urllib.request.url2pathname(urllib.parse.urlparse(info.get("url", "")).path)
@@ -49,7 +50,7 @@ $(VENV)/bin/python:
 install: $(VENV_DEP)
 	@set -e; \
 	if $(PYTHON) -c "$$INSTALL_CHECK" >/dev/null 2>&1; then \
-	    echo "physiowave[test] already installed for $(PYTHON)"; exit 0; \
+	    echo "physiowave[test,export] already installed for $(PYTHON)"; exit 0; \
 	fi; \
 	if ! $(PYTHON) -c "import torch" >/dev/null 2>&1; then \
 	    echo "No importable torch: installing torch==$(TORCH_VERSION)"; \
@@ -58,8 +59,8 @@ install: $(VENV_DEP)
 	        $(PYTHON) -m pip install torch; \
 	    }; \
 	fi; \
-	echo "Installing physiowave[test] (editable); the installed torch is kept"; \
-	$(PYTHON) -m pip install -e ".[test]"
+	echo "Installing physiowave[test,export] (editable); the installed torch is kept"; \
+	$(PYTHON) -m pip install -e ".[test,export]"
 
 test: install
 	$(PYTHON) -m pytest -q tests $(PYTEST_ARGS)

@@ -156,8 +156,12 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu", **ove
 
     ``overrides`` replace architecture values (e.g. ``num_heads`` for a file without ``args``);
     ``num_classes=None`` leaves out a fine-tuned file's classification head (a fusion branch needs none).
-    A fusion run's checkpoint gives its :class:`FusionModel` (overrides do not apply).
+    A fusion run's checkpoint gives its :class:`FusionModel` (overrides do not apply). A model folder written by
+    ``save_pretrained`` / ``physiowave convert``, or a Hugging Face Hub repo id, is read by :mod:`physiowave.hub`.
     """
+    from . import hub
+    if hub.is_pretrained(path):
+        return hub.load_pretrained(path, **overrides)
     return model_from_checkpoint(read_checkpoint(path, map_location), path, **overrides)
 
 

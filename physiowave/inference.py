@@ -156,13 +156,22 @@ def load_trained(path: str | Path, device: str | None = None, fusion: bool = Fal
     given): ``fs``, ``input_fs``, ``length`` and the :class:`SignalParams` names (:data:`OVERRIDES`) replace
     recorded values; ``task`` ("single"/"multi") and ``class_names`` replace what the file says or lacks. A
     fusion checkpoint is an error unless ``fusion`` (then ``preparation`` is None: raw records of several
-    modalities are not read)."""
+    modalities are not read). ``path`` may also be a model folder (``save_pretrained``, ``physiowave convert``)
+    or a Hugging Face Hub repo id: its ``config.json`` input contract is read as a checkpoint's recorded
+    preprocessing, class names and thresholds are."""
     unknown = sorted(set(overrides) - {*OVERRIDES, "task", "class_names"})
     if unknown:
         raise TypeError(f"load_trained: unknown override(s) {', '.join(unknown)}; expected {', '.join(OVERRIDES)}")
-    path = Path(path)
-    raw = read_checkpoint(path)
-    model = model_from_checkpoint(raw, path)
+    from . import hub
+    if hub.is_pretrained(path):  # a model folder or Hub repo id: its config.json's contract stands for the record
+        path = hub.resolve(path)
+        config = hub.read_config(path)
+        raw: Any = hub.as_checkpoint(config)
+        model = hub.model_from_folder(path, config)
+    else:
+        path = Path(path)
+        raw = read_checkpoint(path)
+        model = model_from_checkpoint(raw, path)
     if isinstance(model, FusionModel) and not fusion:
         raise ValueError(f"{path}: a multi-modal fusion checkpoint ({', '.join(model.names)}); the physiowave command "
                          "reads one modality: evaluate it with finetune.py (its --eval --resume and --modality "

@@ -4,17 +4,19 @@
     physiowave embed ecg.pth records/ -o embeddings.h5
     physiowave predict best_model.pth A0001.hea A0002.hea -o predictions.csv
     physiowave plot filters best_model.pth -o filters.png
+    physiowave export best_model.pth -o model.onnx
+    physiowave convert ecg.pth --fs 500 -o ecg_model/
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from . import embed, info, plot, predict
+from . import convert, embed, export, info, plot, predict
 
 __all__ = ["main", "build_parser"]
 
-_COMMANDS = {"info": info, "embed": embed, "predict": predict, "plot": plot}
+_COMMANDS = {"info": info, "embed": embed, "predict": predict, "plot": plot, "export": export, "convert": convert}
 
 
 class _Parser(argparse.ArgumentParser):

@@ -16,7 +16,7 @@ __all__ = ["add_parser", "summarize", "format_summary"]
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="describe a checkpoint", description=__doc__)
-    p.add_argument("checkpoint", help="PhysioWave checkpoint (.pth), ours or original")
+    p.add_argument("checkpoint", help="PhysioWave checkpoint (.pth), ours or original, or a model folder / Hub repo id")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=run)
 
@@ -25,16 +25,22 @@ def _count(module: Any) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.iterdir() if f.is_file()) if path.is_dir() else path.stat().st_size
+
+
 def summarize(trained: TrainedModel) -> dict[str, Any]:
-    """Everything a checkpoint says about itself, as a JSON-able dict."""
+    """Everything a checkpoint (or model folder) says about itself, as a JSON-able dict."""
     model, ckpt = trained.model, trained.checkpoint
+    folder = ckpt.get("pretrained_folder")  # a save_pretrained / convert folder: its config.json
     fusion = isinstance(model, FusionModel)
     heads = {"fusion": _count(model.fusion)} if fusion else {name: _count(head) for name, head in model.task_heads.items()}
     data = ckpt.get("data") or {}
     epoch = ckpt.get("epoch")
     return to_jsonable({
-        "file": str(trained.path), "size_mb": round(Path(trained.path).stat().st_size / 2**20, 2),
-        "written_by": f"physiowave {ckpt['physiowave_version']}" if ckpt.get("physiowave_version")
+        "file": str(trained.path), "size_mb": round(_size(Path(trained.path)) / 2**20, 2),
+        "written_by": f"physiowave {ckpt['physiowave_version']} (a model folder: model.safetensors, config.json)"
+        if folder else f"physiowave {ckpt['physiowave_version']}" if ckpt.get("physiowave_version")
         else "the original PhysioWave release (or another tool)",
         "architecture": model.config,
         "parameters": {"total": _count(model), "without_heads": _count(model) - sum(heads.values()), "heads": heads},
@@ -50,6 +56,8 @@ def summarize(trained: TrainedModel) -> dict[str, Any]:
                                       "pretrained") if k in data} or None,
         "modality_weights": model.modality_weights() if fusion else None,
         "preprocessing": trained.preparation.as_dict() if trained.preparation else None, "assumed": trained.assumed,
+        **({"folder_assumed": folder.get("assumed") or None, "source": (folder.get("training") or {}).get("source")}
+           if folder else {}),
     })
 
 
@@ -81,6 +89,8 @@ def format_summary(s: dict[str, Any]) -> str:
     if s["assumed"]:
         lines += _block("not recorded in the checkpoint (assumed; embed, predict and plot take flags of these names)",
                          s["assumed"])
+    if s.get("folder_assumed"):
+        lines += _block("assumed when the folder was written (not recorded by its source)", s["folder_assumed"])
     lines += _block("args", dict(sorted((s["args"] or {}).items())))
     return "\n".join(lines)
 

@@ -185,3 +185,14 @@ class FusionModel(nn.Module):
         for branch in self.branches.values():
             branch.set_grad_checkpointing(enable)
         return self
+
+    def save_pretrained(self, directory, **facts) -> "Path":  # noqa: F821
+        """Write a shareable folder (model.safetensors, config.json, README.md): :func:`physiowave.hub.save_pretrained`."""
+        from ..hub import save_pretrained
+        return save_pretrained(self, directory, **facts)
+
+    @classmethod
+    def from_pretrained(cls, source, **kwargs) -> "FusionModel":
+        """A folder or Hugging Face Hub repo id written by :meth:`save_pretrained`: :func:`physiowave.hub.load_pretrained`."""
+        from ..hub import load_pretrained
+        return load_pretrained(source, expect=cls, **kwargs)

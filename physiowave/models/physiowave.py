@@ -283,3 +283,18 @@ class PhysioWave(nn.Module):
         with the transformer decoder also the encoder's ``mask_token`` (the encoder never sees masked tokens)."""
         dead = [f"wavelet_decomp.sub_ffn.0.{n}" for n, _ in self.wavelet_decomp.sub_ffn[0].named_parameters() if not n.startswith("base.")]
         return dead + ["mask_token"] if self.mae else dead
+
+    # ----------------------------------------------------------------------------------------------- sharing
+    def save_pretrained(self, directory, **facts) -> "Path":  # noqa: F821
+        """Write a shareable folder (model.safetensors, config.json, README.md); ``facts``: the input contract
+        (``fs``, ``channels``, ``window``...), ``class_names``, ``thresholds``, ``overwrite``. The I/O is
+        :func:`physiowave.hub.save_pretrained`."""
+        from ..hub import save_pretrained
+        return save_pretrained(self, directory, **facts)
+
+    @classmethod
+    def from_pretrained(cls, source, **kwargs) -> "PhysioWave":
+        """A folder written by :meth:`save_pretrained` (or ``physiowave convert``), or a Hugging Face Hub repo id
+        (downloaded to the hub client's cache), in eval mode: :func:`physiowave.hub.load_pretrained`."""
+        from ..hub import load_pretrained
+        return load_pretrained(source, expect=cls, **kwargs)
