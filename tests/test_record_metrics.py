@@ -100,3 +100,29 @@ def test_a_finetuning_run_reports_and_writes_record_level_results(tmp_path: Path
     chosen = json.loads((out / "label_fraction.json").read_text())
     assert chosen["by"] == "record_id" and len(chosen["chosen"]) == chosen["records"]["kept"] < 20
     assert "chosen" not in json.loads((out / "args.json").read_text())["data"]["label_fraction"]
+
+
+def test_record_level_metrics_select_the_best_model(tmp_path: Path, capsys) -> None:
+    from physiowave.checkpoint import read_checkpoint
+
+    x, y = _toy(30, 0)
+    y = np.repeat(y[::3], 3)
+    records = [f"r{i // 3}" for i in range(30)]
+    train = _write(tmp_path / "train.h5", x, y, records)
+    val = _write(tmp_path / "val.h5", *_toy(12, 1)[:1], np.repeat(_toy(12, 1)[1][::3], 3), [f"v{i // 3}" for i in range(12)])
+    out = tmp_path / "sel"
+    argv = ["--train_file", train, "--val_file", val, "--epochs", "2", "--batch_size", "8", *TINY]
+    assert main("finetune", [*argv, "--select_metric", "record_auroc", "--output_dir", str(out)]) == 0
+    history = json.loads((out / "training_history.json").read_text())
+    best = read_checkpoint(out / "best_model.pth")
+    assert best["best"]["metric"] == "record_auroc"
+    assert best["best"]["value"] == max(v for v in history["val_record_auroc"] if v == v)
+    capsys.readouterr()
+    assert main("finetune", [*argv, "--select_metric", "record_bogus", "--output_dir", str(tmp_path / "x")]) == 1
+    err = capsys.readouterr().err
+    assert "record_auroc" in err and "record_macro_f1" in err  # the choices include the record-level metrics
+    plain = tmp_path / "plain.h5"
+    with h5py.File(plain, "w") as f:
+        f["data"], f["label"] = x, y
+    assert main("finetune", ["--train_file", train, "--val_file", str(plain), "--epochs", "1", *TINY,
+                             "--select_metric", "record_auroc", "--output_dir", str(tmp_path / "y")]) == 1

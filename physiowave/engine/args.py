@@ -261,8 +261,9 @@ def _run_args(p: argparse.ArgumentParser, task: str) -> None:
                    help="also rewrite the latest checkpoint every N optimizer steps inside an epoch, so --resume "
                         "continues from that step (for corpora where one epoch takes hours; 0: at epoch ends only)")
     g.add_argument("--select_metric", default="loss",
-                   help="validation metric that picks best_model.pth (loss, or e.g. acc, macro_f1, auroc, f1_macro); "
-                        "training loss when there is no validation set")
+                   help="validation metric that picks best_model.pth (loss, or e.g. acc, macro_f1, auroc, f1_macro; "
+                        "record_<metric> for a record-level one, e.g. record_auroc_macro, when the files have "
+                        "record_id); training loss when there is no validation set")
     g.add_argument("--seed", type=int, default=42)
     g.add_argument("--device", default=None, help="cuda, cuda:N, cpu, mps (default: cuda when available)")
     g.add_argument("--world_size", type=int, default=None,

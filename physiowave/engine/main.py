@@ -69,7 +69,8 @@ def run(args: argparse.Namespace, env: DistEnv) -> dict[str, Any]:
     if task.label_mode != "none":
         check_labels(data, num_classes, task.label_mode)
     task.attach(info, num_classes, model)
-    _check_select_metric(args, task, has_val=data["val"] is not None)
+    _check_select_metric(args, task, has_val=data["val"] is not None,
+                         val_records=task.label_mode != "none" and record_ids_of(data["val"]) is not None)
     _check_finite(args, data, env)
     precision = Precision.from_flag(args.use_amp, env.device)
     if env.device.type == "cpu":
@@ -179,8 +180,10 @@ def _check_resumed_settings(args: argparse.Namespace, task: Task, info: dict[str
                           f"got {', '.join(given) or 'none'}")
 
 
-def _check_select_metric(args: argparse.Namespace, task: Task, has_val: bool) -> None:
+def _check_select_metric(args: argparse.Namespace, task: Task, has_val: bool, val_records: bool) -> None:
     names = task.metric_names(has_val)
+    if has_val and val_records and task.label_mode != "none":
+        names |= {f"record_{n}" for n in task.record_metric_names()}
     if args.select_metric not in names:
         where = "validation" if has_val else "training (there is no validation set)"
         raise ConfigError(f"--select_metric {args.select_metric}: not a {where} metric of this run; choose from "
@@ -308,10 +311,13 @@ def _nonfinite_facts(args: argparse.Namespace, latest: Path) -> str:
 
 def _select(args: argparse.Namespace, progress: Progress, metrics: dict[str, Any], schedule: Any, epoch: int) -> bool:
     """Step the per-epoch schedule on ``--select_metric`` → whether this epoch is the best so far."""
-    value = float((metrics.get("val") or metrics["train"])[args.select_metric])
+    source, name = metrics.get("val") or metrics["train"], args.select_metric
+    if name.startswith("record_") and name not in source:  # a record-level metric
+        source, name = source["record"], name.removeprefix("record_")
+    value = float(source[name])
     schedule.step_epoch(value)
     best = progress.best.get("value")
-    better = math.isfinite(value) and (best is None or (value < best if args.select_metric in LOWER_IS_BETTER else value > best))
+    better = math.isfinite(value) and (best is None or (value < best if name in LOWER_IS_BETTER else value > best))
     if better:
         progress.best.update(value=value, epoch=epoch)
     return better

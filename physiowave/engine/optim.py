@@ -38,7 +38,7 @@ def build_schedule(args: argparse.Namespace, optimizer: torch.optim.Optimizer, s
     over the first 10 % of the steps."""
     total = args.epochs * steps_per_epoch
     warmup = args.warmup_epochs * steps_per_epoch if args.warmup_epochs else int(0.1 * total)
-    mode = "min" if args.select_metric in LOWER_IS_BETTER else "max"
+    mode = "min" if args.select_metric.removeprefix("record_") in LOWER_IS_BETTER else "max"
     return build_scheduler(args.scheduler, optimizer, epochs=args.epochs, steps_per_epoch=steps_per_epoch,
                            warmup_steps=min(warmup, total), min_lr=args.min_lr, T_0=args.T_0, T_mult=args.T_mult,
                            step_size=args.lr_step_size, gamma=args.lr_gamma, patience=args.plateau_patience, mode=mode)

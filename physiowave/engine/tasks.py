@@ -222,6 +222,13 @@ class _Classification(Task):
     def _record_scores(self, probs: np.ndarray, labels: np.ndarray, state: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
+    def record_metric_names(self) -> set[str]:
+        """The scalar record-level metrics (``--select_metric record_<name>``), read off a small example."""
+        k = self.num_classes
+        probs = np.full((k, k), 0.5 / k) + 0.5 * np.eye(k)
+        labels = np.arange(k) if self.label_mode == "single" else np.eye(k, dtype=np.float32)
+        return set(scalars_of(self._record_scores(probs, labels, {})))
+
     def _weight(self, device: torch.device) -> torch.Tensor | None:
         return self.weights.to(device) if self.weights is not None else None
 
