@@ -25,11 +25,9 @@ TINY = ["--embed_dim", "32", "--depth", "1", "--num_heads", "2", "--patch_size",
         "--batch_size", "16", "--num_workers", "0", "--device", "cpu", "--seed", "0"]
 
 
-@pytest.fixture(scope="module")
-def myo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The demo's Myo recordings preprocessed by the CLI, a 1-epoch fine-tuned and a 1-epoch pretrained checkpoint."""
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("myo")
+def finetuned_myo(root: Path) -> dict[str, str]:
+    """The demo's Myo recordings preprocessed by the CLI into ``root/data`` (200 Hz, 128-sample windows, record
+    z-score) and a 1-epoch fine-tuned run in ``root/ft`` → the split files {train, val, test}."""
     data = root / "data"
     assert preprocess(["folder", "--input", str(MYO), "--format", "csv", "--fs", "200", "--label_regex", r"C_(\d+)",
                        "--group_regex", r"R_(\d+)", "--split", "0.5", "0.25", "0.25", "--window", "128", "--step", "48",
@@ -37,6 +35,16 @@ def myo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     h5 = {s: str(data / f"{s}.h5") for s in ("train", "val", "test")}
     assert train("finetune", ["--train_file", h5["train"], "--val_file", h5["val"], "--test_file", h5["test"],
                               "--epochs", "1", "--lr", "3e-3", "--output_dir", str(root / "ft"), *TINY]) == 0
+    return h5
+
+
+@pytest.fixture(scope="module")
+def myo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The demo's Myo recordings preprocessed by the CLI, a 1-epoch fine-tuned and a 1-epoch pretrained checkpoint."""
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("myo")
+    data = root / "data"
+    h5 = finetuned_myo(root)
     assert train("pretrain", ["--train_files", h5["train"], "--max_length", "128", "--epochs", "1",
                               "--output_dir", str(root / "pre"), *TINY]) == 0
     return {"data": data, "finetuned": root / "ft" / "best_model.pth", "pretrained": root / "pre" / "best_model.pth",

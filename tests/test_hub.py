@@ -18,14 +18,11 @@ from safetensors.torch import load_file
 
 from physiowave import FusionModel, PhysioWave, load_model
 from physiowave.cli import main as cli
-from physiowave.engine import main as train
 from physiowave.inference import load_trained
-from physiowave.preprocess.__main__ import main as preprocess
+
+from .test_cli import MYO, finetuned_myo
 
 ROOT = Path(__file__).resolve().parents[1]
-MYO = ROOT / "demo" / "data" / "myo"
-TINY = ["--embed_dim", "32", "--depth", "1", "--num_heads", "2", "--patch_size", "16", "--max_level", "2",
-        "--batch_size", "16", "--num_workers", "0", "--device", "cpu", "--seed", "0"]
 RECORDS = [str(MYO / "R_3_C_0_EMG.csv"), str(MYO / "R_3_C_1_EMG.csv")]
 
 
@@ -43,13 +40,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     1-epoch fine-tuned checkpoint, and that checkpoint converted to a folder."""
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("hub")
-    data = root / "data"
-    assert preprocess(["folder", "--input", str(MYO), "--format", "csv", "--fs", "200", "--label_regex", r"C_(\d+)",
-                       "--group_regex", r"R_(\d+)", "--split", "0.5", "0.25", "0.25", "--window", "128", "--step", "48",
-                       "--normalize", "zscore", "--norm_scope", "record", "--output", str(data)]) == 0
-    h5 = {s: str(data / f"{s}.h5") for s in ("train", "val", "test")}
-    assert train("finetune", ["--train_file", h5["train"], "--val_file", h5["val"], "--test_file", h5["test"],
-                              "--epochs", "1", "--lr", "3e-3", "--output_dir", str(root / "ft"), *TINY]) == 0
+    h5 = finetuned_myo(root)
     ckpt = root / "ft" / "best_model.pth"
     folder = root / "folder"
     assert cli(["convert", str(ckpt), "-o", str(folder)]) == 0  # our checkpoint records fs: no flag needed

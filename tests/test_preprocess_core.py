@@ -267,6 +267,21 @@ def test_no_usable_record_fails_and_writes_nothing(shared: Path, tmp_path: Path,
     assert not list(out.glob("*.h5*"))
 
 
+def interrupt_after(monkeypatch: pytest.MonkeyPatch, n: int) -> dict[str, int]:
+    """Ctrl-C at the (n+1)-th record: ``core.process_record`` raises KeyboardInterrupt from then on (until
+    ``monkeypatch.undo()``); returns the call counter, which a test may reset."""
+    real, calls = core.process_record, {"n": 0}
+
+    def interrupted(source, ref):
+        calls["n"] += 1
+        if calls["n"] > n:
+            raise KeyboardInterrupt
+        return real(source, ref)
+
+    monkeypatch.setattr(core, "process_record", interrupted)
+    return calls
+
+
 def _arrays(out: Path) -> dict[str, dict[str, np.ndarray]]:
     res = {}
     for p in sorted(out.glob("*.h5")):
@@ -282,16 +297,7 @@ def test_interrupted_run_keeps_previous_outputs_and_resumes_to_the_same_files(
     assert folder_main(args) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     reference = _arrays(out)
-    real = core.process_record
-    calls = {"n": 0}
-
-    def dies_after_20(source, ref):
-        calls["n"] += 1
-        if calls["n"] > 20:
-            raise KeyboardInterrupt
-        return real(source, ref)
-
-    monkeypatch.setattr(core, "process_record", dies_after_20)
+    calls = interrupt_after(monkeypatch, 20)
     staging = out / core.STAGING
     # no checkpoint yet (the default is every 60 s): nothing partial is kept
     assert folder_main(args) == 130
@@ -305,7 +311,7 @@ def test_interrupted_run_keeps_previous_outputs_and_resumes_to_the_same_files(
     state = json.loads((staging / "state.json").read_text())
     assert state["done"] == 20
     # resuming with other parameters is refused, naming them; with the same ones it ends as an uninterrupted run
-    monkeypatch.setattr(core, "process_record", real)
+    monkeypatch.undo()  # process_record as it is
     capsys.readouterr()
     assert folder_main(args + ["--resume", "--seed", "5"]) == 1
     assert "--seed" in capsys.readouterr().err and staging.is_dir()

@@ -146,14 +146,19 @@ def _write(path: Path, digital: np.ndarray, fs: int, names: list[str]) -> None:
                 adc_gain=[GAIN] * c, baseline=[0] * c, write_dir=str(path.parent))
 
 
-def _make_tree(root: Path, records: list[tuple]) -> dict[str, np.ndarray]:
-    """Write the mini database; returns record path → source signal in mV, float64 [12, T] (standard order)."""
-    root.mkdir(parents=True, exist_ok=True)
+def _write_statements(root: Path) -> None:
+    """``scp_statements.csv``: every statement of :data:`STATEMENTS` with its real flags, class and subclass."""
     with open(root / "scp_statements.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["", "description", "diagnostic", "form", "rhythm", "diagnostic_class", "diagnostic_subclass"])
         for code, (flags, cls, sub) in STATEMENTS.items():
             w.writerow([code, "", *("1.0" if f in flags else "" for f in "DFR"), cls or "", sub or ""])
+
+
+def _make_tree(root: Path, records: list[tuple]) -> dict[str, np.ndarray]:
+    """Write the mini database; returns record path → source signal in mV, float64 [12, T] (standard order)."""
+    root.mkdir(parents=True, exist_ok=True)
+    _write_statements(root)
     with open(root / "ptbxl_database.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["ecg_id", "patient_id", "age", "sex", "scp_codes", "strat_fold", "filename_lr", "filename_hr"])
@@ -375,11 +380,7 @@ def test_a_database_with_every_statement_gives_the_published_class_counts(tmp_pa
     records = [(i + 1, i, i % 10 + 1, {c: 0.0 for c in codes[i::7]}, None, None, None) for i in range(7)]
     root = tmp_path / "PTBXL"
     root.mkdir()
-    with open(root / "scp_statements.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["", "description", "diagnostic", "form", "rhythm", "diagnostic_class", "diagnostic_subclass"])
-        for code, (flags, cls, sub) in STATEMENTS.items():
-            w.writerow([code, "", *("1.0" if f in flags else "" for f in "DFR"), cls or "", sub or ""])
+    _write_statements(root)
     with open(root / "ptbxl_database.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["ecg_id", "patient_id", "scp_codes", "strat_fold", "filename_lr", "filename_hr"])

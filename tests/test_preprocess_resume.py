@@ -20,6 +20,8 @@ from physiowave.contract import INFO_FILE
 from physiowave.preprocess import core
 from physiowave.preprocess.folder import main as folder_main
 
+from .test_preprocess_core import interrupt_after
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -186,17 +188,9 @@ def test_a_failed_run_leaves_its_reasons_and_the_previous_set(corpus: Path, tmp_
 def test_a_resume_that_cannot_continue_says_so_once(corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                     capsys) -> None:
     out = tmp_path / "out"
-    real, calls = core.process_record, {"n": 0}
-
-    def dies_after_30(source, ref):
-        calls["n"] += 1
-        if calls["n"] > 30:
-            raise KeyboardInterrupt
-        return real(source, ref)
-
-    monkeypatch.setattr(core, "process_record", dies_after_30)
+    interrupt_after(monkeypatch, 30)
     assert folder_main(_args(corpus, out, "--checkpoint_s", "0")) == 130
-    monkeypatch.setattr(core, "process_record", real)
+    monkeypatch.undo()
     shard = sorted((out / core.STAGING).glob("train.*.h5"))[0]
     shard.write_bytes(shard.read_bytes()[:100])  # a disk error in a closed shard
     capsys.readouterr()

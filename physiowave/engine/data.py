@@ -133,7 +133,8 @@ def _split_flags(task: Task) -> dict[str, str]:
 
 
 def open_datasets(args: argparse.Namespace, task: Task) -> dict[str, Any]:
-    """Train/val/test data sets of a run → dict with ``train``, ``val``, ``test`` (Dataset or None) and ``info``.
+    """Train/val/test data sets of a run → dict with ``train``, ``val``, ``test`` (Dataset or None), ``info`` and
+    ``record_ids`` (``{"val", "test"}``: each sample's record, None without labels or without ``record_id``).
 
     Raises ConfigError (naming the file or flag) for a missing file or key, a shape that differs between splits,
     an empty split (also one left empty by ``--val_split_ratio`` or ``--label_fraction``), or a bad ``--num_classes``.
@@ -166,7 +167,9 @@ def open_datasets(args: argparse.Namespace, task: Task) -> dict[str, Any]:
         info.update(_label_info(args, train, info.pop("_labels")))
     info["preprocessing"] = preprocessing_of(paths["train"][0])
     info["train_samples"] = len(train_set)
-    return {"train": train_set, "val": val, "test": sets["test"], "info": info}
+    labelled = task.label_mode != "none"
+    records = {split: record_ids_of(ds) if labelled else None for split, ds in (("val", val), ("test", sets["test"]))}
+    return {"train": train_set, "val": val, "test": sets["test"], "info": info, "record_ids": records}
 
 
 def _empty_split(split: str, flags: dict[str, str], paths: dict[str, list[str]], info: dict[str, Any],

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from ..checkpoint import load_state_dict_checked, read_checkpoint
 from ..models import FusionModel
 from .args import MODEL_FLAGS, parse_args
-from .data import Indexed, check_labels, find_nonfinite_values, modalities_of, open_datasets, record_ids_of
+from .data import Indexed, check_labels, find_nonfinite_values, modalities_of, open_datasets
 from .distributed import DistEnv, all_reduce_sums, barrier, cleanup, init_distributed
 from .errors import ConfigError, NonFiniteLossError
 from .logger import RunLogger, scalars_of
@@ -70,7 +70,7 @@ def run(args: argparse.Namespace, env: DistEnv) -> dict[str, Any]:
         check_labels(data, num_classes, task.label_mode)
     task.attach(info, num_classes, model)
     _check_select_metric(args, task, has_val=data["val"] is not None,
-                         val_records=task.label_mode != "none" and record_ids_of(data["val"]) is not None)
+                         val_records=data["record_ids"]["val"] is not None)
     _check_finite(args, data, env)
     precision = Precision.from_flag(args.use_amp, env.device)
     if env.device.type == "cpu":
@@ -231,7 +231,6 @@ def train(args: argparse.Namespace, env: DistEnv, task: Task, model: nn.Module, 
     named = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
     optimizer = build_optimizer(named, args, task, getattr(getattr(model, "fusion", None), "modality_logits", None))
     schedule = build_schedule(args, optimizer, steps_per_epoch)
-    val_records = record_ids_of(data["val"]) if task.label_mode != "none" else None
     progress = Progress(args.select_metric)
     if resume is not None:
         progress = restore(resume, args.resume, optimizer, schedule, precision, args.select_metric)
@@ -266,7 +265,7 @@ def train(args: argparse.Namespace, env: DistEnv, task: Task, model: nn.Module, 
                 start_micro=progress.micro, sums=progress.sums, on_step=after_step, desc=f"epoch {epoch + 1}/{args.epochs}")
             progress.micro, progress.sums = 0, {}
             metrics = {"train": train_metrics}
-            val, _ = evaluate_split(args, env, task, inner, sets["val"], precision, {}, model, val_records)
+            val, _ = evaluate_split(args, env, task, inner, sets["val"], precision, {}, model, data["record_ids"]["val"])
             if val is not None:
                 metrics["val"] = val
             is_best = _select(args, progress, metrics, schedule, epoch)
@@ -391,7 +390,7 @@ def evaluate_split(args: argparse.Namespace, env: DistEnv, task: Task, net: nn.M
     loader = eval_loader(ds, args, env, args.batch_size * 2, workers=not hasattr(ds, "features"))
     outputs = evaluate(net, loader, task, env, precision, seed=args.seed, desc="eval")
     result, records = task.metrics(outputs, state), None
-    if record_ids is not None and task.label_mode != "none":
+    if record_ids is not None:
         result["record"], records = task.record_metrics(outputs, record_ids, args.aggregate, state)
     if isinstance(model, FusionModel) and (weights := model.modality_weights()):
         result["modality_weights"] = weights
@@ -423,7 +422,7 @@ def test_best_model(args: argparse.Namespace, env: DistEnv, task: Task, model: n
         state = {k: ckpt[k] for k in ("thresholds", "record_thresholds") if ckpt.get(k) is not None}
         epoch = ckpt.get("epoch")
     result, records = evaluate_split(args, env, task, task.wrap(model), data["test"], precision, state, model,
-                                     record_ids_of(data["test"]))
+                                     data["record_ids"]["test"])
     result["best_epoch"] = None if epoch is None else epoch + 1
     if env.is_main:
         _write_records(out, "test", records, result)
@@ -435,11 +434,12 @@ def evaluate_checkpoint(args: argparse.Namespace, env: DistEnv, task: Task, mode
     """``--eval``: the ``--resume`` checkpoint on the validation and test files; thresholds tuned on validation
     (else the checkpoint's) are applied to test."""
     net, out = task.wrap(model), Path(args.output_dir)
-    val, val_records = evaluate_split(args, env, task, net, data["val"], precision, {}, model, record_ids_of(data["val"]))
+    val, val_records = evaluate_split(args, env, task, net, data["val"], precision, {}, model,
+                                      data["record_ids"]["val"])
     state = {"thresholds": (val or {}).get("thresholds") or resume.get("thresholds"),
              "record_thresholds": ((val or {}).get("record") or {}).get("thresholds") or resume.get("record_thresholds")}
     test, test_records = evaluate_split(args, env, task, net, data["test"], precision,
-                                        {k: v for k, v in state.items() if v is not None}, model, record_ids_of(data["test"]))
+                                        {k: v for k, v in state.items() if v is not None}, model, data["record_ids"]["test"])
     for name, result, records in (("val", val, val_records), ("test", test, test_records)):
         if result is not None and env.is_main:
             write_result(out / f"{name}_results.json", result)

@@ -367,8 +367,8 @@ class _Run:
                              + ("its run is complete" if done else f"no checkpoint {self.state_path}")
                              + "): rerun without --resume")
         state = json.loads(self.state_path.read_text())
-        changed = sorted(k for k in set(state["fingerprint"]) | set(self.fingerprint())
-                         if state["fingerprint"].get(k) != self.fingerprint().get(k))
+        now = self.fingerprint()
+        changed = sorted(k for k in set(state["fingerprint"]) | set(now) if state["fingerprint"].get(k) != now.get(k))
         if changed:
             raise SystemExit(f"error: --resume: the interrupted run in {self.staging} used other values of "
                              f"{', '.join('--' + k for k in changed)}: give the same flags, or rerun without --resume "
