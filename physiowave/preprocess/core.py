@@ -523,8 +523,18 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM (what cluster schedulers send): handled as Ctrl-C, exit status 143."""
 
 
-def _raise_terminated(signum: int, frame: Any) -> None:
-    raise Terminated()
+_SIGTERM = threading.Event()
+
+
+def _note_sigterm(signum: int, frame: Any) -> None:
+    """Only note it: an exception raised here could land in a weakref or __del__ callback, where Python prints
+    and drops it. :func:`_stop_if_terminated` raises at the next safe point (after each record, between phases)."""
+    _SIGTERM.set()
+
+
+def _stop_if_terminated() -> None:
+    if _SIGTERM.is_set():
+        raise Terminated()
 
 
 def _info(source: Source, state: _Run, refs: list[RecordRef], t0: float) -> dict[str, Any]:
@@ -555,6 +565,7 @@ def _process(source: Source, state: _Run, refs: list[RecordRef], progress: bool)
     """Every record not yet done, in order, into the shard writers."""
     bar = tqdm(total=len(refs), initial=state.done, desc=source.name, unit="rec", disable=not progress, dynamic_ncols=True)
     for results in _ordered_map(source, refs[state.done:], source.args.workers):
+        _stop_if_terminated()
         state.add(results)
         bar.update(1)
         bar.set_postfix(windows=sum(state.windows.values()), skipped=len(state.skipped), refresh=False)
@@ -589,12 +600,15 @@ def run(source: Source, progress: bool = True) -> Summary:
     _assign_splits(source, refs)
     state = _Run(source, out_dir, skipped)
     phase = state.resume() if args.resume else (state.start() or "process")
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if threading.current_thread() is threading.main_thread() else None
+    _SIGTERM.clear()
+    previous = signal.signal(signal.SIGTERM, _note_sigterm) if threading.current_thread() is threading.main_thread() else None
     try:
         if phase == "process":
             _process(source, state, refs, progress)
+            _stop_if_terminated()
             state.merge(_info(source, state, refs, t0))
             state.checkpointed = True
+        _stop_if_terminated()
         files = state.publish()
     except SystemExit:
         state.abort()
