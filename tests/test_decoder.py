@@ -61,7 +61,8 @@ def test_rope_at_positions_equals_gathered_table_rows():
     x = torch.randn(3, 2, 40, 8)  # [B, H, N, hd]
     rows = positions[:, None, :, None].expand(-1, 2, -1, 8)
     expected = apply_rotary(x, full_cos, full_sin).gather(2, rows)
-    assert torch.equal(apply_rotary(x.gather(2, rows), cos[:, None], sin[:, None]), expected)
+    # Equal up to rounding: the complex product may take a different vector path for a broadcast table.
+    torch.testing.assert_close(apply_rotary(x.gather(2, rows), cos[:, None], sin[:, None]), expected, rtol=1e-6, atol=1e-6)
 
 
 def test_encoder_with_arange_positions_equals_default():

@@ -40,9 +40,9 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         B, N, D = x.shape
-        qkv = self.qkv(x).view(B, N, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)  # [3, B, H, N, hd]
-        qk = apply_rotary(qkv[:2], cos, sin)  # q and k rotated together
-        out = F.scaled_dot_product_attention(qk[0], qk[1], qkv[2])  # scale (D/H)^−½
+        # unbind, not slicing: its backward stacks the three gradients in one copy instead of zero-filling and adding
+        q, k, v = (t.transpose(1, 2) for t in self.qkv(x).view(B, N, 3, self.num_heads, D // self.num_heads).unbind(2))
+        out = F.scaled_dot_product_attention(apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v)  # [B, H, N, hd]; scale (D/H)^−½
         return self.proj(out.transpose(1, 2).reshape(B, N, D))
 
 
