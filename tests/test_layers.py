@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from physiowave.models.cross_scale_ffn import CrossScaleAttention, CrossScaleFFN
 from physiowave.models.gate import ChannelGate
-from physiowave.models.mlp import Mlp, _MlpFunction, drop_mask
+from physiowave.models.dropout import Dropout, keep_mask
+from physiowave.models.mlp import Mlp, _MlpFunction
 from physiowave.models.rope import RotaryEmbedding, apply_rotary
 from physiowave.models.transformer import Attention
 
@@ -115,11 +116,11 @@ def test_lean_mlp_matches_autograd_reference(p):
     x.grad = None
     mlp.zero_grad()
     h = fc1(x)
-    m1 = drop_mask(h.shape, p, h.device) if p else torch.zeros_like(h, dtype=torch.bool)
-    a = F.gelu(h) * (~m1) / (1 - p)
+    k1 = keep_mask(h.shape, p, h.device) if p else torch.ones_like(h, dtype=torch.bool)
+    a = F.gelu(h) * k1 / (1 - p)
     y_ref = fc2(a)
-    m2 = drop_mask(y_ref.shape, p, h.device) if p else torch.zeros_like(y_ref, dtype=torch.bool)
-    y_ref = y_ref * (~m2) / (1 - p)
+    k2 = keep_mask(y_ref.shape, p, h.device) if p else torch.ones_like(y_ref, dtype=torch.bool)
+    y_ref = y_ref * k2 / (1 - p)
     torch.testing.assert_close(y, y_ref)
     y_ref.square().sum().backward()
     for g, t in zip(grads, [x] + list(mlp.parameters())):
@@ -133,10 +134,24 @@ def test_lean_mlp_gradcheck():
     assert torch.autograd.gradcheck(lambda *a: _MlpFunction.apply(*a, 0.0), (x, w1, b1, w2, b2))
 
 
-def test_drop_mask_rate_and_eval_mode():
-    mask = drop_mask(torch.Size([400, 500]), 0.1, torch.device("cpu"))
-    assert mask.dtype == torch.bool and abs(mask.float().mean().item() - 0.1) < 0.005
-    assert not drop_mask(torch.Size([1000]), 0.0, torch.device("cpu")).any()
+def test_keep_mask_rate_and_eval_mode():
+    mask = keep_mask(torch.Size([400, 500]), 0.1, torch.device("cpu"))
+    assert mask.dtype == torch.bool and abs(mask.float().mean().item() - 0.9) < 0.005
+    assert keep_mask(torch.Size([1000]), 0.0, torch.device("cpu")).all()
     mlp = Mlp(8, 16, dropout=0.5).eval()
     x = torch.randn(2, 8)
     torch.testing.assert_close(mlp(x), mlp[3](F.gelu(mlp[0](x))))
+
+
+def test_dropout_module_matches_its_mask_and_passes_gradients():
+    drop = Dropout(0.25).train()
+    x = torch.randn(6, 7, 50, requires_grad=True)
+    torch.manual_seed(3)
+    y = drop(x)
+    torch.manual_seed(3)
+    keep = keep_mask(x.shape, 0.25, x.device)
+    torch.testing.assert_close(y, x * keep / 0.75)
+    assert abs(keep.float().mean().item() - 0.75) < 0.03
+    y.backward(torch.ones_like(y))
+    torch.testing.assert_close(x.grad, keep / 0.75)
+    assert drop.eval()(x) is x

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .dropout import Dropout
 from .gate import head_count
 
 __all__ = ["ChannelAggregationFFN", "CrossScaleAttention", "CrossScaleFFN"]
@@ -35,7 +36,7 @@ class ChannelAggregationFFN(nn.Module):
         self.fc2 = nn.Conv2d(hidden, channels, 1)
         self.decomp = nn.Conv2d(hidden, 1, 1)
         self.sigma = _LayerScale(hidden, 1e-5)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, s: torch.Tensor) -> torch.Tensor:
         u = F.conv1d(s, self.fc1.weight.flatten(2), self.fc1.bias)  # [B, h, T]

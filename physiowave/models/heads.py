@@ -6,6 +6,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .dropout import Dropout
+
 __all__ = ["ReconstructionHead", "ClassificationHead", "POOLINGS", "hidden_sizes", "pool_tokens", "pooled_size"]
 
 POOLINGS = ("bands", "mean", "max", "first", "cls", "last", "attention")
@@ -28,7 +30,7 @@ class ReconstructionHead(nn.Module):
         layers: list[nn.Module] = []
         prev = dim
         for h in hidden_sizes(hidden, dim):
-            layers += [nn.Linear(prev, h), nn.GELU(), nn.Dropout(dropout), nn.LayerNorm(h)]
+            layers += [nn.Linear(prev, h), nn.GELU(), Dropout(dropout), nn.LayerNorm(h)]
             prev = h
         self.head = nn.Sequential(*layers, nn.Linear(prev, patch_size))
 
@@ -81,7 +83,7 @@ class ClassificationHead(nn.Module):
         prev = pooled_size(dim, pooling, rows)
         layers: list[nn.Module] = [nn.LayerNorm(prev)]
         for h in hidden_sizes(hidden, dim):
-            layers += [nn.Linear(prev, h), nn.GELU(), nn.Dropout(dropout)]
+            layers += [nn.Linear(prev, h), nn.GELU(), Dropout(dropout)]
             prev = h
         self.head = nn.Sequential(*layers, nn.Linear(prev, num_classes))
 

@@ -1,74 +1,59 @@
-"""The encoder MLP (Linear → GELU → Dropout → Linear → Dropout) with a memory-lean training path.
+"""The encoder MLP (Linear → GELU → Dropout → Linear → Dropout) with a lean training path.
 
 Plain autograd keeps four hidden-sized tensors per block (GELU input, a float dropout mask, the second
-Linear's input, ...). In training, :class:`_MlpFunction` keeps only the pre-activation and one-byte
-dropout masks and recomputes GELU in backward; the function computed is the same.
+Linear's input, ...) and passes over the hidden activations once more for each dropout scale. In training,
+:class:`_MlpFunction` keeps only the pre-activation and one-byte keep masks, recomputes GELU in backward, and
+applies both dropout scales to the (small) second weight matrix instead of the activations; the function
+computed is the same.
 """
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Mlp", "drop_mask"]
+from .dropout import Dropout, keep_mask
 
-_BITS = 15  # dropout masks are drawn from 15 random bits per element
-
-
-def drop_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor:
-    """Bool mask of dropped elements, each True with probability p (on CPU p is rounded up to a multiple of 2⁻¹⁵).
-
-    On CPU, ``bernoulli_`` costs ~5 ns per element; slicing 15-bit draws out of int32 random words is ~4× cheaper.
-    """
-    if device.type != "cpu":
-        return torch.empty(shape, dtype=torch.bool, device=device).bernoulli_(p)
-    n = shape.numel()
-    words = torch.empty((n + 1) // 2, dtype=torch.int32).random_()  # uniform in [0, 2³¹): 31 random bits
-    halves = words.view(torch.int16)[:n].bitwise_and_((1 << _BITS) - 1)  # two 15-bit uniforms per word
-    threshold = math.ceil(p * (1 << _BITS))
-    return (halves < threshold).view(shape)
+__all__ = ["Mlp"]
 
 
 class _MlpFunction(torch.autograd.Function):
-    """y = drop(drop(gelu(x W1ᵀ + b1)) W2ᵀ + b2); saves x, the pre-activation and bool masks.
-
-    Masks are applied with ``masked_fill_`` (multiplying by a bool tensor would first convert it to a float copy).
-    """
+    """y = k2 ⊙ ((k1 ⊙ gelu(x W1ᵀ + b1)) W2ᵀ s² + b2 s) with keep masks k1, k2 and s = 1/(1−p); saves x, the
+    pre-activation and the bool masks. Equal to drop(drop(gelu(x W1ᵀ + b1)) W2ᵀ + b2)."""
 
     @staticmethod
     def forward(ctx, x, w1, b1, w2, b2, p: float):
-        scale = 1.0 / (1.0 - p) if p > 0 else 1.0
+        s = 1.0 / (1.0 - p)
         h = F.linear(x, w1, b1)  # [..., H]
         a = F.gelu(h)
-        drop1 = drop2 = None
+        keep1 = keep2 = None
         if p > 0:
-            drop1 = drop_mask(h.shape, p, h.device)
-            a.masked_fill_(drop1, 0.0).mul_(scale)
-        y = F.linear(a, w2, b2)  # [..., D]
+            keep1 = keep_mask(h.shape, p, h.device)
+            a.mul_(keep1.to(a.dtype))
+        y = F.linear(a, w2 * (s * s), b2 * s) if p > 0 else F.linear(a, w2, b2)
         if p > 0:
-            drop2 = drop_mask(y.shape, p, y.device)
-            y.masked_fill_(drop2, 0.0).mul_(scale)
-        ctx.save_for_backward(x, h, w1, w2, drop1, drop2)
-        ctx.scale = scale
+            keep2 = keep_mask(y.shape, p, y.device)
+            y.mul_(keep2.to(y.dtype))
+        ctx.save_for_backward(x, h, w1, w2, keep1, keep2)
+        ctx.s = s if p > 0 else 1.0
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
-        x, h, w1, w2, drop1, drop2 = ctx.saved_tensors
-        scale = ctx.scale
-        if drop2 is not None:
-            grad_y = grad_y.masked_fill(drop2, 0.0).mul_(scale)
+        x, h, w1, w2, keep1, keep2 = ctx.saved_tensors
+        s = ctx.s
+        if keep2 is not None:
+            grad_y = grad_y * keep2.to(grad_y.dtype)
         a = F.gelu(h)  # recomputed instead of stored
-        if drop1 is not None:
-            a.masked_fill_(drop1, 0.0).mul_(scale)
+        if keep1 is not None:
+            keep1 = keep1.to(a.dtype)
+            a.mul_(keep1)
         gy2 = grad_y.reshape(-1, grad_y.shape[-1])  # [M, D]
-        grad_w2 = gy2.t() @ a.reshape(-1, a.shape[-1])
-        grad_b2 = gy2.sum(0)
-        grad_a = grad_y @ w2  # [..., H]
-        if drop1 is not None:
-            grad_a.masked_fill_(drop1, 0.0).mul_(scale)
+        grad_w2 = (gy2.t() @ a.reshape(-1, a.shape[-1])).mul_(s * s)
+        grad_b2 = gy2.sum(0).mul_(s)
+        grad_a = grad_y @ (w2 * (s * s))  # [..., H]
+        if keep1 is not None:
+            grad_a.mul_(keep1)
         grad_h = torch.ops.aten.gelu_backward(grad_a, h)
         gh2 = grad_h.reshape(-1, grad_h.shape[-1])  # [M, H]
         grad_w1 = gh2.t() @ x.reshape(-1, x.shape[-1])
@@ -80,7 +65,7 @@ class Mlp(nn.Sequential):
     """``[B, N, D]`` → ``[B, N, D]``. Children at indices 0 and 3 are the Linears (original keys ``mlp.0``, ``mlp.3``)."""
 
     def __init__(self, dim: int, hidden: int, dropout: float = 0.1):
-        super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim), nn.Dropout(dropout))
+        super().__init__(nn.Linear(dim, hidden), nn.GELU(), Dropout(dropout), nn.Linear(hidden, dim), Dropout(dropout))
         self.p = dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
