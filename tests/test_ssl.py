@@ -166,6 +166,7 @@ def test_weight_decay_spares_filters_norms_biases_and_mask_tokens():
         assert (id(p) in decayed) != spared, name
         assert decays(name, p) != spared
     assert any("encoder.blocks.0.attn.qkv.weight" == n for n, p in named if id(p) in decayed)
+    assert all(g["fused"] for g in groups)  # the one-kernel AdamW on CPU
 
 
 def test_recipe_defaults():
