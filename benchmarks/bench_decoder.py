@@ -24,9 +24,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import physiowave  # noqa: E402
 from physiowave.models.masking import masked_mse_loss  # noqa: E402
+from machine import describe  # noqa: E402
 
 # preset → input [B, C, T]
 WORKLOADS = {"ecg": (2, 12, 2048), "emg": (2, 8, 1024)}
@@ -103,7 +105,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "decoder_flops.json")
     args = parser.parse_args()
 
-    results: dict = {"mask_ratio": args.mask_ratio, "masking": args.masking, "torch": torch.__version__,
+    results: dict = {"mask_ratio": args.mask_ratio, "masking": args.masking, "machine": describe(),
                      "sdpa_counted_by_default_on_cpu": sdpa_counted_by_default(), "presets": {}}
     for preset in [args.only] if args.only else list(WORKLOADS):
         rows = {dec: count_step(preset, dec, args.mask_ratio, args.masking) for dec in DECODERS}

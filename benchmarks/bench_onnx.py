@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -32,18 +32,9 @@ import torch  # noqa: E402
 from physiowave import __version__  # noqa: E402
 from physiowave.export import export_onnx  # noqa: E402
 from physiowave.models import create_model  # noqa: E402
+from machine import describe, label  # noqa: E402
 
 CASES = {"emg": dict(channels=8, length=1024, head_hidden_dim=512), "ecg": dict(channels=12, length=2048, head_hidden_dim=1024)}
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def bench(name: str, batches: list[int], threads: int, repeats: int, warmup: int, folder: Path) -> list[dict]:
@@ -105,16 +96,15 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         rows = [r for name in args.presets for r in bench(name, args.batches, args.threads, repeats, warmup, Path(tmp))]
-    env = {"cpu": _cpu(), "cpus": os.cpu_count(), "threads": args.threads, "python": platform.python_version(),
-           "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__,
+    env = {**describe(), "threads": args.threads, "onnxruntime": onnxruntime.__version__, "onnx": onnx.__version__,
            "onnxscript": onnxscript.__version__, "physiowave": __version__, "quick": args.quick,
-           "date": time.strftime("%Y-%m-%d %H:%M"), "load_average_before": os.getloadavg()[0]}
+           "load_average_before": os.getloadavg()[0]}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"environment": env, "results": rows}, indent=2) + "\n")
+    out.write_text(json.dumps({"machine": env, "results": rows}, indent=2) + "\n")
     lines = ["# ONNX Runtime vs PyTorch, CPU inference latency per window", "",
-             f"{env['cpu']}, {env['cpus']} CPUs, {args.threads} threads for both runtimes; Python {env['python']}, "
-             f"torch {env['torch']}, onnxruntime {env['onnxruntime']}, onnx {env['onnx']}, onnxscript "
+             f"{label(env)}; onnxruntime with the same {args.threads} threads; Python {env['python']}, "
+             f"onnxruntime {env['onnxruntime']}, onnx {env['onnx']}, onnxscript "
              f"{env['onnxscript']}; {env['date']}; medians of {repeats} repeats after {warmup} warm-up runs; load "
              f"average before {env['load_average_before']:.2f} (other jobs may share the machine).", "",
              "| preset | input | batch | PyTorch ms/window | ONNX Runtime ms/window | speed-up | max rel diff |",

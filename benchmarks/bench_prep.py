@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -45,7 +44,8 @@ import scipy.io
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from procmem import run_polled  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from machine import describe, label  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from procmem import run_polled  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "data" / "real" / "torch_ecg_cinc2021"
 LEADS = ["I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6"]
@@ -206,10 +206,7 @@ def _check_paths_agree(records: list[Path]) -> int:
 
 
 def _machine() -> dict[str, Any]:
-    import torch
     import wfdb
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor() or platform.machine())
 
     def git(*a: str) -> str | None:
         try:
@@ -217,26 +214,23 @@ def _machine() -> dict[str, Any]:
         except (OSError, subprocess.CalledProcessError):
             return None
 
-    return {"platform": platform.platform(), "cpu_model": cpu, "cpu_count": os.cpu_count(),
-            "cpus_usable": len(os.sched_getaffinity(0)), "omp_num_threads": "1 (children)",
-            "python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-            "wfdb": wfdb.__version__, "load_average_before": list(os.getloadavg()),
-            "git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain")),
-            "date": time.strftime("%Y-%m-%d %H:%M")}
+    return {**describe(), "omp_num_threads": "1 (children)", "numpy": np.__version__, "wfdb": wfdb.__version__,
+            "load_average_before": list(os.getloadavg()), "git_commit": git("rev-parse", "HEAD"),
+            "git_dirty": bool(git("status", "--porcelain"))}
 
 
 def markdown_wfdb(r: dict[str, Any]) -> str:
     m = r["machine"]
     rows = ["# WFDB reading: wfdb.rdrecord (old) vs the numpy format-16 path (new)", "",
             f"{r['records']} PTB-XL-shaped records (12 x 5000, format 16), {r['repeats']} repeat(s), medians; "
-            f"{m['cpu_model']}, {m['cpus_usable']} CPUs, OMP_NUM_THREADS=1, Python {m['python']}, torch "
-            f"{m['torch']}, numpy {m['numpy']}, wfdb {m['wfdb']}, {m['date']}, load average before "
+            f"{label(m)}; OMP_NUM_THREADS=1 in the children, Python {m['python']}, "
+            f"numpy {m['numpy']}, wfdb {m['wfdb']}, {m['date']}, load average before "
             f"{m['load_average_before'][0]:.2f} (other jobs shared the machine: 2 workers may not beat 1).", "",
             "| what | workers | old rec/s | new rec/s | new / old | old runs | new runs |",
             "|---|---:|---:|---:|---:|---|---|"]
-    for key, label in (("reader", "read_wfdb alone"), ("pipeline", "ECG/ptbxl_finetune.py")):
+    for key, what in (("reader", "read_wfdb alone"), ("pipeline", "ECG/ptbxl_finetune.py")):
         for w, s in r["summary"][key].items():
-            rows.append(f"| {label} | {w} | {s['old']:.1f} | {s['new']:.1f} | {s['ratio']:.2f} | "
+            rows.append(f"| {what} | {w} | {s['old']:.1f} | {s['new']:.1f} | {s['ratio']:.2f} | "
                         f"{', '.join(f'{x:.0f}' for x in s['old_runs'])} | "
                         f"{', '.join(f'{x:.0f}' for x in s['new_runs'])} |")
     rows += ["", f"Pipeline records/s = records / the run's own ``seconds`` (listing, reading, windowing, gzip HDF5). "
@@ -328,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
               / [m for m in runs if m["workers"] == w][0]["peak_rss_mb"] for w in (1, 2)}
     result = dict(benchmark="bench_prep", quick=args.quick, sizes=sizes, runs=runs, rss_growth=growth,
                   corpus="real CinC-2021 records cycled" if REAL.is_dir() else "synthetic",
-                  machine=dict(platform=platform.platform(), python=platform.python_version(), cpus=os.cpu_count()))
+                  machine=describe())
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(markdown(result))

@@ -53,7 +53,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -71,6 +70,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from machine import describe  # noqa: E402  (imports torch only when called)
 from physiowave.fileio import atomic_write_text, write_json  # noqa: E402  (no torch import)
 
 __all__ = ["DEFAULT_PRETRAIN_SUBJECTS", "DEFAULT_EVAL_SUBJECTS", "read_recording", "sliding_windows", "build_files",
@@ -368,21 +369,16 @@ def markdown(summary: dict[str, Any], seeds: list[int], tag: str) -> str:
     return "\n".join(lines)
 
 
-def _machine(threads: str) -> dict[str, Any]:
-    import torch
-
+def _machine(threads: str, device: str) -> dict[str, Any]:
     def git(*a: str) -> str | None:
         try:
             return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
         except (OSError, subprocess.CalledProcessError):
             return None
 
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)), "python": platform.python_version(),
-            "torch": torch.__version__, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "omp_num_threads_children": threads, "load_average": os.getloadavg(), "git_commit": git("rev-parse", "HEAD"),
-            "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
-            "date": time.strftime("%Y-%m-%d %H:%M")}
+    return {**describe(device), "omp_num_threads_children": threads, "load_average": os.getloadavg(),
+            "git_commit": git("rev-parse", "HEAD"),
+            "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
 
 
 # --------------------------------------------------------------------------------------------------- main
@@ -506,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
                      "probe_args": cfg.probe_args, "device": cfg.device, "jobs": cfg.jobs,
                      "zc_ssc_threshold_x_std": ZC_SSC_THRESHOLD, "splits": counts},
         "summary": summary, "runs": results, "subset_mismatch_vs_lda": mismatched,
-        "wall_s": stages, "load_average_before": load, "machine": _machine(threads),
+        "wall_s": stages, "load_average_before": load, "machine": _machine(threads, cfg.device),
     }
     table = markdown(summary, cfg.seeds, cfg.tag)
     cfg.out.parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shlex
 import shutil
@@ -40,7 +39,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from procmem import run_polled  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from machine import describe  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+from procmem import run_polled  # noqa: E402
 
 __all__ = ["Settings", "FULL", "QUICK", "write_ecg_file", "launcher_flags", "measure_loader", "measure_step",
            "measure_script", "main"]
@@ -230,8 +230,7 @@ def run(s: Settings, work: Path, log: Any = print) -> dict[str, Any]:
     loader_file.unlink()
 
     # b. end to end vs model only
-    model_flags = launcher_flags(("in_channels", "max_level", "wave_kernel_size", "wavelet_names", "patch_size",
-                                  "embed_dim", "depth", "num_heads", "mlp_ratio", "dropout", "pos_embed_type"))
+    model_flags = launcher_flags(("model",))  # the launcher names its preset: --model ecg
     masking = launcher_flags(MASKING_FLAGS)
     e2e_file = work / "e2e.h5"
     write_ecg_file(e2e_file, s.e2e_samples, s.length, seed=1)
@@ -308,8 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = json.loads(args.worker)
         print(json.dumps(WORKERS[spec.pop("kind")](**spec)))
         return 0
-    import torch
-
+    machine = describe()  # imports torch here, as before: outside the timed run
     settings = QUICK if args.quick else FULL
     if args.out is None:
         args.out = (Path(tempfile.gettempdir()) / "bench_train_quick.json" if args.quick
@@ -325,11 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     record = dict(
-        environment=dict(torch=torch.__version__, python=platform.python_version(), machine=platform.machine(),
-                         cpu_count=os.cpu_count(), cpus_usable=len(os.sched_getaffinity(0)),
-                         torch_threads=torch.get_num_threads(), date=time.strftime("%Y-%m-%d %H:%M"),
-                         load_average_before=load_before, load_average_after=os.getloadavg(),
-                         omp_num_threads=os.environ.get("OMP_NUM_THREADS")),
+        machine=dict(machine, load_average_before=load_before, load_average_after=os.getloadavg(),
+                     omp_num_threads=os.environ.get("OMP_NUM_THREADS")),
         mode="quick" if args.quick else "full", settings=asdict(settings),
         memory_method=("tree_*: sum over pretrain.py and its DataLoader workers, polled from /proc/<pid>/smaps_rollup "
                        f"every {POLL_S} s; max_single_process_rss_mb: getrusage(RUSAGE_CHILDREN).ru_maxrss of a fresh "
