@@ -282,7 +282,8 @@ def interrupt_after(monkeypatch: pytest.MonkeyPatch, n: int) -> dict[str, int]:
     return calls
 
 
-def _arrays(out: Path) -> dict[str, dict[str, np.ndarray]]:
+def h5_arrays(out: Path) -> dict[str, dict[str, np.ndarray]]:
+    """Every dataset of every HDF5 file in ``out``, by file name."""
     res = {}
     for p in sorted(out.glob("*.h5")):
         with h5py.File(p) as f:
@@ -296,7 +297,7 @@ def test_interrupted_run_keeps_previous_outputs_and_resumes_to_the_same_files(
     args = ["--input", str(shared / CINC), "--format", "wfdb", "--output", str(out)]
     assert folder_main(args) == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    reference = _arrays(out)
+    reference = h5_arrays(out)
     calls = interrupt_after(monkeypatch, 20)
     staging = out / core.STAGING
     # no checkpoint yet (the default is every 60 s): nothing partial is kept
@@ -317,7 +318,7 @@ def test_interrupted_run_keeps_previous_outputs_and_resumes_to_the_same_files(
     assert "--seed" in capsys.readouterr().err and staging.is_dir()
     assert folder_main(args + ["--resume"]) == 0
     assert not staging.exists()
-    got = _arrays(out)
+    got = h5_arrays(out)
     assert got.keys() == reference.keys()
     for name in got:
         for key in reference[name]:
@@ -351,7 +352,7 @@ def test_resume_after_sigkill(shared: Path, tmp_path: Path) -> None:
     assert subprocess.run(cmd + ["--resume"], cwd=root, env=env, capture_output=True).returncode == 0
     ref = tmp_path / "ref"
     assert folder_main(["--input", str(shared / CINC), "--format", "wfdb", "--output", str(ref)]) == 0
-    got, want = _arrays(out), _arrays(ref)
+    got, want = h5_arrays(out), h5_arrays(ref)
     assert got.keys() == want.keys() == {"train.h5", "val.h5"}
     for name in got:
         for key in want[name]:

@@ -11,7 +11,6 @@ import sys
 import time
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 
@@ -20,7 +19,7 @@ from physiowave.contract import INFO_FILE
 from physiowave.preprocess import core
 from physiowave.preprocess.folder import main as folder_main
 
-from .test_preprocess_core import interrupt_after
+from .test_preprocess_core import h5_arrays, interrupt_after
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,14 +38,6 @@ def corpus(tmp_path_factory) -> Path:
 def _args(corpus: Path, out: Path, *extra: str) -> list[str]:
     return ["--input", str(corpus), "--format", "csv", "--fs", "100", "--label_regex", r"_C(\d)_",
             "--group_regex", r"^(S\d)", "--window", "256", "--step", "64", "--output", str(out), *extra]
-
-
-def _arrays(out: Path) -> dict[str, dict[str, np.ndarray]]:
-    res = {}
-    for p in sorted(out.glob("*.h5")):
-        with h5py.File(p) as f:
-            res[p.name] = {k: f[k][:] for k in f}
-    return res
 
 
 def _assert_same(got: dict, want: dict) -> None:
@@ -73,7 +64,7 @@ def _popen(argv: list[str]) -> subprocess.Popen:
 def test_killed_at_many_moments_and_resumed_equals_uninterrupted(corpus: Path, tmp_path: Path) -> None:
     ref = tmp_path / "ref"
     assert folder_main(_args(corpus, ref, "--workers", "2")) == 0
-    want = _arrays(ref)
+    want = h5_arrays(ref)
     out = tmp_path / "out"
     flags = _args(corpus, out, "--workers", "2", "--checkpoint_s", "0.05")
     rng = np.random.default_rng(1)
@@ -105,7 +96,7 @@ def test_killed_at_many_moments_and_resumed_equals_uninterrupted(corpus: Path, t
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err[-2000:]
     assert not (out / core.STAGING).exists()
-    _assert_same(_arrays(out), want)
+    _assert_same(h5_arrays(out), want)
     for path in out.glob("*.h5"):
         assert len(H5Dataset(str(path))) == len(want[path.name]["data"])  # the folder reads as one complete set
 
@@ -149,7 +140,7 @@ def test_a_kill_between_the_renames_leaves_a_folder_readers_refuse_and_resume_co
     assert folder_main(_args(corpus, out, "--resume")) == 0
     ref = tmp_path / "ref"
     assert folder_main(_args(corpus, ref)) == 0
-    _assert_same(_arrays(out), _arrays(ref))
+    _assert_same(h5_arrays(out), h5_arrays(ref))
     assert json.loads((out / INFO_FILE).read_text())["window"] == 256
 
 
