@@ -23,19 +23,18 @@ class _MlpFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, w1, b1, w2, b2, p: float):
-        s = 1.0 / (1.0 - p)
+        s = 1.0 / (1.0 - p)  # 1 without dropout
         h = F.linear(x, w1, b1)  # [..., H]
         a = F.gelu(h)
-        keep1 = keep2 = None
-        if p > 0:
-            keep1 = keep_mask(h.shape, p, h.device)
+        keep1 = keep_mask(h.shape, p, h.device) if p > 0 else None
+        if keep1 is not None:
             a.mul_(keep1.to(a.dtype))
-        y = F.linear(a, w2 * (s * s), b2 * s) if p > 0 else F.linear(a, w2, b2)
-        if p > 0:
-            keep2 = keep_mask(y.shape, p, y.device)
+        y = F.linear(a, w2 * (s * s), b2 * s)  # [..., D]
+        keep2 = keep_mask(y.shape, p, y.device) if p > 0 else None
+        if keep2 is not None:
             y.mul_(keep2.to(y.dtype))
         ctx.save_for_backward(x, h, w1, w2, keep1, keep2)
-        ctx.s = s if p > 0 else 1.0
+        ctx.s = s
         return y
 
     @staticmethod

@@ -10,6 +10,8 @@ from torch import nn
 
 __all__ = ["RotaryEmbedding", "apply_rotary"]
 
+_COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}  # dtype of a rotation
+
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
     """Rotate interleaved pairs of the first ``2·cos.shape[-1]`` features of ``x`` ``[..., N, d]``.
@@ -33,8 +35,6 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
         out = torch.view_as_real(turned).flatten(-2).to(x.dtype)
     return torch.cat([out, rest], dim=-1) if rest.shape[-1] else out
 
-
-_COMPLEX = {torch.float32: torch.complex64, torch.float64: torch.complex128}
 
 
 class RotaryEmbedding(nn.Module):
