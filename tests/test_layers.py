@@ -134,6 +134,26 @@ def test_lean_mlp_gradcheck():
     assert torch.autograd.gradcheck(lambda *a: _MlpFunction.apply(*a, 0.0), (x, w1, b1, w2, b2))
 
 
+def test_paths_taken_under_torch_compile_compute_the_same(monkeypatch):
+    """RoPE (real arithmetic), dropout (F.dropout) and the MLP (plain layers) as torch.compile traces them."""
+    x = torch.randn(2, 3, 7, 8, dtype=torch.float64)
+    cos, sin = RotaryEmbedding(6).tables(7, x.device, x.dtype)
+    mlp = Mlp(8, 32, dropout=0.0).double().train()
+    h = torch.randn(4, 5, 8, dtype=torch.float64, requires_grad=True)
+    outs = []
+    for compiling in (False, True):
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: compiling)
+        h.grad = None
+        mlp.zero_grad()
+        y = mlp(h)
+        y.square().sum().backward()
+        outs.append([apply_rotary(x, cos, sin), y, h.grad] + [t.grad for t in mlp.parameters()])
+        kept = (Dropout(0.25).train()(torch.ones(100_000)) != 0).double().mean().item()
+        assert abs(kept - 0.75) < 0.01
+    for eager, traced in zip(*outs):
+        torch.testing.assert_close(traced, eager)
+
+
 def test_keep_mask_rate_and_eval_mode():
     mask = keep_mask(torch.Size([400, 500]), 0.1, torch.device("cpu"))
     assert mask.dtype == torch.bool and abs(mask.float().mean().item() - 0.9) < 0.005

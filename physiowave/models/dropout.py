@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 __all__ = ["Dropout", "keep_mask"]
@@ -52,4 +53,6 @@ class Dropout(nn.Dropout):
             return x
         if self.p >= 1:
             return x * 0
+        if torch.compiler.is_compiling():
+            return F.dropout(x, self.p, True)  # torch.compile generates its own fused mask
         return _DropoutFunction.apply(x, keep_mask(x.shape, self.p, x.device), 1.0 / (1.0 - self.p))

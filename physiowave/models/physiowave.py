@@ -251,21 +251,21 @@ class PhysioWave(nn.Module):
                 target = patch_targets(self.patchify(self.target_transform(x)).float())
         mask = make_mask(masking, patches.detach(), tokens.detach(), mask_ratio, importance_ratio, generator)
         if self.mae:
-            pred = self._decode_visible(tokens, mask, spec.shape[1], spec.shape[2] // self.patch_size)
+            visible = tokens.shape[1] - int(tokens.shape[1] * mask_ratio)  # every strategy masks int(N · ratio) tokens
+            pred = self._decode_visible(tokens, mask, visible, spec.shape[1], spec.shape[2] // self.patch_size)
         else:
             # Masked tokens are replaced after the positional code is added, as in the original.
             tokens = torch.where(mask.unsqueeze(-1), self.mask_token.to(tokens.dtype), tokens)
             pred = self.task_heads["pretrain"](self.encoder(tokens))
         return pred, target, mask, spec
 
-    def _decode_visible(self, tokens: torch.Tensor, mask: torch.Tensor, rows: int, cols: int) -> torch.Tensor:
-        """MAE pass: position-encoded tokens ``[B, N, D]``, mask bool ``[B, N]`` → predictions ``[B, N, P]``.
-
-        Every masking strategy masks exactly int(N · mask_ratio) tokens per sample, so each sample keeps the same
-        count V; a stable sort puts the unmasked positions first, in increasing order.
+    def _decode_visible(self, tokens: torch.Tensor, mask: torch.Tensor, visible_count: int, rows: int, cols: int
+                        ) -> torch.Tensor:
+        """MAE pass: position-encoded tokens ``[B, N, D]``, mask bool ``[B, N]`` with ``visible_count`` unmasked tokens in
+        every sample → predictions ``[B, N, P]``. A stable sort puts the unmasked positions first, in increasing order
+        (the count comes from the mask ratio, not from the mask, so the step has no host sync).
         """
         B, N, D = tokens.shape
-        visible_count = N - int(mask[0].sum())  # one host sync per step
         order = torch.argsort(mask.to(torch.uint8), dim=1, stable=True)  # [B, N]: unmasked ascending, then masked
         ids_keep = order[:, :visible_count]  # [B, V]
         visible = tokens.gather(1, ids_keep.unsqueeze(-1).expand(-1, -1, D))  # [B, V, D]

@@ -24,7 +24,9 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     """
     rd = 2 * cos.shape[-1]
     rot, rest = x[..., :rd], x[..., rd:]
-    if x.device.type == "mps" or torch.jit.is_tracing():  # MPS versions without complex multiply; TorchScript ONNX export
+    # Real arithmetic for MPS versions without complex multiply, the TorchScript ONNX export, and torch.compile
+    # (which fuses the six passes and cannot trace the layout checks below).
+    if x.device.type == "mps" or torch.jit.is_tracing() or torch.compiler.is_compiling():
         even, odd = rot.unflatten(-1, (-1, 2)).unbind(-1)
         out = torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2).to(x.dtype)
     else:
@@ -34,7 +36,6 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
         turned = torch.view_as_complex(work.unflatten(-1, (-1, 2))) * torch.complex(cos, sin).to(_COMPLEX[work.dtype])
         out = torch.view_as_real(turned).flatten(-2).to(x.dtype)
     return torch.cat([out, rest], dim=-1) if rest.shape[-1] else out
-
 
 
 class RotaryEmbedding(nn.Module):
