@@ -7,7 +7,7 @@ the machine (CPU model and flags or GPU, threads, torch version: ``benchmarks/ma
     python benchmarks/bench_model.py                          # CPU, and CUDA too when present
     python benchmarks/bench_model.py --only emg --modes train infer --precisions fp32
 
-Modes (batch 8; the workers set up the process as the training scripts do: denormals flushed, fused AdamW):
+Modes (batch 8 unless ``--batch``; the workers set up the process as the training scripts do: denormals flushed, fused AdamW):
 - ``train``: the original's pretraining step, which the reference figures measure: an original-release model
   (``LEGACY_CONFIG``: MLP reconstruction head on every token, the spectrum as target), frequency-guided masking
   (ECG 0.7, EMG 0.6), masked MSE, backward, gradient clipping at 1.0, AdamW.
@@ -17,12 +17,22 @@ Modes (batch 8; the workers set up the process as the training scripts do: denor
   the bands objective, FgM at 0.6, AdamW lr 1e-3 and weight decay 0.05) with ``--decoder transformer`` (the default:
   the encoder sees only the visible tokens) and ``--decoder mlp``.
 
+Every row also holds the FLOPs of one step, counted by ``torch.utils.flop_counter.FlopCounterMode`` (matrix
+products, convolutions, attention) on an eager step, the achieved TFLOP/s, and on a GPU the host's time to launch a
+step (``host_launch_s``: near the step time, the GPU waits for Python), peak GPU memory and, in bf16, the MFU
+against the datasheet's dense bf16 peak (:data:`BF16_PEAK_TFLOPS`; a GPU results file also holds the measured rate
+of one large matrix product). ``--batch 8 64 256`` runs other batch sizes, ``--compile`` wraps the loss (or
+``encode``) in ``torch.compile`` and records the first step's time with compilation, and ``--profile`` adds the
+operators that take the most time in one more step. ``benchmarks/gpu_check.sh`` is the run for a lent GPU.
+
 Ratios are printed only where :data:`REFERENCE` holds the original's figures for this kind of machine
-(:func:`machine.kind`): figures from another machine say nothing about this one.
+(:func:`machine.kind`), and only for the original's protocol (batch 8, eager): figures from another machine say
+nothing about this one.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import resource
 import statistics
@@ -32,12 +42,14 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import physiowave  # noqa: E402
+from bench_decoder import CPU_ATTENTION  # noqa: E402
 from machine import describe, kind, label  # noqa: E402
 from physiowave.models.masking import masked_mse_loss  # noqa: E402
 
@@ -65,26 +77,40 @@ REFERENCE = {
         ecg=dict(train=8 / 48.4, infer=None, rss_gib=15.0),
         emg=dict(train=8 / 3.6, infer=15.5 / 1.76, rss_gib=2.2)),
 }
-BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
+# Dense bf16 tensor-core peak (datasheet, TFLOP/s) by GPU name; the most specific name is tried first.
+BF16_PEAK_TFLOPS = {"H100 PCIe": 756.0, "H100 NVL": 835.0, "H100": 989.0, "H200": 989.0, "A100": 312.0}
 
 
-def forward_flops(model: physiowave.PhysioWave, length: int) -> float:
-    """Matmul FLOPs of one sample's forward pass (encoder, patch embedding, heads, cross-scale attention)."""
-    cfg = model.config
-    D, depth, C, L, P = cfg["embed_dim"], cfg["depth"], cfg["in_channels"], cfg["max_level"], model.patch_size
-    N = model.num_tokens(length)
-    hidden = int(D * cfg["mlp_ratio"])
-    encoder = depth * (2 * N * (4 * D * D + 2 * D * hidden) + 4 * N * N * D)
-    E, T = 2 * C, length
-    ffn = L * 16 * T * E * E  # fc1 E→4E and fc2 4E→E at every level
-    # Cross-scale attention at level ≥ 1: q and out projections, k/v projections of level·T keys, scores and A·V.
-    attention = sum(4 * T * E * E + 4 * level * T * E * E + 4 * T * level * T * E for level in range(1, L))
-    embed_and_head = 2 * N * P * D + 2 * N * (D * D + D * P)
-    return float(encoder + ffn + attention + embed_and_head)
+def step_flops(step) -> int:
+    """FLOPs of one call of ``step`` (matmuls, convolutions, attention) counted by ``FlopCounterMode``."""
+    with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION) as counter:
+        step()
+    return counter.get_total_flops()
 
 
-def build_step(preset: str, mode: str, precision: str, device: str):
-    """(model, one step as a function) for a configuration."""
+def top_kernels(step, device: str, top: int = 25) -> list[dict]:
+    """The operators of one ``step`` that take the most self time on ``device`` (torch.profiler), with call counts."""
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.startswith("cuda"):
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    with torch.profiler.profile(activities=activities) as prof:
+        step()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+    attr = "self_device_time_total" if device.startswith("cuda") else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda e: getattr(e, attr), reverse=True)
+    total = sum(getattr(e, attr) for e in events)
+    return [dict(name=e.key[:80], self_ms=round(getattr(e, attr) / 1e3, 3), share=round(getattr(e, attr) / total, 4),
+                 calls=e.count) for e in events[:top]]
+
+
+def bf16_peak_tflops(gpu: str) -> float | None:
+    """Datasheet dense bf16 peak of a GPU by name, None for an unknown one."""
+    return next((v for k, v in BF16_PEAK_TFLOPS.items() if k in gpu), None)
+
+
+def build_step(preset: str, mode: str, precision: str, device: str, batch: int, compile: bool):
+    """One step of a configuration as a function of no arguments."""
     channels, length, mask_ratio, importance = WORKLOADS[preset]
     overrides = {}
     if mode.startswith("pretrain"):
@@ -92,66 +118,82 @@ def build_step(preset: str, mode: str, precision: str, device: str):
     model = physiowave.create_model(preset, **overrides).to(device)
     if mode == "train_ckpt":
         model.set_grad_checkpointing(True)
-    x = torch.randn(BATCH, channels, length, device=device)
+    x = torch.randn(batch, channels, length, device=device)
     autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=precision == "bf16")
     if mode == "infer":
         model.eval()
+        encode = torch.compile(model.encode) if compile else model.encode
 
         def infer() -> None:
             with torch.inference_mode(), autocast:
-                model.encode(x)
-        return model, infer
+                encode(x)
+        return infer
     model.train()
+
+    def loss_of(x: torch.Tensor) -> torch.Tensor:
+        if mode.startswith("pretrain"):
+            return model.pretrain_loss(x, 0.6, "frequency_guided", 0.6)[0]
+        return masked_mse_loss(*model.forward_pretrain(x, mask_ratio, "frequency_guided", importance))
+
+    loss_fn = torch.compile(loss_of) if compile else loss_of
     lr, wd = (1e-3, 0.05) if mode.startswith("pretrain") else (1e-4, 0.01)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=wd, fused=True)
 
     def train() -> None:
         with autocast:
-            if mode.startswith("pretrain"):
-                loss, _ = model.pretrain_loss(x, 0.6, "frequency_guided", 0.6)
-            else:
-                pred, target, mask = model.forward_pretrain(x, mask_ratio, "frequency_guided", importance)
-                loss = masked_mse_loss(pred, target, mask)
+            loss = loss_fn(x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
-    return model, train
+    return train
 
 
-def run_one(preset: str, mode: str, precision: str, device: str, steps: int, warmup: int) -> dict:
+def run_one(preset: str, mode: str, precision: str, device: str, steps: int, warmup: int, batch: int = BATCH,
+            compile: bool = False, profile: bool = False) -> dict:
     """One configuration in this process → a result row."""
     torch.manual_seed(0)
     if device == "cpu":
         torch.set_flush_denormal(True)  # as the training engine does on CPU
-    model, step = build_step(preset, mode, precision, device)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    times = []
+    step = build_step(preset, mode, precision, device, batch, compile=False)
+    flops = step_flops(step)  # also a warm-up step; a compiled graph would hide its operations from the counter
+    if compile:
+        step = build_step(preset, mode, precision, device, batch, compile=True)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    times, issued = [], []
     for i in range(warmup + steps):
         sync()
         start = time.perf_counter()
         step()
+        issued.append(time.perf_counter() - start)  # on a GPU: the host's time to launch the step's work
         sync()
-        if i >= warmup:
-            times.append(time.perf_counter() - start)
-    median = statistics.median(times)
+        times.append(time.perf_counter() - start)
+    median = statistics.median(times[warmup:])
     channels, length = WORKLOADS[preset][:2]
-    row = dict(preset=preset, mode=mode, precision=precision, device=device, batch=BATCH, input=[channels, length],
-               steps=steps, median_step_s=round(median, 4), samples_per_s=round(BATCH / median, 3),
-               peak_rss_gib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3))
+    row = dict(preset=preset, mode=mode, precision=precision, device=device, batch=batch, input=[channels, length],
+               compiled=compile, steps=steps, median_step_s=round(median, 4), samples_per_s=round(batch / median, 3),
+               peak_rss_gib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
+               gflops_per_step=round(flops / 1e9, 2), achieved_tflops=round(flops / median / 1e12, 4))
+    if compile:
+        row["first_step_s"] = round(times[0], 2)  # compilation included
+    if profile:
+        row["profile"] = top_kernels(step, device)
     if device.startswith("cuda"):
+        # Close to the step time: the GPU waits for the host (launch-bound); far below: the GPU is the limit.
+        row["host_launch_s"] = round(statistics.median(issued[warmup:]), 4)
         row["peak_cuda_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
-        name = torch.cuda.get_device_name()
-        peak = next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None)
-        if precision == "bf16" and peak and mode in ("train", "infer"):
-            flops = forward_flops(model, length) * BATCH * (3 if mode == "train" else 1)
+        peak = bf16_peak_tflops(torch.cuda.get_device_name())
+        if precision == "bf16" and peak:
             row["mfu_bf16"] = round(flops / median / (peak * 1e12), 4)
     return row
 
 
 def ratios(row: dict, reference: dict | None) -> dict:
-    """Speed-up and memory ratio against the original's figures for this machine (the original's step: train/infer)."""
-    if row["device"] != "cpu" or reference is None or row["mode"] not in ("train", "train_ckpt", "infer"):
+    """Speed-up and memory ratio against the original's figures for this machine (its step at batch 8: train/infer)."""
+    if (row["device"] != "cpu" or reference is None or row["mode"] not in ("train", "train_ckpt", "infer")
+            or row["batch"] != BATCH or row["compiled"]):
         return {}
     ref = reference[row["preset"]]
     base = ref["train"] if row["mode"].startswith("train") else ref["infer"]
@@ -161,13 +203,29 @@ def ratios(row: dict, reference: dict | None) -> dict:
     return out
 
 
+def matmul_tflops(device: str, n: int = 8192, repeats: int = 20) -> float:
+    """Measured bf16 rate of one large square matrix product on a CUDA device (the ceiling MFU is read against)."""
+    a, b = (torch.randn(n, n, device=device, dtype=torch.bfloat16) for _ in range(2))
+    for _ in range(3):
+        a @ b
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(repeats):
+        a @ b
+    end.record()
+    torch.cuda.synchronize()
+    return round(2 * n**3 * repeats / (start.elapsed_time(end) / 1e3) / 1e12, 1)
+
+
 def markdown(rows: list[dict]) -> str:
-    lines = ["| preset | step | precision | device | samples/s | ×original | peak RSS GiB | RSS ÷ original | MFU |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| preset | step | precision | device | batch | compiled | samples/s | ×original | peak RSS GiB | RSS ÷ original "
+             "| peak GPU GiB | GFLOP/step | TFLOP/s | MFU |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['preset']} | {r['mode']} | {r['precision']} | {r['device']} | {r['samples_per_s']:.2f} | "
-                     f"{r.get('speedup_vs_original', '–')} | {r['peak_rss_gib']:.2f} | {r.get('memory_vs_original', '–')} | "
-                     f"{r.get('mfu_bf16', '–')} |")
+        lines.append(f"| {r['preset']} | {r['mode']} | {r['precision']} | {r['device']} | {r['batch']} | "
+                     f"{'yes' if r['compiled'] else 'no'} | {r['samples_per_s']:.2f} | {r.get('speedup_vs_original', '–')} | "
+                     f"{r['peak_rss_gib']:.2f} | {r.get('memory_vs_original', '–')} | {r.get('peak_cuda_gib', '–')} | "
+                     f"{r['gflops_per_step']} | {r['achieved_tflops']} | {r.get('mfu_bf16', '–')} |")
     return "\n".join(lines)
 
 
@@ -176,8 +234,14 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=sorted(WORKLOADS), choices=sorted(WORKLOADS), help="presets to run")
     parser.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
     parser.add_argument("--precisions", nargs="*", default=["fp32", "bf16"], choices=["fp32", "bf16"])
+    parser.add_argument("--batch", nargs="*", type=int, default=[BATCH], help="batch sizes (ratios: batch 8 only)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the loss (or encode) of each step; "
+                        "the first step's time, compilation included, is recorded")
+    parser.add_argument("--profile", action="store_true", help="record the operators that take the most time in one "
+                        "more step (torch.profiler) under 'profile' in each row")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per configuration (median reported)")
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=None, help="seconds one configuration may take")
     parser.add_argument("--devices", nargs="*", default=None, help="default: cpu, plus cuda when available")
     parser.add_argument("--out", type=Path, default=None, help="results file (default benchmarks/results/<device>.json)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
@@ -188,29 +252,38 @@ def main() -> None:
     devices = args.devices or (["cuda"] if torch.cuda.is_available() else []) + ["cpu"]
     for device in devices:
         machine = describe(device)
+        if device.startswith("cuda"):
+            machine["bf16_matmul_tflops_measured"] = matmul_tflops(device)
+            machine["bf16_peak_tflops_datasheet"] = bf16_peak_tflops(machine["gpu"])
         reference = REFERENCE.get(kind()) if device == "cpu" else None
         print(f"{label(machine)}; reference figures of the original for this kind ({kind()}): "
               f"{'yes' if reference else 'none, so no ratios'}", flush=True)
-        rows = []
-        for preset in args.only:
-            for mode in args.modes:
-                for precision in args.precisions:
-                    spec = dict(preset=preset, mode=mode, precision=precision, device=device, steps=args.steps, warmup=args.warmup)
-                    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True)
-                    if proc.returncode:
-                        print(f"{preset} {mode} {precision} {device}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
-                        continue
-                    row = json.loads(proc.stdout.strip().splitlines()[-1])
-                    row.update(ratios(row, reference))
-                    rows.append(row)
-                    print(f"{preset:4s} {mode:12s} {precision:5s} {device:5s} {row['samples_per_s']:8.3f} samples/s  "
-                          f"peak RSS {row['peak_rss_gib']:.2f} GiB  {row.get('speedup_vs_original', '')}", flush=True)
         name = "cpu" if device == "cpu" else torch.cuda.get_device_name().replace(" ", "_")
         out = args.out or ROOT / "benchmarks" / "results" / f"{name}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({"machine": machine, "reference": reference, "results": rows}, indent=1))
-        tmp.replace(out)
+        rows = []
+        for preset, mode, precision, batch in itertools.product(args.only, args.modes, args.precisions, args.batch):
+            spec = dict(preset=preset, mode=mode, precision=precision, device=device, steps=args.steps,
+                        warmup=args.warmup, batch=batch, compile=args.compile, profile=args.profile)
+            what = f"{preset} {mode} {precision} {device} batch {batch}{' compiled' if args.compile else ''}"
+            try:
+                proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True,
+                                      text=True, timeout=args.timeout)
+            except subprocess.TimeoutExpired:
+                print(f"{what}: over --timeout {args.timeout} s", file=sys.stderr)
+                continue
+            if proc.returncode:
+                print(f"{what}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+                continue
+            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            row.update(ratios(row, reference))
+            rows.append(row)
+            print(f"{what}: {row['samples_per_s']:.3f} samples/s, {row['achieved_tflops']} TFLOP/s, "
+                  f"MFU {row.get('mfu_bf16', '–')}, peak RSS {row['peak_rss_gib']:.2f} GiB, "
+                  f"×original {row.get('speedup_vs_original', '–')}", flush=True)
+            tmp = out.with_suffix(".json.tmp")  # rewritten after every row, so a stopped run keeps what it measured
+            tmp.write_text(json.dumps({"machine": machine, "reference": reference, "results": rows}, indent=1))
+            tmp.replace(out)
         print(f"\n{markdown(rows)}\n\nwritten to {out}")
 
 
