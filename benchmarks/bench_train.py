@@ -6,12 +6,13 @@
 a. Loader vs step. Samples/s of the training input path alone (``H5Dataset`` with random crops, the engine's
    ``TrainSampler`` shuffle and ``Indexed`` wrapper, a DataLoader with batch 16 and 2 workers) over a synthetic
    ECG-shaped file (12×2048 float32, uncompressed, one sample per chunk, in the page cache), against samples/s
-   of one ``ecg``-preset pretraining step (forward_pretrain at mask 0.7 frequency_guided, masked MSE, backward,
-   clip 1.0, AdamW; batch 8, fp32, flush denormals). Target: loader ≥ 10× the step.
+   of the pretraining step of (b) taken alone: the model ``pretrain.py`` built (its stored ``model_config``),
+   ``pretrain_loss`` with the launcher's masking, backward, clip 1.0, fused AdamW; batch 8, fp32, flush denormals.
+   Target: loader ≥ 10× the step.
 b. End to end. The real ``pretrain.py`` (plain ``python``, one process, ``--device cpu --num_workers 2``, the
-   ECG launcher's model and masking flags, batch 8, no accumulation, fp32, 1 epoch, no validation):
-   ``train_samples_per_sec`` from its training_history.json against the model-only figures (the step of (a),
-   and the ecg/train/fp32 row of benchmarks/results/cpu.json when present). Overhead = 1 − script / model-only.
+   ECG launcher's ``--model`` and masking flags, batch 8, no accumulation, fp32, 1 epoch, no validation):
+   ``train_samples_per_sec`` from its training_history.json against the model-only step of (a), which runs
+   after it on the configuration it stored. Overhead = 1 − script / model-only.
 c. Memory vs data-set size. ``pretrain.py`` with a small model (embed 64, depth 2, 4 heads, patch 64, max_level 1,
    batch 16, 2 workers, 12×2048) for one epoch over a ~20 MB and a ~200 MB file (200 and 2000 samples).
 
@@ -146,23 +147,22 @@ def measure_loader(path: str, length: int, batch: int, workers: int, epochs: int
                 peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
-def measure_step(length: int, batch: int, warmup: int, steps: int, overrides: dict[str, Any]) -> dict[str, Any]:
-    """Samples/s of one ``ecg``-preset pretraining step (median over ``steps``), fp32."""
+def measure_step(length: int, batch: int, warmup: int, steps: int, config: dict[str, Any], masking: dict[str, Any],
+                 lr: float, weight_decay: float) -> dict[str, Any]:
+    """Samples/s of ``pretrain.py``'s step for model ``config`` (median over ``steps``), fp32."""
     import torch
 
-    import physiowave
-    from physiowave.models.masking import masked_mse_loss
+    from physiowave.engine.model_config import build_model
 
     torch.manual_seed(0)
     torch.set_flush_denormal(True)  # as the engine does on CPU
-    model = physiowave.create_model("ecg", **overrides).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-5, betas=(0.9, 0.95), weight_decay=1e-3)
+    model = build_model(config).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=weight_decay, fused=True)
     x = torch.randn(batch, CHANNELS, length)
     times = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
-        pred, target, mask = model.forward_pretrain(x, 0.7, "frequency_guided", 0.7)
-        loss = masked_mse_loss(pred, target, mask)
+        loss, _ = model.pretrain_loss(x, **masking)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -202,34 +202,10 @@ def _fresh(kind: str, **spec: Any) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------------- the run
-def _model_only_reference(path: Path) -> dict[str, Any] | None:
-    """The ecg / train / fp32 / cpu row of bench_model.py's results, if that file exists."""
-    if not path.is_file():
-        return None
-    rows = json.loads(path.read_text()).get("results", [])
-    row = next((r for r in rows if (r.get("preset"), r.get("mode"), r.get("precision"), r.get("device"))
-                == ("ecg", "train", "fp32", "cpu")), None)
-    return None if row is None else {"file": str(path.relative_to(ROOT)), **row}
-
-
 def run(s: Settings, work: Path, log: Any = print) -> dict[str, Any]:
     """All three parts with settings ``s``, temporary files in ``work`` → the results dict."""
     out: dict[str, Any] = {}
-    # a. loader vs step
-    loader_file = work / "loader.h5"
-    size = write_ecg_file(loader_file, s.loader_samples, s.length)
-    loader = _fresh("loader", path=str(loader_file), length=s.length, batch=s.loader_batch, workers=s.loader_workers,
-                    epochs=s.loader_epochs)
-    loader["file_mb"] = size / 2**20
-    log(f"a. loader: {loader['samples_per_s']:.1f} samples/s")
-    step = _fresh("step", length=s.length, batch=s.step_batch, warmup=s.step_warmup, steps=s.step_steps,
-                  overrides=s.model_overrides)
-    log(f"a. step:   {step['samples_per_s']:.3f} samples/s ({step['median_step_s']:.2f} s per batch of {s.step_batch})")
-    out["a_loader_vs_step"] = dict(loader=loader, step=step, ratio=loader["samples_per_s"] / step["samples_per_s"],
-                                   target_ratio=10.0)
-    loader_file.unlink()
-
-    # b. end to end vs model only
+    # b. the real script first: the model-only step of (a) then runs on the configuration it stored
     model_flags = launcher_flags(("model",))  # the launcher names its preset: --model ecg
     masking = launcher_flags(MASKING_FLAGS)
     e2e_file = work / "e2e.h5"
@@ -239,18 +215,27 @@ def run(s: Settings, work: Path, log: Any = print) -> dict[str, Any]:
             "1.0", "--max_length", str(s.length), "--epochs", "1", "--warmup_epochs", "0", "--save_freq", "0"]
     script = _fresh("script", argv=argv, output_dir=str(work / "e2e_out"))
     run_args = json.loads((work / "e2e_out" / "args.json").read_text())
-    same_model = all(run_args["model_config"].get(k) == v for k, v in step["config"].items()
-                     if k in run_args["model_config"])
-    log(f"b. pretrain.py: {script['train_samples_per_sec']:.3f} samples/s, tree peak RSS {script['tree_peak_rss_mb']:.0f} MB")
-    reference = _model_only_reference(ROOT / "benchmarks" / "results" / "cpu.json")
-    b = dict(script=script, model_config=run_args["model_config"], same_model_as_step=same_model,
-             model_only_same_run=step["samples_per_s"],
-             overhead_vs_same_run=1 - script["train_samples_per_sec"] / step["samples_per_s"])
-    if reference is not None and not s.model_overrides and s.length == 2048:
-        b["model_only_bench_model"] = reference
-        b["overhead_vs_bench_model"] = 1 - script["train_samples_per_sec"] / reference["samples_per_s"]
-    out["b_end_to_end"] = b
     e2e_file.unlink()
+    log(f"b. pretrain.py: {script['train_samples_per_sec']:.3f} samples/s, tree peak RSS {script['tree_peak_rss_mb']:.0f} MB")
+
+    # a. loader vs step
+    loader_file = work / "loader.h5"
+    size = write_ecg_file(loader_file, s.loader_samples, s.length)
+    loader = _fresh("loader", path=str(loader_file), length=s.length, batch=s.loader_batch, workers=s.loader_workers,
+                    epochs=s.loader_epochs)
+    loader["file_mb"] = size / 2**20
+    loader_file.unlink()
+    log(f"a. loader: {loader['samples_per_s']:.1f} samples/s")
+    step = _fresh("step", length=s.length, batch=s.step_batch, warmup=s.step_warmup, steps=s.step_steps,
+                  config=run_args["model_config"], masking=dict(mask_ratio=run_args["mask_ratio"],
+                  masking=run_args["masking_strategy"], importance_ratio=run_args["importance_ratio"],
+                  detach_target=run_args.get("detach_target", False)),
+                  lr=run_args["lr"], weight_decay=run_args["weight_decay"])
+    log(f"a. step:   {step['samples_per_s']:.3f} samples/s ({step['median_step_s']:.2f} s per batch of {s.step_batch})")
+    out["a_loader_vs_step"] = dict(loader=loader, step=step, ratio=loader["samples_per_s"] / step["samples_per_s"],
+                                   target_ratio=10.0)
+    out["b_end_to_end"] = dict(script=script, model_config=run_args["model_config"], model_only_same_run=step["samples_per_s"],
+                               overhead_vs_same_run=1 - script["train_samples_per_sec"] / step["samples_per_s"])
 
     # c. memory vs data-set size
     rows = []
@@ -280,10 +265,7 @@ def markdown(r: dict[str, Any]) -> str:
              f"| a. training step samples/s (batch {r['settings']['step_batch']}, fp32) | {a['step']['samples_per_s']:.3f} |",
              f"| a. loader ÷ step (target ≥ {a['target_ratio']:.0f}) | {a['ratio']:.0f}× |",
              f"| b. pretrain.py samples/s | {b['script']['train_samples_per_sec']:.3f} |",
-             f"| b. overhead vs same-run step | {b['overhead_vs_same_run']:.1%} |"]
-    if "overhead_vs_bench_model" in b:
-        lines.append(f"| b. overhead vs bench_model.py ({b['model_only_bench_model']['samples_per_s']:.3f} samples/s) "
-                     f"| {b['overhead_vs_bench_model']:.1%} |")
+             f"| b. overhead vs the same step alone | {b['overhead_vs_same_run']:.1%} |"]
     lines.append(f"| b. pretrain.py peak RSS, process tree / largest process (MB) | {b['script']['tree_peak_rss_mb']:.0f} / "
                  f"{b['script']['max_single_process_rss_mb']:.0f} |")
     for run_ in c["runs"]:
