@@ -21,9 +21,11 @@ Every row also holds the FLOPs of one step, counted by ``torch.utils.flop_counte
 products, convolutions, attention) on an eager step, the achieved TFLOP/s, and on a GPU the host's time to launch a
 step (``host_launch_s``: near the step time, the GPU waits for Python), peak GPU memory and, in bf16, the MFU
 against the datasheet's dense bf16 peak (:data:`BF16_PEAK_TFLOPS`; a GPU results file also holds the measured rate
-of one large matrix product). ``--batch 8 64 256`` runs other batch sizes, ``--compile`` wraps the loss (or
-``encode``) in ``torch.compile`` and records the first step's time with compilation, and ``--profile`` adds the
-operators that take the most time in one more step. ``benchmarks/gpu_check.sh`` is the run for a lent GPU.
+of one large matrix product). ``--batch 8 64 256`` runs other batch sizes; ``--variant compile`` wraps the loss (or
+``encode``) in ``torch.compile`` and records the first step's time with compilation; ``--variant cuda_graph``
+captures the whole step (forward, backward, clipping, AdamW) in a CUDA graph and replays it, which takes the
+host's launch time out of a launch-bound step; ``--profile`` adds the operators that take the most time in one
+more step. ``benchmarks/gpu_check.sh`` is the run for a lent GPU.
 
 Ratios are printed only where :data:`REFERENCE` holds the original's figures for this kind of machine
 (:func:`machine.kind`), and only for the original's protocol (batch 8, eager): figures from another machine say
@@ -56,6 +58,7 @@ from physiowave.models.masking import masked_mse_loss  # noqa: E402
 # preset → (channels, length, mask ratio, importance ratio) of the original's step; batch 8 throughout.
 WORKLOADS = {"ecg": (12, 2048, 0.7, 0.7), "emg": (8, 1024, 0.6, 0.6)}
 MODES = ("train", "train_ckpt", "infer", "pretrain", "pretrain_mlp")
+VARIANTS = ("eager", "compile", "cuda_graph")
 BATCH = 8
 NEW_MODEL = dict(input_norm="rms", objective="bands")  # what a new model gets (pretrain.py's defaults)
 
@@ -109,8 +112,9 @@ def bf16_peak_tflops(gpu: str) -> float | None:
     return next((v for k, v in BF16_PEAK_TFLOPS.items() if k in gpu), None)
 
 
-def build_step(preset: str, mode: str, precision: str, device: str, batch: int, compile: bool):
-    """One step of a configuration as a function of no arguments."""
+def build_step(preset: str, mode: str, precision: str, device: str, batch: int, variant: str = "eager"):
+    """One step of a configuration as a function of no arguments. ``variant``: ``eager``, ``compile`` (the loss or
+    ``encode`` through ``torch.compile``) or ``cuda_graph`` (the whole step captured once, then replayed)."""
     channels, length, mask_ratio, importance = WORKLOADS[preset]
     overrides = {}
     if mode.startswith("pretrain"):
@@ -119,47 +123,75 @@ def build_step(preset: str, mode: str, precision: str, device: str, batch: int, 
     if mode == "train_ckpt":
         model.set_grad_checkpointing(True)
     x = torch.randn(batch, channels, length, device=device)
-    autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=precision == "bf16")
+    graph = variant == "cuda_graph"
+    # A captured graph cannot use autocast's cache of cast weights (it would replay stale casts).
+    autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=not graph)
     if mode == "infer":
         model.eval()
-        encode = torch.compile(model.encode) if compile else model.encode
+        encode = torch.compile(model.encode) if variant == "compile" else model.encode
 
-        def infer() -> None:
+        def step() -> None:
             with torch.inference_mode(), autocast:
                 encode(x)
-        return infer
-    model.train()
+    else:
+        model.train()
 
-    def loss_of(x: torch.Tensor) -> torch.Tensor:
-        if mode.startswith("pretrain"):
-            return model.pretrain_loss(x, 0.6, "frequency_guided", 0.6)[0]
-        return masked_mse_loss(*model.forward_pretrain(x, mask_ratio, "frequency_guided", importance))
+        def loss_of(x: torch.Tensor) -> torch.Tensor:
+            if mode.startswith("pretrain"):
+                return model.pretrain_loss(x, 0.6, "frequency_guided", 0.6)[0]
+            return masked_mse_loss(*model.forward_pretrain(x, mask_ratio, "frequency_guided", importance))
 
-    loss_fn = torch.compile(loss_of) if compile else loss_of
-    lr, wd = (1e-3, 0.05) if mode.startswith("pretrain") else (1e-4, 0.01)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=wd, fused=True)
+        loss_fn = torch.compile(loss_of) if variant == "compile" else loss_of
+        lr, wd = (1e-3, 0.05) if mode.startswith("pretrain") else (1e-4, 0.01)
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=wd, fused=True, capturable=graph)
 
-    def train() -> None:
-        with autocast:
-            loss = loss_fn(x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-    return train
+        def step() -> None:
+            with autocast:
+                loss = loss_fn(x)
+            if not graph:  # a captured step writes fresh gradients (allocated during capture) on every replay
+                opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+    if not graph:
+        return step
+    return capture(step, () if mode == "infer" else list(model.parameters()))
+
+
+def capture(step, params: list[torch.nn.Parameter], warmup: int = 3):
+    """``step`` captured in a CUDA graph → its replay. Warm-up runs on a side stream first (cuBLAS/cuDNN handles,
+    cached tables, the allocator), as ``torch.cuda.graphs`` asks; gradients are unset before capture, so the
+    captured backward allocates them in the graph's pool and every replay writes them afresh."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            for p in params:
+                p.grad = None
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    for p in params:
+        p.grad = None
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph.replay
 
 
 def run_one(preset: str, mode: str, precision: str, device: str, steps: int, warmup: int, batch: int = BATCH,
-            compile: bool = False, profile: bool = False) -> dict:
+            variant: str = "eager", profile: bool = False) -> dict:
     """One configuration in this process → a result row."""
     torch.manual_seed(0)
     if device == "cpu":
         torch.set_flush_denormal(True)  # as the training engine does on CPU
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    step = build_step(preset, mode, precision, device, batch, compile=False)
-    flops = step_flops(step)  # also a warm-up step; a compiled graph would hide its operations from the counter
-    if compile:
-        step = build_step(preset, mode, precision, device, batch, compile=True)
+    step = build_step(preset, mode, precision, device, batch)
+    flops = step_flops(step)  # also a warm-up step; compiled and captured steps hide their operations from the counter
+    if variant != "eager":
+        del step
+        start = time.perf_counter()
+        step = build_step(preset, mode, precision, device, batch, variant)
+        prepare_s = time.perf_counter() - start  # a graph's warm-up and capture (compilation happens in the first step)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     times, issued = [], []
@@ -173,11 +205,13 @@ def run_one(preset: str, mode: str, precision: str, device: str, steps: int, war
     median = statistics.median(times[warmup:])
     channels, length = WORKLOADS[preset][:2]
     row = dict(preset=preset, mode=mode, precision=precision, device=device, batch=batch, input=[channels, length],
-               compiled=compile, steps=steps, median_step_s=round(median, 4), samples_per_s=round(batch / median, 3),
+               variant=variant, steps=steps, median_step_s=round(median, 4), samples_per_s=round(batch / median, 3),
                peak_rss_gib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
                gflops_per_step=round(flops / 1e9, 2), achieved_tflops=round(flops / median / 1e12, 4))
-    if compile:
+    if variant == "compile":
         row["first_step_s"] = round(times[0], 2)  # compilation included
+    if variant == "cuda_graph":
+        row["capture_s"] = round(prepare_s, 2)
     if profile:
         row["profile"] = top_kernels(step, device)
     if device.startswith("cuda"):
@@ -193,7 +227,7 @@ def run_one(preset: str, mode: str, precision: str, device: str, steps: int, war
 def ratios(row: dict, reference: dict | None) -> dict:
     """Speed-up and memory ratio against the original's figures for this machine (its step at batch 8: train/infer)."""
     if (row["device"] != "cpu" or reference is None or row["mode"] not in ("train", "train_ckpt", "infer")
-            or row["batch"] != BATCH or row["compiled"]):
+            or row["batch"] != BATCH or row["variant"] != "eager"):
         return {}
     ref = reference[row["preset"]]
     base = ref["train"] if row["mode"].startswith("train") else ref["infer"]
@@ -218,12 +252,12 @@ def matmul_tflops(device: str, n: int = 8192, repeats: int = 20) -> float:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| preset | step | precision | device | batch | compiled | samples/s | ×original | peak RSS GiB | RSS ÷ original "
+    lines = ["| preset | step | precision | device | batch | variant | samples/s | ×original | peak RSS GiB | RSS ÷ original "
              "| peak GPU GiB | GFLOP/step | TFLOP/s | MFU |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['preset']} | {r['mode']} | {r['precision']} | {r['device']} | {r['batch']} | "
-                     f"{'yes' if r['compiled'] else 'no'} | {r['samples_per_s']:.2f} | {r.get('speedup_vs_original', '–')} | "
+                     f"{r['variant']} | {r['samples_per_s']:.2f} | {r.get('speedup_vs_original', '–')} | "
                      f"{r['peak_rss_gib']:.2f} | {r.get('memory_vs_original', '–')} | {r.get('peak_cuda_gib', '–')} | "
                      f"{r['gflops_per_step']} | {r['achieved_tflops']} | {r.get('mfu_bf16', '–')} |")
     return "\n".join(lines)
@@ -235,8 +269,9 @@ def main() -> None:
     parser.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
     parser.add_argument("--precisions", nargs="*", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--batch", nargs="*", type=int, default=[BATCH], help="batch sizes (ratios: batch 8 only)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the loss (or encode) of each step; "
-                        "the first step's time, compilation included, is recorded")
+    parser.add_argument("--variant", default="eager", choices=VARIANTS,
+                        help="compile: torch.compile the loss (or encode), recording the first step's time with "
+                             "compilation; cuda_graph (CUDA only): capture the whole step once and replay it")
     parser.add_argument("--profile", action="store_true", help="record the operators that take the most time in one "
                         "more step (torch.profiler) under 'profile' in each row")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per configuration (median reported)")
@@ -250,6 +285,8 @@ def main() -> None:
         print(json.dumps(run_one(**json.loads(args.worker))))
         return
     devices = args.devices or (["cuda"] if torch.cuda.is_available() else []) + ["cpu"]
+    if args.variant == "cuda_graph" and not all(d.startswith("cuda") for d in devices):
+        parser.error(f"--variant cuda_graph captures CUDA work: pass --devices cuda (got {' '.join(devices)})")
     for device in devices:
         machine = describe(device)
         if device.startswith("cuda"):
@@ -264,8 +301,8 @@ def main() -> None:
         rows = []
         for preset, mode, precision, batch in itertools.product(args.only, args.modes, args.precisions, args.batch):
             spec = dict(preset=preset, mode=mode, precision=precision, device=device, steps=args.steps,
-                        warmup=args.warmup, batch=batch, compile=args.compile, profile=args.profile)
-            what = f"{preset} {mode} {precision} {device} batch {batch}{' compiled' if args.compile else ''}"
+                        warmup=args.warmup, batch=batch, variant=args.variant, profile=args.profile)
+            what = f"{preset} {mode} {precision} {device} batch {batch} {args.variant}"
             try:
                 proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True,
                                       text=True, timeout=args.timeout)

@@ -35,9 +35,9 @@ def test_gpu_peaks_match_the_most_specific_name(bench):
 
 def test_ratios_only_for_the_originals_protocol(bench):
     reference = bench.REFERENCE["Intel Xeon, 2 CPUs, AMX"]
-    row = dict(preset="emg", mode="train", device="cpu", batch=8, compiled=False, samples_per_s=6.18, peak_rss_gib=1.135)
+    row = dict(preset="emg", mode="train", device="cpu", batch=8, variant="eager", samples_per_s=6.18, peak_rss_gib=1.135)
     assert bench.ratios(row, reference) == {"speedup_vs_original": 2.0, "memory_vs_original": 0.5}
-    for change in (dict(batch=64), dict(compiled=True), dict(device="cuda"), dict(mode="pretrain")):
+    for change in (dict(batch=64), dict(variant="compile"), dict(device="cuda"), dict(mode="pretrain")):
         assert bench.ratios({**row, **change}, reference) == {}
     assert bench.ratios(row, None) == {}
 

@@ -280,3 +280,30 @@ def test_1d_positions_beyond_5000_tokens_switch_to_the_concatenated_code():
     code = model.positional_embedding(1, 5001, torch.device("cpu"), torch.float32)
     torch.testing.assert_close(code, sincos_1d(torch.arange(5001), 32).float())
     torch.testing.assert_close(model.positional_embedding(1, 100, torch.device("cpu"), torch.float32), model.pos_embed.pos_embed[0, :100])
+
+
+@pytest.mark.parametrize("decoder,objective", [("transformer", "bands"), ("mlp", "bands"), ("mlp", "original")])
+def test_pretraining_step_has_no_host_sync(decoder, objective):
+    """No operator in a pretraining step reads a tensor back to the host, so on a GPU the host never waits and the
+    step can be captured in a CUDA graph (bench_model.py --variant cuda_graph)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    syncing = {"_local_scalar_dense", "nonzero", "masked_select", "item"}
+    seen: list[str] = []
+
+    class Record(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            name = func.overloadpacket.__name__
+            if name.startswith("index") and any(getattr(i, "dtype", None) == torch.bool for i in args[1] or []):
+                name = "nonzero"  # a boolean index: its result's size is read back first
+            seen.append(name)
+            return func(*args, **(kwargs or {}))
+
+    model = tiny(2, decoder=decoder, input_norm="rms", objective=objective).train()
+    x = torch.randn(3, 2, 64)
+    with Record():
+        loss, _ = model.pretrain_loss(x, 0.5, "frequency_guided", 0.6)
+        loss.backward()
+    assert len(seen) > 100
+    found = syncing & set(seen)
+    assert not found, f"operators that read back to the host: {sorted(found)}"

@@ -100,8 +100,11 @@ def objective_loss(objective: str, pred: torch.Tensor, target: torch.Tensor, mas
     shape_loss = shape_sq.sum() / sums["shape_var"].sum().clamp_min(1e-12)
     e_p, e_t = pred[..., P], target[..., P].detach()
     energy_sq = _masked_sum((e_p - e_t).square(), mask)  # [B], with its gradient
-    e_t_masked = e_t[mask]
-    e_var = e_t_masked.var(unbiased=False) if e_t_masked.numel() > 1 else e_t.new_tensor(1.0)
+    # Variance of the target energies over all masked tokens (two passes, as torch.var), from masked sums: no
+    # boolean indexing, so no host sync (a step can be captured in a CUDA graph).
+    count = tokens.sum()
+    e_mean = _masked_sum(e_t, mask).sum() / count.clamp_min(1)
+    e_var = torch.where(count > 1, _masked_sum((e_t - e_mean).square(), mask).sum() / count.clamp_min(1), 1.0)
     energy_loss = energy_sq.sum() / (tokens.sum().clamp_min(1) * e_var.clamp_min(1e-12))
     sums.update(energy_sq=energy_sq.detach(), energy_sum=_masked_sum(e_t, mask), energy_sq2=_masked_sum(e_t.square(), mask))
     return shape_loss + energy_loss, {k: v.double() for k, v in sums.items()}
