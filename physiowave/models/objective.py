@@ -103,10 +103,11 @@ def objective_loss(objective: str, pred: torch.Tensor, target: torch.Tensor, mas
     # Variance of the target energies over all masked tokens (two passes, as torch.var), from masked sums: no
     # boolean indexing, so no host sync (a step can be captured in a CUDA graph).
     count = tokens.sum()
-    e_mean = _masked_sum(e_t, mask).sum() / count.clamp_min(1)
+    energy_sum = _masked_sum(e_t, mask)  # [B]
+    e_mean = energy_sum.sum() / count.clamp_min(1)
     e_var = torch.where(count > 1, _masked_sum((e_t - e_mean).square(), mask).sum() / count.clamp_min(1), 1.0)
-    energy_loss = energy_sq.sum() / (tokens.sum().clamp_min(1) * e_var.clamp_min(1e-12))
-    sums.update(energy_sq=energy_sq.detach(), energy_sum=_masked_sum(e_t, mask), energy_sq2=_masked_sum(e_t.square(), mask))
+    energy_loss = energy_sq.sum() / (count.clamp_min(1) * e_var.clamp_min(1e-12))
+    sums.update(energy_sq=energy_sq.detach(), energy_sum=energy_sum, energy_sq2=_masked_sum(e_t.square(), mask))
     return shape_loss + energy_loss, {k: v.double() for k, v in sums.items()}
 
 
