@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import physiowave  # noqa: E402
 from bench_decoder import CPU_ATTENTION  # noqa: E402
-from machine import describe, kind, label  # noqa: E402
+from machine import describe, label  # noqa: E402
 from physiowave.models.masking import masked_mse_loss  # noqa: E402
 
 # preset → (channels, length, mask ratio, importance ratio) of the original's step; batch 8 throughout.
@@ -292,10 +292,10 @@ def main() -> None:
         if device.startswith("cuda"):
             machine["bf16_matmul_tflops_measured"] = matmul_tflops(device)
             machine["bf16_peak_tflops_datasheet"] = bf16_peak_tflops(machine["gpu"])
-        reference = REFERENCE.get(kind()) if device == "cpu" else None
-        print(f"{label(machine)}; reference figures of the original for this kind ({kind()}): "
+        reference = REFERENCE.get(machine["kind"]) if device == "cpu" else None
+        print(f"{label(machine)}; reference figures of the original for this kind ({machine['kind']}): "
               f"{'yes' if reference else 'none, so no ratios'}", flush=True)
-        name = "cpu" if device == "cpu" else torch.cuda.get_device_name().replace(" ", "_")
+        name = "cpu" if device == "cpu" else machine["gpu"].replace(" ", "_")
         out = args.out or ROOT / "benchmarks" / "results" / f"{name}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         rows = []

@@ -147,22 +147,28 @@ def measure_loader(path: str, length: int, batch: int, workers: int, epochs: int
                 peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
-def measure_step(length: int, batch: int, warmup: int, steps: int, config: dict[str, Any], masking: dict[str, Any],
-                 lr: float, weight_decay: float) -> dict[str, Any]:
-    """Samples/s of ``pretrain.py``'s step for model ``config`` (median over ``steps``), fp32."""
+def measure_step(length: int, batch: int, warmup: int, steps: int, run_args: dict[str, Any]) -> dict[str, Any]:
+    """Samples/s of the step a ``pretrain.py`` run takes, from its stored ``args.json`` (median over ``steps``), fp32:
+    its ``model_config``, and its masking through the engine's own :class:`PretrainTask`."""
+    import argparse
+
     import torch
 
     from physiowave.engine.model_config import build_model
+    from physiowave.engine.tasks import PretrainTask
 
     torch.manual_seed(0)
     torch.set_flush_denormal(True)  # as the engine does on CPU
-    model = build_model(config).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=weight_decay, fused=True)
+    model = build_model(run_args["model_config"]).train()
+    task = PretrainTask(argparse.Namespace(**run_args))
+    step_loss = task.wrap(model)
+    opt = torch.optim.AdamW(model.parameters(), lr=run_args["lr"], betas=task.betas,
+                            weight_decay=run_args["weight_decay"], fused=True)
     x = torch.randn(batch, CHANNELS, length)
     times = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
-        loss, _ = model.pretrain_loss(x, **masking)
+        loss, _ = step_loss(x)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -227,10 +233,7 @@ def run(s: Settings, work: Path, log: Any = print) -> dict[str, Any]:
     loader_file.unlink()
     log(f"a. loader: {loader['samples_per_s']:.1f} samples/s")
     step = _fresh("step", length=s.length, batch=s.step_batch, warmup=s.step_warmup, steps=s.step_steps,
-                  config=run_args["model_config"], masking=dict(mask_ratio=run_args["mask_ratio"],
-                  masking=run_args["masking_strategy"], importance_ratio=run_args["importance_ratio"],
-                  detach_target=run_args.get("detach_target", False)),
-                  lr=run_args["lr"], weight_decay=run_args["weight_decay"])
+                  run_args=run_args)
     log(f"a. step:   {step['samples_per_s']:.3f} samples/s ({step['median_step_s']:.2f} s per batch of {s.step_batch})")
     out["a_loader_vs_step"] = dict(loader=loader, step=step, ratio=loader["samples_per_s"] / step["samples_per_s"],
                                    target_ratio=10.0)
