@@ -147,11 +147,14 @@ def _compare_training_step(decoder: str) -> None:
     x = torch.randn(3, 4, 64)
     results = []
     for device in ("cpu", "cuda"):
-        model.to(device).zero_grad()
+        model.zero_grad(set_to_none=True)
+        model.to(device)
         # importance ratio 1: the mask is the highest-energy patches, the same on both devices
         loss, _ = model.pretrain_loss(x.to(device), 0.5, "frequency_guided", 1.0)
         loss.backward()
-        results.append((loss.detach().cpu(), {n: p.grad.cpu() for n, p in model.named_parameters() if p.grad is not None}))
+        # copies: Module.to() moves a parameter's .grad in place, so the CPU pass's gradients would follow the model
+        results.append((loss.detach().cpu(), {n: p.grad.to("cpu", copy=True) for n, p in model.named_parameters()
+                                              if p.grad is not None}))
     (loss_cpu, grads_cpu), (loss_gpu, grads_gpu) = results
     torch.testing.assert_close(loss_gpu, loss_cpu, rtol=1e-4, atol=1e-5)
     assert grads_gpu.keys() == grads_cpu.keys()
@@ -282,6 +285,25 @@ def test_1d_positions_beyond_5000_tokens_switch_to_the_concatenated_code():
     torch.testing.assert_close(model.positional_embedding(1, 100, torch.device("cpu"), torch.float32), model.pos_embed.pos_embed[0, :100])
 
 
+@pytest.mark.parametrize("decoder", ["transformer", "mlp"])
+def test_steps_make_no_tensor_on_the_default_device(decoder):
+    """After a first call (which fills the position-table caches), every tensor a step makes is made on its input's
+    device: one made on the default device and moved to a GPU is a host-to-device copy, which waits for the GPU and
+    which a CUDA graph cannot capture. Under ``torch.device("meta")`` such a tensor has no data and the step fails."""
+    model = tiny(2, decoder=decoder, input_norm="rms", objective="bands", dropout=0.1, num_classes=3).train()
+    x = torch.randn(3, 2, 64)
+
+    def steps() -> torch.Tensor:
+        loss, _ = model.pretrain_loss(x, 0.5, "frequency_guided", 0.6)
+        (loss + model(x).sum()).backward()
+        with torch.no_grad():
+            return model.eval().encode(x) + model.train().encode(x)
+
+    steps()
+    with torch.device("meta"):
+        assert steps().device.type == "cpu"
+
+
 @pytest.mark.parametrize("decoder,objective", [("transformer", "bands"), ("mlp", "bands"), ("mlp", "original")])
 def test_pretraining_step_has_no_host_sync(decoder, objective):
     """No operator in a pretraining step reads a tensor back to the host, so on a GPU the host never waits and the
@@ -307,3 +329,4 @@ def test_pretraining_step_has_no_host_sync(decoder, objective):
     assert len(seen) > 100
     found = syncing & set(seen)
     assert not found, f"operators that read back to the host: {sorted(found)}"
+

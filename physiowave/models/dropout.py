@@ -24,7 +24,7 @@ def keep_mask(shape: torch.Size, p: float, device: torch.device) -> torch.Tensor
     if device.type != "cpu":
         return torch.empty(shape, dtype=torch.bool, device=device).bernoulli_(1.0 - p)
     n = shape.numel()
-    words = torch.empty((n + 1) // 2, dtype=torch.int32).random_()  # uniform in [0, 2³¹): 31 random bits
+    words = torch.empty((n + 1) // 2, dtype=torch.int32, device=device).random_()  # uniform in [0, 2³¹): 31 random bits
     halves = words.view(torch.int16)[:n].bitwise_and_((1 << _BITS) - 1)  # two 15-bit uniforms per word
     threshold = math.ceil(p * (1 << _BITS))
     return (halves >= threshold).view(shape)

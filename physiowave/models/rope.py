@@ -51,6 +51,7 @@ class RotaryEmbedding(nn.Module):
         self.rope_dim = rope_dim
         self.base = base
         self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._thetas: dict[torch.device, torch.Tensor] = {}  # θ on each device that :meth:`at` works on
 
     def _theta(self) -> torch.Tensor:
         """θ_j = base^(−2j/rope_dim), float64 ``[rope_dim/2]``."""
@@ -68,9 +69,12 @@ class RotaryEmbedding(nn.Module):
         """cos, sin ``[*positions.shape, rope_dim/2]`` for integer ``positions`` (e.g. ``[B, V]`` flat token indices).
 
         Row n equals row n of :meth:`tables` (same float64 arithmetic, then cast), built on the positions' device
-        (on CPU for MPS, which has no float64) without a host sync.
+        (on CPU for MPS, which has no float64) without a host sync or, after the first call, a host-to-device copy
+        (θ is cached per device), so a CUDA graph can capture it.
         """
         device = positions.device
         work = torch.device("cpu") if device.type == "mps" else device
-        angles = positions.to(work, torch.float64)[..., None] * self._theta().to(work)
+        if work not in self._thetas:
+            self._thetas[work] = self._theta().to(work)
+        angles = positions.to(work, torch.float64)[..., None] * self._thetas[work]
         return angles.cos().to(dtype).to(device), angles.sin().to(dtype).to(device)
