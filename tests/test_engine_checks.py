@@ -3,6 +3,7 @@ a run owns its output folder."""
 from __future__ import annotations
 
 import errno
+import importlib
 import json
 import os
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from physiowave.engine import main
 from physiowave.engine.outputs import write_checkpoint
@@ -90,6 +92,7 @@ CASES = {
     "mask ratio 0": ("pretrain", lambda f, o: ["--train_files", f["train"], "--mask_ratio", "0"], "--mask_ratio must be in (0, 1)"),
     "unknown select metric": ("finetune", lambda f, o: ["--train_file", f["train"], "--val_file", f["val"],
                                                         "--select_metric", "bogus"], "--select_metric bogus"),
+    "compile on cpu": ("pretrain", lambda f, o: ["--train_files", f["train"], "--compile"], "--compile needs a CUDA device"),
     "cuda without cuda": ("finetune", lambda f, o: ["--train_file", f["train"], "--device", "cuda"], "CUDA is not available"),
     "not a checkpoint": ("finetune", lambda f, o: ["--train_file", f["train"], "--pretrained_path", f["not_ckpt"]],
                          "not a PyTorch checkpoint"),
@@ -102,7 +105,7 @@ def test_user_error_is_one_line_before_any_step_and_writes_nothing(case, files, 
     script, build, expect = CASES[case]
     out = tmp_path / "out"
     argv = [*FT, "--output_dir", str(out), *build(files, out)]
-    if case == "cuda without cuda" and __import__("torch").cuda.is_available():
+    if case == "cuda without cuda" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     _fails(script, argv, expect, capsys)
     assert not out.exists()
@@ -246,3 +249,30 @@ def test_resume_auto_takes_over_a_run_that_never_checkpointed(files, tmp_path, c
     _fails("finetune", argv, "pass --resume auto to continue it, --overwrite to replace it", capsys)
     assert main("finetune", [*argv, "--resume", "auto"]) == 0
     assert json.loads((out / "args.json").read_text())["resume"] == "auto"
+
+
+def test_compile_compiles_the_regions_of_the_trained_model(files, runs, tmp_path, monkeypatch):
+    """--compile (CUDA only) reaches the model the engine trains: allowed on CPU here, with torch.compile's aot_eager
+    backend (the CPU's inductor cannot compile the decomposition's backward), the run trains and its checkpoint
+    has the names of a plain run's."""
+    from physiowave.models import PhysioWave
+
+    engine_main = importlib.import_module("physiowave.engine.main")  # the package exports the function main
+
+    compiled = []
+    plain = PhysioWave.compile_regions
+
+    def compile_regions(self, **kwargs):
+        compiled.append(self)
+        return plain(self, backend="aot_eager")
+
+    monkeypatch.setattr(engine_main, "COMPILE_DEVICES", ("cuda", "cpu"))
+    monkeypatch.setattr(PhysioWave, "compile_regions", compile_regions)
+    out = tmp_path / "compiled"
+    assert main("pretrain", ["--train_files", files["train"], "--epochs", "1", "--batch_size", "16", "--compile",
+                             "--output_dir", str(out), *TINY]) == 0
+    assert len(compiled) == 1 and compiled[0].encoder.blocks[0]._compiled_call_impl is not None
+    state = torch.load(out / "latest_checkpoint.pth", weights_only=True)["model_state_dict"]
+    reference = torch.load(runs["pre"] / "latest_checkpoint.pth", weights_only=True)["model_state_dict"]
+    assert list(state) == list(reference)
+    assert json.loads((out / "args.json").read_text())["compile"] is True

@@ -1,6 +1,7 @@
 """The assembled model: any channel count, input checks, dtypes, autocast, gradients, pretraining pass."""
 from __future__ import annotations
 
+import copy
 import statistics
 
 import pytest
@@ -330,3 +331,31 @@ def test_pretraining_step_has_no_host_sync(decoder, objective):
     found = syncing & set(seen)
     assert not found, f"operators that read back to the host: {sorted(found)}"
 
+
+@pytest.mark.parametrize("decoder", ["transformer", "mlp"])
+def test_compiled_regions_compute_the_same_step(decoder):
+    """compile_regions traces the decomposition and every block (aot_eager: the graphs torch.compile builds, run by
+    eager kernels, as the CPU's inductor cannot compile the decomposition's backward); loss, gradients and the state
+    dict's names are those of the eager model."""
+    torch.manual_seed(0)
+    eager = randomize_(tiny(2, decoder=decoder, input_norm="rms", objective="bands"), std=0.05).train()
+    for m in eager.modules():  # no dropout: compiled regions draw their masks differently
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    compiled = copy.deepcopy(eager).compile_regions(backend="aot_eager")
+    regions = [compiled.wavelet_decomp, *compiled.encoder.blocks]
+    if decoder == "transformer":
+        regions += list(compiled.task_heads["pretrain"].transformer.blocks)
+    assert all(r._compiled_call_impl is not None for r in regions)
+    assert list(compiled.state_dict()) == list(eager.state_dict())
+    x = torch.randn(3, 2, 64)
+    losses = []
+    for model in (eager, compiled):
+        loss, _ = model.pretrain_loss(x, 0.5, "frequency_guided", 0.6, generator=torch.Generator().manual_seed(1))
+        loss.backward()
+        losses.append(loss.detach())
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-6)
+    for (name, p), q in zip(eager.named_parameters(), compiled.parameters()):
+        assert (p.grad is None) == (q.grad is None), name
+        if p.grad is not None:
+            torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)

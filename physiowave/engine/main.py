@@ -41,6 +41,7 @@ from .tasks import LOWER_IS_BETTER, Task, build_task
 
 __all__ = ["main", "run"]
 
+COMPILE_DEVICES = ("cuda",)  # where --compile is measured to pay (README, Performance)
 _SCRIPTS = {"pretrain": "pretrain.py", "classification": "finetune.py", "multilabel": "finetune_multilabel.py"}
 
 
@@ -53,6 +54,9 @@ def _log(env: DistEnv, msg: str) -> None:
 def run(args: argparse.Namespace, env: DistEnv) -> dict[str, Any]:
     """Train (or with ``--eval`` only evaluate) as the flags say → the final metrics."""
     t0 = time.perf_counter()
+    if args.compile and env.device.type not in COMPILE_DEVICES:
+        raise ConfigError(f"--compile needs a CUDA device, got {env.device}: on CPU, torch's inductor crashes compiling "
+                          "the wavelet decomposition's backward and compiled blocks are slower than eager; drop --compile")
     task = build_task(args)
     out = Path(args.output_dir)
     resume_path = _resume_path(args, out / task.latest_name)
@@ -83,6 +87,8 @@ def run(args: argparse.Namespace, env: DistEnv) -> dict[str, Any]:
             write_result(out / "label_fraction.json", {**info["label_fraction"], "chosen": chosen})
     barrier(env)
     model.to(env.device)
+    if args.compile:
+        model.compile_regions()
     if getattr(args, "eval", False):
         return evaluate_checkpoint(args, env, task, model, data, resume, precision)
     best = train(args, env, task, model, data, resume, precision)

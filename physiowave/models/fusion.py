@@ -186,6 +186,12 @@ class FusionModel(nn.Module):
             branch.set_grad_checkpointing(enable)
         return self
 
+    def compile_regions(self, **compile_kwargs: Any) -> "FusionModel":
+        """:meth:`PhysioWave.compile_regions` in every branch."""
+        for branch in self.branches.values():
+            branch.compile_regions(**compile_kwargs)
+        return self
+
     def save_pretrained(self, directory, **facts) -> "Path":  # noqa: F821
         """Write a shareable folder (model.safetensors, config.json, README.md): :func:`physiowave.hub.save_pretrained`."""
         from ..hub import save_pretrained

@@ -8,6 +8,7 @@ original state-dict keys, so original checkpoints load with ``load_state_dict`` 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -276,6 +277,18 @@ class PhysioWave(nn.Module):
         self.encoder.grad_checkpointing = enable
         if self.mae:
             self.task_heads["pretrain"].transformer.grad_checkpointing = enable
+        return self
+
+    def compile_regions(self, **compile_kwargs: Any) -> "PhysioWave":
+        """``torch.compile`` the repeated regions in place: the wavelet decomposition and each transformer block (encoder,
+        and the transformer decoder's). Blocks of one stack share their code, so a stack compiles once; heads, masking
+        and the loss stay eager, and parameter names (the state dict) are unchanged. ``compile_kwargs`` go to
+        ``torch.compile`` (e.g. ``backend``)."""
+        regions: list[nn.Module] = [self.wavelet_decomp, *self.encoder.blocks]
+        if self.mae:
+            regions += list(self.task_heads["pretrain"].transformer.blocks)
+        for region in regions:
+            region.compile(**compile_kwargs)
         return self
 
     def unused_parameter_names(self) -> list[str]:
