@@ -22,10 +22,13 @@ products, convolutions, attention) on an eager step, the achieved TFLOP/s, and o
 step (``host_launch_s``: near the step time, the GPU waits for Python), peak GPU memory and, in bf16, the MFU
 against the datasheet's dense bf16 peak (:data:`BF16_PEAK_TFLOPS`; a GPU results file also holds the measured rate
 of one large matrix product). ``--batch 8 64 256`` runs other batch sizes; ``--variant compile`` wraps the loss (or
-``encode``) in ``torch.compile`` and records the first step's time with compilation; ``--variant cuda_graph``
-captures the whole step (forward, backward, clipping, AdamW) in a CUDA graph and replays it, which takes the
-host's launch time out of a launch-bound step; ``--profile`` adds the operators that take the most time in one
-more step. ``benchmarks/gpu_check.sh`` is the run for a lent GPU.
+``encode``) in ``torch.compile`` and records the first step's time with compilation; ``--variant regional`` compiles
+only the repeated regions (each transformer block, the wavelet decomposition: ``PhysioWave.compile_regions``, what
+``--compile`` of the training scripts does), which compiles in a fraction of the time; ``--variant cuda_graph``
+captures the whole step (forward, backward, clipping, AdamW) in a CUDA graph and replays it, which takes the host's
+launch time out of a launch-bound step, and ``regional_graph`` captures the step with compiled regions;
+``--profile`` adds the operators that take the most time in one more step. ``benchmarks/gpu_check.sh`` is the run
+for a lent GPU.
 
 Ratios are printed only where :data:`REFERENCE` holds the original's figures for this kind of machine
 (:func:`machine.kind`), and only for the original's protocol (batch 8, eager): figures from another machine say
@@ -58,7 +61,7 @@ from physiowave.models.masking import masked_mse_loss  # noqa: E402
 # preset → (channels, length, mask ratio, importance ratio) of the original's step; batch 8 throughout.
 WORKLOADS = {"ecg": (12, 2048, 0.7, 0.7), "emg": (8, 1024, 0.6, 0.6)}
 MODES = ("train", "train_ckpt", "infer", "pretrain", "pretrain_mlp")
-VARIANTS = ("eager", "compile", "cuda_graph")
+VARIANTS = ("eager", "compile", "regional", "cuda_graph", "regional_graph")
 BATCH = 8
 NEW_MODEL = dict(input_norm="rms", objective="bands")  # what a new model gets (pretrain.py's defaults)
 
@@ -114,7 +117,8 @@ def bf16_peak_tflops(gpu: str) -> float | None:
 
 def build_step(preset: str, mode: str, precision: str, device: str, batch: int, variant: str = "eager"):
     """One step of a configuration as a function of no arguments. ``variant``: ``eager``, ``compile`` (the loss or
-    ``encode`` through ``torch.compile``) or ``cuda_graph`` (the whole step captured once, then replayed)."""
+    ``encode`` through ``torch.compile``), ``regional`` (``model.compile_regions()``), ``cuda_graph`` (the whole step
+    captured once, then replayed) or ``regional_graph`` (both)."""
     channels, length, mask_ratio, importance = WORKLOADS[preset]
     overrides = {}
     if mode.startswith("pretrain"):
@@ -123,7 +127,9 @@ def build_step(preset: str, mode: str, precision: str, device: str, batch: int, 
     if mode == "train_ckpt":
         model.set_grad_checkpointing(True)
     x = torch.randn(batch, channels, length, device=device)
-    graph = variant == "cuda_graph"
+    if variant.startswith("regional"):
+        model.compile_regions()
+    graph = variant.endswith("graph")
     # A captured graph cannot use autocast's cache of cast weights (it would replay stale casts).
     autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=not graph)
     if mode == "infer":
@@ -185,6 +191,7 @@ def run_one(preset: str, mode: str, precision: str, device: str, steps: int, war
     if device == "cpu":
         torch.set_flush_denormal(True)  # as the training engine does on CPU
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    graph = variant.endswith("graph")
     step = build_step(preset, mode, precision, device, batch)
     flops = step_flops(step)  # also a warm-up step; compiled and captured steps hide their operations from the counter
     if variant != "eager":
@@ -208,10 +215,10 @@ def run_one(preset: str, mode: str, precision: str, device: str, steps: int, war
                variant=variant, steps=steps, median_step_s=round(median, 4), samples_per_s=round(batch / median, 3),
                peak_rss_gib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
                gflops_per_step=round(flops / 1e9, 2), achieved_tflops=round(flops / median / 1e12, 4))
-    if variant == "compile":
+    if variant in ("compile", "regional"):
         row["first_step_s"] = round(times[0], 2)  # compilation included
-    if variant == "cuda_graph":
-        row["capture_s"] = round(prepare_s, 2)
+    if graph:
+        row["capture_s"] = round(prepare_s, 2)  # compilation included for regional_graph
     if profile:
         row["profile"] = top_kernels(step, device)
     if device.startswith("cuda"):
@@ -271,7 +278,8 @@ def main() -> None:
     parser.add_argument("--batch", nargs="*", type=int, default=[BATCH], help="batch sizes (ratios: batch 8 only)")
     parser.add_argument("--variant", default="eager", choices=VARIANTS,
                         help="compile: torch.compile the loss (or encode), recording the first step's time with "
-                             "compilation; cuda_graph (CUDA only): capture the whole step once and replay it")
+                             "compilation; regional: compile each transformer block and the wavelet decomposition; "
+                             "cuda_graph (CUDA only): capture the whole step once and replay it; regional_graph: both")
     parser.add_argument("--profile", action="store_true", help="record the operators that take the most time in one "
                         "more step (torch.profiler) under 'profile' in each row")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per configuration (median reported)")
@@ -285,8 +293,8 @@ def main() -> None:
         print(json.dumps(run_one(**json.loads(args.worker))))
         return
     devices = args.devices or (["cuda"] if torch.cuda.is_available() else []) + ["cpu"]
-    if args.variant == "cuda_graph" and not all(d.startswith("cuda") for d in devices):
-        parser.error(f"--variant cuda_graph captures CUDA work: pass --devices cuda (got {' '.join(devices)})")
+    if args.variant.endswith("graph") and not all(d.startswith("cuda") for d in devices):
+        parser.error(f"--variant {args.variant} captures CUDA work: pass --devices cuda (got {' '.join(devices)})")
     for device in devices:
         machine = describe(device)
         if device.startswith("cuda"):
