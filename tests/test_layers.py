@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from physiowave.models.cross_scale_ffn import CrossScaleAttention, CrossScaleFFN
 from physiowave.models.gate import ChannelGate
 from physiowave.models.dropout import Dropout, keep_mask
-from physiowave.models.mlp import Mlp, _MlpFunction
+from physiowave.models.mlp import DROPPED, Mlp, _MlpFunction
 from physiowave.models.rope import RotaryEmbedding, apply_rotary
 from physiowave.models.transformer import Attention
 
@@ -125,6 +125,15 @@ def test_lean_mlp_matches_autograd_reference(p):
     y_ref.square().sum().backward()
     for g, t in zip(grads, [x] + list(mlp.parameters())):
         torch.testing.assert_close(g, t.grad)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_dropped_preactivation_gives_exact_zeros(dtype):
+    """The lean MLP drops a unit by setting its pre-activation to DROPPED: GELU and GELU′ must be exactly 0 there
+    (vectorised kernels included: 4,096 elements), or the first dropout would leak."""
+    h = torch.full((4096,), DROPPED, dtype=dtype)
+    assert torch.equal(F.gelu(h), torch.zeros_like(h))
+    assert torch.equal(torch.ops.aten.gelu_backward(torch.randn_like(h) * 100, h), torch.zeros_like(h))
 
 
 def test_lean_mlp_gradcheck():

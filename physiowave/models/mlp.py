@@ -1,10 +1,11 @@
 """The encoder MLP (Linear → GELU → Dropout → Linear → Dropout) with a lean training path.
 
 Plain autograd keeps four hidden-sized tensors per block (GELU input, a float dropout mask, the second
-Linear's input, ...) and passes over the hidden activations once more for each dropout scale. In training,
-:class:`_MlpFunction` keeps only the pre-activation and one-byte keep masks, recomputes GELU in backward, and
-applies both dropout scales to the (small) second weight matrix instead of the activations; the function
-computed is the same.
+Linear's input, ...) and passes over the hidden activations once more for each dropout. In training,
+:class:`_MlpFunction` keeps only the pre-activation and the second dropout's one-byte keep mask, recomputes GELU in
+backward, applies both dropout scales to the (small) second weight matrix instead of the activations, and folds the
+first dropout into the pre-activation: a dropped unit's pre-activation is set to −10⁴, where GELU and its derivative
+are exactly 0 (in fp32, bf16 and fp16), so that dropout needs no mask of its own. The function computed is the same.
 """
 from __future__ import annotations
 
@@ -17,43 +18,39 @@ from .dropout import Dropout, keep_mask
 __all__ = ["Mlp"]
 
 
+DROPPED = -1e4  # a dropped unit's pre-activation: GELU(−1e4) = GELU′(−1e4) = 0 exactly
+
+
 class _MlpFunction(torch.autograd.Function):
-    """y = k2 ⊙ ((k1 ⊙ gelu(x W1ᵀ + b1)) W2ᵀ s² + b2 s) with keep masks k1, k2 and s = 1/(1−p); saves x, the
-    pre-activation and the bool masks. Equal to drop(drop(gelu(x W1ᵀ + b1)) W2ᵀ + b2)."""
+    """y = k2 ⊙ (gelu(h′) W2ᵀ s² + b2 s) with h′ = where(k1, x W1ᵀ + b1, −10⁴), keep masks k1, k2 and s = 1/(1−p);
+    saves x, h′ and the bool mask k2. Equal to drop(drop(gelu(x W1ᵀ + b1)) W2ᵀ + b2)."""
 
     @staticmethod
     def forward(ctx, x, w1, b1, w2, b2, p: float):
         s = 1.0 / (1.0 - p)  # 1 without dropout
         h = F.linear(x, w1, b1)  # [..., H]
-        a = F.gelu(h)
-        keep1 = keep_mask(h.shape, p, h.device) if p > 0 else None
-        if keep1 is not None:
-            a.mul_(keep1.to(a.dtype))
-        y = F.linear(a, w2 * (s * s), b2 * s)  # [..., D]
+        if p > 0:
+            h = torch.where(keep_mask(h.shape, p, h.device), h, DROPPED)
+        y = F.linear(F.gelu(h), w2 * (s * s), b2 * s)  # [..., D]
         keep2 = keep_mask(y.shape, p, y.device) if p > 0 else None
         if keep2 is not None:
             y.mul_(keep2.to(y.dtype))
-        ctx.save_for_backward(x, h, w1, w2, keep1, keep2)
+        ctx.save_for_backward(x, h, w1, w2, keep2)
         ctx.s = s
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
-        x, h, w1, w2, keep1, keep2 = ctx.saved_tensors
+        x, h, w1, w2, keep2 = ctx.saved_tensors
         s = ctx.s
         if keep2 is not None:
             grad_y = grad_y * keep2.to(grad_y.dtype)
-        a = F.gelu(h)  # recomputed instead of stored
-        if keep1 is not None:
-            keep1 = keep1.to(a.dtype)
-            a.mul_(keep1)
+        a = F.gelu(h)  # recomputed instead of stored; 0 at dropped units
         gy2 = grad_y.reshape(-1, grad_y.shape[-1])  # [M, D]
         grad_w2 = (gy2.t() @ a.reshape(-1, a.shape[-1])).mul_(s * s)
         grad_b2 = gy2.sum(0).mul_(s)
         grad_a = grad_y @ (w2 * (s * s))  # [..., H]
-        if keep1 is not None:
-            grad_a.mul_(keep1)
-        grad_h = torch.ops.aten.gelu_backward(grad_a, h)
+        grad_h = torch.ops.aten.gelu_backward(grad_a, h)  # 0 at dropped units
         gh2 = grad_h.reshape(-1, grad_h.shape[-1])  # [M, H]
         grad_w1 = gh2.t() @ x.reshape(-1, x.shape[-1])
         grad_b1 = gh2.sum(0)
