@@ -192,13 +192,9 @@ def run_one(preset: str, mode: str, precision: str, device: str, steps: int, war
         torch.set_flush_denormal(True)  # as the training engine does on CPU
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     graph = variant.endswith("graph")
-    step = build_step(preset, mode, precision, device, batch)
-    flops = step_flops(step)  # also a warm-up step; compiled and captured steps hide their operations from the counter
-    if variant != "eager":
-        del step
-        start = time.perf_counter()
-        step = build_step(preset, mode, precision, device, batch, variant)
-        prepare_s = time.perf_counter() - start  # a graph's warm-up and capture (compilation happens in the first step)
+    start = time.perf_counter()
+    step = build_step(preset, mode, precision, device, batch, variant)
+    prepare_s = time.perf_counter() - start  # a graph's warm-up and capture (compilation happens in the first step)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     times, issued = [], []
@@ -210,11 +206,15 @@ def run_one(preset: str, mode: str, precision: str, device: str, steps: int, war
         sync()
         times.append(time.perf_counter() - start)
     median = statistics.median(times[warmup:])
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # before counting: the counter's step holds more
+    peak_cuda = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
+    # Compiled and captured steps hide their operations from the counter: FLOPs come from an eager step.
+    flops = step_flops(step if variant == "eager" else build_step(preset, mode, precision, device, batch))
     channels, length = WORKLOADS[preset][:2]
     row = dict(preset=preset, mode=mode, precision=precision, device=device, batch=batch, input=[channels, length],
                variant=variant, steps=steps, median_step_s=round(median, 4), samples_per_s=round(batch / median, 3),
-               peak_rss_gib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
-               gflops_per_step=round(flops / 1e9, 2), achieved_tflops=round(flops / median / 1e12, 4))
+               peak_rss_gib=round(peak_rss, 3), gflops_per_step=round(flops / 1e9, 2),
+               achieved_tflops=round(flops / median / 1e12, 4))
     if variant in ("compile", "regional"):
         row["first_step_s"] = round(times[0], 2)  # compilation included
     if graph:
@@ -224,7 +224,7 @@ def run_one(preset: str, mode: str, precision: str, device: str, steps: int, war
     if device.startswith("cuda"):
         # Close to the step time: the GPU waits for the host (launch-bound); far below: the GPU is the limit.
         row["host_launch_s"] = round(statistics.median(issued[warmup:]), 4)
-        row["peak_cuda_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
+        row["peak_cuda_gib"] = round(peak_cuda, 3)
         peak = bf16_peak_tflops(torch.cuda.get_device_name())
         if precision == "bf16" and peak:
             row["mfu_bf16"] = round(flops / median / (peak * 1e12), 4)
