@@ -2,11 +2,13 @@
 # Everything a lent CUDA GPU is used for, in one run sized for a short lease (about 9 minutes on an H100):
 #   1. the CUDA model tests and the loss-goes-down test on the device's torch;
 #   2. bench_model.py, bf16 pretraining steps of both presets at batch 64 and 256, eager;
-#   3. the same step captured in a CUDA graph (eager steps are launch-bound: the host needs 60-75 ms per step);
-#   4. regional torch.compile (each transformer block and the wavelet decomposition), alone and under a CUDA graph;
+#   3. the same step at batch 64 captured in a CUDA graph (eager steps are launch-bound: the host needs 60-75 ms);
+#   4. regional torch.compile (each transformer block and the wavelet decomposition), ECG at batch 256;
 #   5. pretrain.py end to end through ECG/pretrain_ecg.sh (1 GPU, --use_amp, batch 64, 2 epochs of 60 steps) on
 #      synthetic data, without and with --compile: the second epoch's samples/s beside the model-only step of
-#      parts 2 and 4 is what the engine costs.
+#      parts 2 and 4 is what the engine costs;
+#   6. regional compile, EMG at batch 256;
+#   7. regional compile in a CUDA graph, ECG at batch 64.
 # Logs and results files go to $OUT (default benchmarks/results/gpu). Each part has its own time limit, so a
 # failing or slow part leaves the others' results.
 #     bash benchmarks/gpu_check.sh
