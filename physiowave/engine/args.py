@@ -18,6 +18,7 @@ from ..models.input_norm import INPUT_NORMS
 from ..models.masking import MASKING_STRATEGIES
 from ..models.objective import OBJECTIVES
 from .metrics import AGGREGATIONS
+from .recipes import DEFAULT_RECIPE, RECIPES, apply_recipe
 from .schedule import SCHEDULERS
 
 __all__ = ["TASKS", "MODEL_FLAGS", "ARCH_FLAGS", "build_parser", "parse_args"]
@@ -127,6 +128,9 @@ def _optim_args(p: argparse.ArgumentParser, task: str) -> None:
     g.add_argument("--min_lr", type=float, default=d["min_lr"], help="floor of cosine/linear decay, eta_min of cosine_restarts")
     g.add_argument("--weight_decay", type=float, default=d["weight_decay"])
     g.add_argument("--grad_accumulation_steps", type=int, default=1, help="micro-batches per optimizer step")
+    g.add_argument("--betas", type=float, nargs=2, default=None, metavar=("BETA1", "BETA2"),
+                   help="AdamW betas (default: the recipe's; both recipes: 0.9 0.95 in pretraining, 0.9 0.999 in "
+                        "fine-tuning)")
     g.add_argument("--grad_clip", type=float, default=d["grad_clip"], help="max total grad norm; ≤ 0 disables")
     g.add_argument("--warmup_epochs", type=int, default=d["warmup_epochs"],
                    help="linear warmup epochs (cosine, linear); 0 (default) = 10%% of the steps")
@@ -251,6 +255,13 @@ def _check_fusion(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
 def _run_args(p: argparse.ArgumentParser, task: str) -> None:
     d = _DEFAULTS[task]
     g = p.add_argument_group("run")
+    g.add_argument("--recipe", choices=sorted(RECIPES), default=DEFAULT_RECIPE,
+                   help="named configuration (physiowave/engine/recipes.py): physiowave (default) = the engine's own "
+                        "settings; paper = the original release's published configuration (with --model ecg/emg its "
+                        "launchers' values). A flag given on the command line wins over the recipe's value")
+    g.add_argument("--dry_run", action="store_true",
+                   help="resolve the configuration (flags, recipe, checkpoint), build the model, check the data files, "
+                        "print one JSON object {script, recipe, parameters, config} and exit, training and writing nothing")
     g.add_argument("--output_dir", default=d["output_dir"],
                    help="the run's folder; one that holds another run is refused unless --resume continues it or "
                         "--overwrite replaces it")
@@ -312,6 +323,7 @@ _RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     ("mask_ratio", lambda v: 0 < v < 1, "in (0, 1): the fraction of tokens the model must reconstruct"),
     ("threshold", lambda v: 0 < v < 1, "in (0, 1)"),
     ("label_fraction", lambda v: 0 < v <= 1, "in (0, 1]"),
+    ("betas", lambda v: 0 <= v < 1, "in [0, 1)"),
 ]
 
 
@@ -325,14 +337,30 @@ def _check_ranges(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             p.error(f"--{flag} must be {expected}, got {value}")
 
 
+def explicit_flags(task: str, argv: list[str] | None = None) -> set[str]:
+    """The destinations of the flags ``argv`` gives (a parse with every default suppressed)."""
+    p = build_parser(task)
+    for action in p._actions:
+        action.default = argparse.SUPPRESS
+        action.required = False
+    return set(vars(p.parse_known_args(argv)[0]))
+
+
 def parse_args(task: str, argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse and check flag values and combinations; errors are argparse one-liners naming the flag."""
+    """Parse and check flag values and combinations; errors are argparse one-liners naming the flag. The
+    ``--recipe``'s values replace the defaults of the flags not given (:func:`physiowave.engine.recipes.apply_recipe`)."""
     p = build_parser(task)
     args = p.parse_args(argv)
     args.task = task
+    explicit = explicit_flags(task, argv)
+    if task != "pretrain" and args.freeze_encoder and "head_hidden_dim" in explicit \
+            and (args.probe or "linear") == "linear" and args.head_hidden_dim is not None:
+        p.error("--head_hidden_dim sizes the MLP head's hidden layer; the linear probe of --freeze_encoder has none: "
+                "add --probe mlp, or drop --head_hidden_dim")
+    apply_recipe(args, explicit)
     _check_ranges(p, args)
     if task != "pretrain":
-        if args.lr is None:
+        if args.lr is None:  # not reached through a recipe; kept for a recipe without lr
             args.lr = PROBE_LR if args.freeze_encoder else _DEFAULTS[task]["lr"]
         if args.probe and not args.freeze_encoder:
             p.error("--probe only applies with --freeze_encoder")

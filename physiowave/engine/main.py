@@ -8,6 +8,8 @@ the folder is written and before the first training step.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import math
 import os
 import sys
@@ -23,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
 from ..checkpoint import load_state_dict_checked, read_checkpoint
+from ..fileio import to_jsonable
 from ..models import FusionModel
 from .args import MODEL_FLAGS, parse_args
 from .data import Indexed, check_labels, find_nonfinite_values, modalities_of, open_datasets
@@ -43,6 +46,7 @@ __all__ = ["main", "run"]
 
 COMPILE_DEVICES = ("cuda",)  # where --compile is measured to pay (README, Performance)
 _SCRIPTS = {"pretrain": "pretrain.py", "classification": "finetune.py", "multilabel": "finetune_multilabel.py"}
+_ENTRY = {"pretrain": "pretrain", "finetune": "finetune", "multilabel": "finetune_multilabel"}  # task → script
 
 
 def _log(env: DistEnv, msg: str) -> None:
@@ -75,6 +79,11 @@ def run(args: argparse.Namespace, env: DistEnv) -> dict[str, Any]:
     task.attach(info, num_classes, model)
     _check_select_metric(args, task, has_val=data["val"] is not None,
                          val_records=data["record_ids"]["val"] is not None)
+    if getattr(args, "dry_run", False):  # every check so far; not the NaN scan, which reads all the data
+        (info.get("label_fraction") or {}).pop("chosen", None)
+        return {"script": f"{_ENTRY[args.task]}.py", "recipe": args.recipe,
+                "parameters": sum(p.numel() for p in model.parameters()),
+                "config": {**vars(args), "model_config": model.config, "data": info}}
     _check_finite(args, data, env)
     precision = Precision.from_flag(args.use_amp, env.device)
     if env.device.type == "cpu":
@@ -459,6 +468,7 @@ def _summary(args: argparse.Namespace, env: DistEnv, model: nn.Module, info: dic
     loaded = info.get("pretrained") or {}
     source = loaded.get("path") or ", ".join(f"{n} from {r['path']}" for n, r in loaded.items())
     lines = [f"PhysioWave {args.task} run, {time.strftime('%Y-%m-%d %H:%M:%S')}", f"output: {args.output_dir}",
+             f"recipe: {getattr(args, 'recipe', None) or 'none'}",
              f"epochs: {args.epochs}", f"best {best.get('metric')}: {best.get('value')} (epoch "
              f"{None if best.get('epoch') is None else best['epoch'] + 1})",
              f"parameters: {sum(p.numel() for p in model.parameters()):,}",
@@ -483,6 +493,12 @@ def main(script: str, argv: list[str] | None = None) -> int:
         except RuntimeError as err:
             raise ConfigError(str(err)) from err
         torch.manual_seed(args.seed)
+        if args.dry_run:  # stdout carries the one JSON object; the run's messages go to stderr
+            with contextlib.redirect_stdout(sys.stderr):
+                report = run(args, env)
+            if env.is_main:
+                print(json.dumps(to_jsonable(report)), flush=True)
+            return 0
         run(args, env)
         return 0
     except (ConfigError, NonFiniteLossError) as err:

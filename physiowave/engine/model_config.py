@@ -2,7 +2,8 @@
 fresh model, for pretrained weights, for every fusion branch and for a resumed run.
 
 Precedence, for every model setting: a flag given on the command line, else the checkpoint's value, else the
-``--model`` preset (``base`` when not given) and the task's defaults, else :class:`PhysioWave`'s own default.
+``--model`` preset (``base`` when not given), the ``--recipe``'s model settings (input_norm, objective, decoder) and
+the task's defaults, else :class:`PhysioWave`'s own default.
 ``in_channels`` is the data's. A given flag that contradicts a checkpoint is an error: for pretrained weights on
 the settings that fix shapes or the function (:data:`ARCH_FLAGS`), for a resumed run on every model setting.
 """
@@ -22,6 +23,7 @@ from ..models import LEGACY_CONFIG, PRESETS, FusionModel, PhysioWave
 from .args import ARCH_FLAGS, MODEL_FLAGS
 from .data import modalities_of
 from .errors import ConfigError
+from .recipes import model_defaults
 from .tasks import Task
 
 __all__ = ["read_model_checkpoint", "resolve_config", "build_model", "build_fusion_model", "load_pretrained",
@@ -91,7 +93,8 @@ def resolve_config(args: argparse.Namespace, task: Task, channels: int, stored: 
     """The model configuration (encoder and pretraining head; no classification head) by the module's precedence.
     ``stored``: the configuration of the checkpoint ``source``; ``fixed``: the settings a given flag may not change."""
     given = _given(args)
-    defaults = {**_MODEL_DEFAULTS, **task.model_defaults, **{k: v for k, v in PRESETS["base"].items() if k != "in_channels"}}
+    defaults = {**_MODEL_DEFAULTS, **task.model_defaults, **model_defaults(args),
+                **{k: v for k, v in PRESETS["base"].items() if k != "in_channels"}}
     if stored is not None:
         stored = {**LEGACY_CONFIG, **stored}  # a file from before a setting keeps its original function
         for key, (value, how) in given.items():

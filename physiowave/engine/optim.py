@@ -20,8 +20,8 @@ def decays(name: str, param: nn.Parameter) -> bool:
 
 def build_optimizer(named_params: list[tuple[str, nn.Parameter]], args: argparse.Namespace, task: Task,
                     modality_logits: nn.Parameter | None = None) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters with the task's betas, ``--weight_decay`` on the parameters
-    :func:`decays` says, none on the rest. A fusion model's modality logits get their own group: ``--fusion_lr``,
+    """AdamW over the trainable parameters with ``--betas`` (the recipe's unless given; else the task's),
+    ``--weight_decay`` on the parameters :func:`decays` says, none on the rest. A fusion model's modality logits get their own group: ``--fusion_lr``,
     no weight decay (which would pull them to uniform)."""
     special = modality_logits if modality_logits is not None and modality_logits.requires_grad else None
     rest = [(n, p) for n, p in named_params if p is not special]
@@ -32,7 +32,13 @@ def build_optimizer(named_params: list[tuple[str, nn.Parameter]], args: argparse
     groups = [g for g in groups if g["params"]]
     # The fused kernel (one pass per step) is ~5× faster than the default on CPU; PyTorch has it on CPU and CUDA.
     fused = all(p.device.type in ("cpu", "cuda") for g in groups for p in g["params"]) or None
-    return torch.optim.AdamW(groups, lr=args.lr, weight_decay=args.weight_decay, betas=task.betas, fused=fused)
+    return torch.optim.AdamW(groups, lr=args.lr, weight_decay=args.weight_decay, betas=_betas(args, task),
+                             fused=fused)
+
+
+def _betas(args: argparse.Namespace, task: Task) -> tuple[float, float]:
+    betas = getattr(args, "betas", None)
+    return (float(betas[0]), float(betas[1])) if betas else task.betas
 
 
 def build_schedule(args: argparse.Namespace, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> LRSchedule:
