@@ -6,6 +6,8 @@ A split file written by ``physiowave.preprocess`` holds::
     label      int64 [N] (class index) or float32 [N, K] (multi-hot); absent for pretraining data
     record_id  UTF-8 string [N]    the recording each window comes from (splits never separate one)
     start      int64 [N]           first sample of the window in the processed recording, at the output rate
+    group_id   UTF-8 string [N]    the patient / subject of the window's recording (label fractions and held-out
+                                   validation splits are drawn by it when present, else by record_id)
 
 and root attributes ``fs`` (output rate, Hz), ``window``, ``step``, ``normalize``, ``norm_scope``, ``source``,
 ``preprocessing`` (JSON of the signal parameters), ``class_names`` and ``channel_names`` when known, and
@@ -15,7 +17,7 @@ and root attributes ``fs`` (output rate, Hz), ``window``, ``step``, ``normalize`
 """
 from __future__ import annotations
 
-__all__ = ["DATA", "LABEL", "RECORD_ID", "START", "DATA_KEYS", "LABEL_KEYS", "ATTR_FS", "ATTR_CLASS_NAMES",
+__all__ = ["DATA", "LABEL", "RECORD_ID", "START", "GROUP_ID", "DATA_KEYS", "LABEL_KEYS", "ATTR_FS", "ATTR_CLASS_NAMES",
            "ATTR_CHANNEL_NAMES", "ATTR_PREPROCESSING", "ATTR_RUN_ID", "ATTR_RUN_INFO", "INFO_FILE",
            "DATA_DTYPE", "SINGLE_LABEL_DTYPE", "MULTI_LABEL_DTYPE", "START_DTYPE"]
 
@@ -23,6 +25,7 @@ DATA = "data"
 LABEL = "label"
 RECORD_ID = "record_id"
 START = "start"
+GROUP_ID = "group_id"
 
 DATA_KEYS = (DATA, "input", "X")              # tried in this order when no data key is given
 LABEL_KEYS = (LABEL, "labels", "y", "Y")      # likewise for labels

@@ -17,7 +17,7 @@ import numpy as np
 from torch.utils.data import Dataset
 
 from ..data import Augmentation, H5Dataset, Modality, MultiModalDataset, find_nonfinite, parse_file_paths, parse_modality
-from ..contract import ATTR_CLASS_NAMES, ATTR_FS, ATTR_PREPROCESSING, LABEL_KEYS, RECORD_ID
+from ..contract import ATTR_CLASS_NAMES, ATTR_FS, ATTR_PREPROCESSING, GROUP_ID, LABEL_KEYS, RECORD_ID
 from ..data.fractions import label_fraction_indices
 from .errors import ConfigError
 from .tasks import Task
@@ -55,15 +55,26 @@ class Subset(Dataset):
         self.dataset.set_epoch(epoch)
 
 
-def _record_ids(paths: list[str]) -> np.ndarray | None:
-    """Per-window ``record_id`` written by physiowave.preprocess (None when any file lacks it)."""
+def _record_ids(paths: list[str], key: str = RECORD_ID) -> np.ndarray | None:
+    """Per-window ``record_id`` (or another per-window string ``key``) written by physiowave.preprocess (None when
+    any file lacks it)."""
     ids = []
     for path in paths:
         with h5py.File(path, "r") as f:
-            if RECORD_ID not in f:
+            if key not in f:
                 return None
-            ids.append(np.asarray(f[RECORD_ID][:]).astype(str))
+            ids.append(np.asarray(f[key][:]).astype(str))
     return np.concatenate(ids)
+
+
+def _groups(paths: list[str]) -> tuple[np.ndarray | None, str]:
+    """The units a label fraction or a held-out split keeps whole: each window's patient (``group_id``) when every
+    file has one, else its recording (``record_id``) → (``[N]`` ids or None, which of the two)."""
+    groups = _record_ids(paths, GROUP_ID)
+    if groups is not None:
+        return groups, GROUP_ID
+    groups = _record_ids(paths)
+    return groups, RECORD_ID if groups is not None else "sample"
 
 
 def record_ids_of(ds: Dataset | None) -> np.ndarray | None:
@@ -195,12 +206,12 @@ def _training_subsets(args: argparse.Namespace, task: Task, sets: dict[str, Any]
     train, val = sets["train"], sets["val"]
     labels, train_set = train.labels_array, train
     fraction = getattr(args, "label_fraction", 1.0)
-    groups = None
+    groups, by = None, "sample"
     if task.label_mode != "none" and (val is None or fraction < 1.0):
-        groups = _record_ids(info["train_files"])
+        groups, by = _groups(info["train_files"])
     if val is None and getattr(args, "val_split_ratio", 0) > 0:
         tr_idx, va_idx = split_indices(len(train), args.val_split_ratio, args.seed, groups)
-        info["val_split"] = {"by": "record_id" if groups is not None else "sample", "train": len(tr_idx), "val": len(va_idx)}
+        info["val_split"] = {"by": by, "train": len(tr_idx), "val": len(va_idx)}
         if groups is None:
             warnings.warn(f"{info['train_files'][0]}: no 'record_id' dataset, so the validation split is drawn by sample: "
                           "overlapping windows of one recording can land on both sides; pass --val_file to avoid it",
@@ -210,7 +221,8 @@ def _training_subsets(args: argparse.Namespace, task: Task, sets: dict[str, Any]
         labels = labels[tr_idx]
         groups = groups[tr_idx] if groups is not None else None
     if task.label_mode != "none" and fraction < 1.0 and len(train_set):
-        train_set, labels, info["label_fraction"] = _label_fraction(train, train_set, labels, groups, fraction, args.seed)
+        train_set, labels, info["label_fraction"] = _label_fraction(train, train_set, labels, groups, fraction, args.seed,
+                                                                    by)
     info["_labels"] = labels
     return train_set, val
 
@@ -269,12 +281,13 @@ def find_nonfinite_values(data: dict[str, Any], args: argparse.Namespace, progre
 
 
 def _label_fraction(full: Dataset, train_set: Dataset, labels: np.ndarray, groups: np.ndarray | None, fraction: float,
-                    seed: int) -> tuple[Subset, np.ndarray, dict[str, Any]]:
-    """``train_set`` (``full`` or a Subset of it, with these ``labels`` and record ``groups``) cut to ``fraction`` of
-    its records by :func:`label_fraction_indices` → (subset of ``full``, its labels, the ``info`` entry)."""
+                    seed: int, by: str = RECORD_ID) -> tuple[Subset, np.ndarray, dict[str, Any]]:
+    """``train_set`` (``full`` or a Subset of it, with these ``labels`` and ``groups``: patients or records, as
+    ``by`` says) cut to ``fraction`` of its groups by :func:`label_fraction_indices` → (subset of ``full``, its
+    labels, the ``info`` entry; its ``records`` count the groups)."""
     keep = label_fraction_indices(labels, fraction, seed, groups)
     base = train_set.indices if isinstance(train_set, Subset) else np.arange(len(train_set))
-    entry: dict[str, Any] = {"fraction": fraction, "by": "record_id" if groups is not None else "sample",
+    entry: dict[str, Any] = {"fraction": fraction, "by": by if groups is not None else "sample",
                              "samples": {"kept": len(keep), "of": len(labels)}}
     if groups is not None:
         entry["records"] = {"kept": len(np.unique(groups[keep])), "of": len(np.unique(groups))}

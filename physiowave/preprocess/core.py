@@ -123,6 +123,7 @@ class Processed:
     label: Any = None
     fs: float = 0.0
     reason: str | None = None
+    group: str | None = None            # the record's patient / subject (RecordRef.group)
 
 
 def process_recording(rec: Recording, params: SignalParams) -> tuple[np.ndarray, np.ndarray, float]:
@@ -175,7 +176,8 @@ def process_record(source: Source, ref: RecordRef) -> list[Processed]:
         except (SignalError, ValueError) as e:
             out.append(Processed(item.id, split, reason=_one_line(e)))
             continue
-        out.append(Processed(item.id, split, compress_windows(windows), windows.shape[1:], starts, label, fs))
+        out.append(Processed(item.id, split, compress_windows(windows), windows.shape[1:], starts, label, fs,
+                             group=ref.group))
     return out
 
 
@@ -443,7 +445,7 @@ class _Run:
                 self.writers[p.split] = ShardWriter(self.staging, p.split, *self.shape, source.label_shape())
             n = len(p.chunks)
             labels = _label_array(source, p.label, n)
-            self.writers[p.split].append_compressed(p.chunks, p.shape, labels, p.id, p.starts)
+            self.writers[p.split].append_compressed(p.chunks, p.shape, labels, p.id, p.starts, p.group)
             self.rec_split[p.split].append(p.id)
             self.windows[p.split] += n
             if labels is not None:

@@ -15,7 +15,7 @@ from typing import Any
 import h5py
 import numpy as np
 
-from ..contract import (DATA, DATA_DTYPE, LABEL, MULTI_LABEL_DTYPE, RECORD_ID, SINGLE_LABEL_DTYPE, START,
+from ..contract import (DATA, DATA_DTYPE, GROUP_ID, LABEL, MULTI_LABEL_DTYPE, RECORD_ID, SINGLE_LABEL_DTYPE, START,
                              START_DTYPE)
 
 __all__ = ["ShardWriter", "ShardError", "compress_windows", "COMPRESSION_LEVEL", "create_split_datasets"]
@@ -42,6 +42,7 @@ def create_split_datasets(f: h5py.File, channels: int, length: int, label_shape:
         f.create_dataset(LABEL, shape=(n, *label_shape), maxshape=(None, *label_shape), dtype=dtype,
                          chunks=(4096, *label_shape), **gz)
     f.create_dataset(RECORD_ID, shape=(n,), maxshape=(None,), dtype=h5py.string_dtype(), chunks=(4096,), **gz)
+    f.create_dataset(GROUP_ID, shape=(n,), maxshape=(None,), dtype=h5py.string_dtype(), chunks=(4096,), **gz)
     f.create_dataset(START, shape=(n,), maxshape=(None,), dtype=START_DTYPE, chunks=(4096,), **gz)
 
 
@@ -72,26 +73,28 @@ class ShardWriter:
         self.buffer_windows, self.level = buffer_windows, level
         self._open: h5py.File | None = None
         self._open_n = 0
-        self._buf: list[tuple[list[bytes], np.ndarray | None, str, np.ndarray]] = []
+        self._buf: list[tuple[list[bytes], np.ndarray | None, str, np.ndarray, str]] = []
         self._buffered = 0
 
     def _names(self) -> tuple[str, ...]:
-        return (DATA, RECORD_ID, START) + ((LABEL,) if self.label_shape is not None else ())
+        return (DATA, RECORD_ID, START, GROUP_ID) + ((LABEL,) if self.label_shape is not None else ())
 
     def _open_path(self) -> Path:
         return self.folder / f"{self.split}.{len(self.shards):05d}.h5.open"
 
-    def append(self, data: np.ndarray, label: np.ndarray | None, record_id: str, starts: np.ndarray) -> None:
-        """Queue the windows of one record: ``data`` [n, C, T], ``label`` [n] or [n, K] (or None), ``starts`` [n]."""
-        self.append_compressed(compress_windows(data, self.level), data.shape[1:], label, record_id, starts)
+    def append(self, data: np.ndarray, label: np.ndarray | None, record_id: str, starts: np.ndarray,
+               group: str | None = None) -> None:
+        """Queue the windows of one record: ``data`` [n, C, T], ``label`` [n] or [n, K] (or None), ``starts`` [n];
+        ``group``: its patient / subject (default: the record itself)."""
+        self.append_compressed(compress_windows(data, self.level), data.shape[1:], label, record_id, starts, group)
 
     def append_compressed(self, chunks: list[bytes], shape: tuple[int, ...], label: np.ndarray | None,
-                          record_id: str, starts: np.ndarray) -> None:
+                          record_id: str, starts: np.ndarray, group: str | None = None) -> None:
         """As :meth:`append`, with the windows already compressed by :func:`compress_windows` (in the worker
         processes, so the one writing process only copies bytes); ``shape`` is one window's ``(C, T)``."""
         if tuple(shape) != (self.channels, self.length):
             raise ValueError(f"{record_id}: windows of shape {tuple(shape)}, expected {(self.channels, self.length)}")
-        self._buf.append((chunks, label, record_id, np.asarray(starts, dtype=np.int64)))
+        self._buf.append((chunks, label, record_id, np.asarray(starts, dtype=np.int64), group or record_id))
         self._buffered += len(chunks)
         if self._buffered >= self.buffer_windows:
             self._flush()
@@ -114,6 +117,7 @@ class ShardWriter:
             dsid.write_direct_chunk((i, 0, 0), chunk)
         f[RECORD_ID][n0:n1] = [b[2] for b in self._buf for _ in b[0]]
         f[START][n0:n1] = np.concatenate([b[3] for b in self._buf])
+        f[GROUP_ID][n0:n1] = [b[4] for b in self._buf for _ in b[0]]
         if self.label_shape is not None:
             f[LABEL][n0:n1] = np.concatenate([b[1] for b in self._buf])
         self._open_n = n1
@@ -170,8 +174,8 @@ class ShardWriter:
                     for i in range(n):
                         mask, chunk = sid.read_direct_chunk((i, 0, 0))
                         dst.write_direct_chunk((n0 + i, 0, 0), chunk, filter_mask=mask)
-                    for key in self._names()[1:]:
-                        out[key][n0:n0 + n] = src[key][:]
+                    for key in self._names()[1:]:  # a shard from before group_id: each record its own group
+                        out[key][n0:n0 + n] = src[key if key in src else RECORD_ID][:]
                 n0 += n
             for k, v in attrs.items():
                 out.attrs[k] = v
