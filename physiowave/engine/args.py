@@ -274,6 +274,9 @@ def _run_args(p: argparse.ArgumentParser, task: str) -> None:
     g.add_argument("--save_every_steps", type=int, default=0, metavar="N",
                    help="also rewrite the latest checkpoint every N optimizer steps inside an epoch, so --resume "
                         "continues from that step (for corpora where one epoch takes hours; 0: at epoch ends only)")
+    g.add_argument("--val_every", type=int, default=1, metavar="N",
+                   help="validate every N epochs and after the last one (default 1); best_model.pth is chosen among "
+                        "the validated epochs, so a larger N saves evaluation time on short epochs (small label fractions)")
     g.add_argument("--select_metric", default="loss",
                    help="validation metric that picks best_model.pth (loss, or e.g. acc, macro_f1, auroc, f1_macro; "
                         "record_<metric> for a record-level one, e.g. record_auroc_macro, when the files have "
@@ -311,7 +314,7 @@ _RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
     *[(f, lambda v: v >= 1, "≥ 1") for f in ("batch_size", "epochs", "grad_accumulation_steps", "max_length", "max_level",
                                               "patch_size", "embed_dim", "depth", "num_heads", "decoder_depth",
                                               "decoder_dim", "num_classes", "head_hidden_dim", "hidden_factor",
-                                              "T_0", "T_mult", "lr_step_size", "world_size", "fusion_dim")],
+                                              "T_0", "T_mult", "lr_step_size", "world_size", "fusion_dim", "val_every")],
     *[(f, lambda v: v >= 0, "≥ 0") for f in ("lr", "min_lr", "weight_decay", "warmup_epochs", "num_workers", "save_freq",
                                               "save_every_steps", "plateau_patience", "seed", "fusion_lr")],
     ("wave_kernel_size", lambda v: v >= 2, "≥ 2"),

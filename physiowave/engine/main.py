@@ -280,10 +280,13 @@ def train(args: argparse.Namespace, env: DistEnv, task: Task, model: nn.Module, 
                 start_micro=progress.micro, sums=progress.sums, on_step=after_step, desc=f"epoch {epoch + 1}/{args.epochs}")
             progress.micro, progress.sums = 0, {}
             metrics = {"train": train_metrics}
-            val, _ = evaluate_split(args, env, task, inner, sets["val"], precision, {}, model, data["record_ids"]["val"])
+            validate = (epoch + 1) % args.val_every == 0 or epoch + 1 == args.epochs
+            val, _ = evaluate_split(args, env, task, inner, sets["val"] if validate else None, precision, {}, model,
+                                    data["record_ids"]["val"])
             if val is not None:
                 metrics["val"] = val
-            is_best = _select(args, progress, metrics, schedule, epoch)
+            # an epoch without validation (--val_every) is never selected: the best is among validated epochs
+            is_best = _select(args, progress, metrics, schedule, epoch) if validate or sets["val"] is None else False
             _log_epoch(args, env, task, logger, model, metrics, optimizer, data, epoch, t0, is_best)
             names = [out / task.latest_name] + ([out / "best_model.pth"] if is_best else [])
             if args.save_freq and (epoch + 1) % args.save_freq == 0:
