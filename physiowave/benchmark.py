@@ -4,7 +4,8 @@ intervals over test records, for putting PhysioWave beside published results.
     python -m physiowave.benchmark --train train.h5 --val val.h5 --test test.h5 --pretrained ecg.pth \\
         --modes scratch,probe,finetune --fractions 0.01,0.1,1 --seeds 0,1,2 --out DIR [--metric auroc_macro] \\
         [--jobs N] [--bootstrap 1000] [--dry_run] [-- FLAGS FOR EVERY RUN]
-    python -m physiowave.benchmark ptbxl --data DIR_WITH_SPLITS --pretrained ecg.pth --out DIR [-- FLAGS]
+    python -m physiowave.benchmark ptbxl --ptbxl PTBXL_FOLDER --out DIR   (the PTB-XL protocol end to end:
+                                                                              physiowave/ptbxl_protocol.py)
 
 Every cell is a run of the training scripts as a subprocess: ``finetune.py`` when the training file's labels are
 ``[N]`` class indices, ``finetune_multilabel.py`` when they are multi-hot ``[N, K]``; ``scratch`` = no
@@ -64,9 +65,13 @@ __all__ = ["MODES", "BOOTSTRAP_METRICS", "Records", "label_kind", "metric_value"
            "parse_args", "main"]
 
 ROOT = Path(__file__).resolve().parents[1]
-MODES = {"scratch": "from scratch", "probe": "pretrained + linear probe", "finetune": "pretrained + fine-tuning"}
+MODES = {"scratch": "from scratch", "probe": "pretrained + linear probe", "finetune": "pretrained + fine-tuning",
+         "resnet": "supervised 1-D ResNet (baseline)"}
+# The baseline of the "resnet" mode: a script of the checkout (benchmarks/), not part of the package.
+RESNET_SCRIPT = ROOT / "benchmarks" / "ptbxl_resnet1d.py"
 BOOTSTRAP_METRICS = ("auroc_macro", "acc")
 RESULTS_FILE, RECORDS_FILE, LOG_FILE = "test_results.json", "test_records.npz", "run.log"
+WALL_FILE = "wall.json"  # the runner's record of a cell's seconds, summed over its attempts
 PROTOCOL_FILE = "protocol.json"
 # A run's files (physiowave/engine/outputs.py): any of them means a run used the folder.
 _RUN_FILES = ("args.json", "training_history.json", "best_model.pth", "latest_model.pth", "val_results.json",
@@ -77,8 +82,6 @@ _OWN_FLAGS = ("--train_file", "--val_file", "--test_file", "--label_fraction", "
 # Names of the metric in the engine's test_results.json, per task, where they differ from ours.
 _ENGINE_KEYS = {("auroc_macro", "single"): "auroc"}
 _SCRIPTS = {"single": ("finetune.py", "finetune"), "multi": ("finetune_multilabel.py", "multilabel")}
-# The PTB-XL benchmark tasks (ECG/ptbxl_finetune.py --task NAME) and their label counts on the full database.
-PTBXL_TASKS = {"superdiagnostic": 5, "subdiagnostic": 23, "diagnostic": 44, "form": 19, "rhythm": 12, "all": 71}
 
 
 # --------------------------------------------------------------------------------------------------- metrics
@@ -196,22 +199,32 @@ def read_records(path: str | Path) -> Records:
 # --------------------------------------------------------------------------------------------------- the grid
 @dataclass
 class Cell:
-    """One run: a mode at a label fraction with a seed."""
+    """One run: a mode at a label fraction with a seed. The optional fields override the runner's configuration
+    for this cell: its script (``[python, file]``), its files (train, val, test), its checkpoint, its flags, the
+    file whose presence means it finished, and a cell that must finish first (e.g. the pretraining it starts from)."""
 
     mode: str
     fraction: float
     seed: int
     folder: Path
     result: dict[str, Any] = field(default_factory=dict)
+    script: list[str] | None = None
+    files: tuple[Path, Path, Path] | None = None
+    pretrained: Path | None = None
+    flags: list[str] | None = None
+    done_file: str = RESULTS_FILE
+    after: "Cell | None" = None
 
     @property
     def name(self) -> str:
         return self.folder.name
 
 
-def plan(out: Path, modes: Sequence[str], fractions: Sequence[float], seeds: Sequence[int]) -> list[Cell]:
-    """Every cell, mode by mode, fraction by fraction, seed by seed."""
-    return [Cell(m, f, s, out / "runs" / f"{m}_f{f:g}_s{s}") for m in modes for f in fractions for s in seeds]
+def plan(out: Path, modes: Sequence[str], fractions: Sequence[float], seeds: Sequence[int],
+         resnet_flags: Sequence[str] = ()) -> list[Cell]:
+    """Every cell, mode by mode, fraction by fraction, seed by seed (resnet cells with ``resnet_flags``)."""
+    return [Cell(m, f, s, out / "runs" / f"{m}_f{f:g}_s{s}", flags=list(resnet_flags) if m == "resnet" else None)
+            for m in modes for f in fractions for s in seeds]
 
 
 def _has_record_metrics(results: Path) -> bool:
@@ -221,11 +234,13 @@ def _has_record_metrics(results: Path) -> bool:
         return False
 
 
-def cell_state(folder: Path) -> str:
-    """"done" (``test_results.json`` written, and ``test_records.npz`` too when that engine writes one),
-    "partial" (a run started there: continue it with ``--resume auto``) or "new"."""
-    results = folder / RESULTS_FILE
-    if results.is_file() and ((folder / RECORDS_FILE).is_file() or not _has_record_metrics(results)):
+def cell_state(folder: Path, done_file: str = RESULTS_FILE) -> str:
+    """"done" (``test_results.json`` written, and ``test_records.npz`` too when that engine writes one; or the
+    ``done_file`` of another kind of run, e.g. a pretraining's summary), "partial" (a run started there: continue
+    it with ``--resume auto``) or "new"."""
+    results = folder / done_file
+    if results.is_file() and (done_file != RESULTS_FILE or (folder / RECORDS_FILE).is_file()
+                              or not _has_record_metrics(results)):
         return "done"
     if results.is_file() or any((folder / n).exists() for n in _RUN_FILES) or any(folder.glob("*.pth")):
         return "partial"
@@ -243,12 +258,17 @@ def _script(kind: str, python: str) -> list[str]:
 
 def command(cell: Cell, cfg: argparse.Namespace, state: str) -> list[str]:
     """The subprocess command of ``cell`` (``--resume auto`` unless its folder is new)."""
-    cmd = [*_script(cfg.kind, cfg.python), "--train_file", str(cfg.train), "--val_file", str(cfg.val),
-           "--test_file", str(cfg.test), "--label_fraction", f"{cell.fraction:g}", "--seed", str(cell.seed),
-           "--output_dir", str(cell.folder)]
-    if cell.mode != "scratch":
-        cmd += ["--pretrained_path", str(cfg.pretrained)] + (["--freeze_encoder"] if cell.mode == "probe" else [])
-    cmd += list(cfg.extra)
+    if cell.mode == "pretrain":  # a pretraining cell: its script and flags say everything
+        return [*(cell.script or []), *(cell.flags or []), "--output_dir", str(cell.folder),
+                *(["--resume", "auto"] if state != "new" else [])]
+    script = cell.script or ([cfg.python, str(RESNET_SCRIPT)] if cell.mode == "resnet" else _script(cfg.kind, cfg.python))
+    train, val, test = cell.files or (cfg.train, cfg.val, cfg.test)
+    cmd = [*script, "--train_file", str(train), "--val_file", str(val), "--test_file", str(test),
+           "--label_fraction", f"{cell.fraction:g}", "--seed", str(cell.seed), "--output_dir", str(cell.folder)]
+    if cell.mode in ("probe", "finetune"):
+        cmd += ["--pretrained_path", str(cell.pretrained or cfg.pretrained)]
+        cmd += ["--freeze_encoder"] if cell.mode == "probe" else []
+    cmd += list(cfg.extra if cell.flags is None else cell.flags)
     return cmd + (["--resume", "auto"] if state != "new" else [])
 
 
@@ -274,13 +294,27 @@ def _tail(log: Path, n: int = 8) -> list[str]:
     return [ln for ln in lines if ln.strip()][-n:]
 
 
+def _wall(folder: Path) -> float:
+    """The seconds the runner has spent on a cell so far, over all its attempts (0 when none is recorded)."""
+    try:
+        return float(json.loads((folder / WALL_FILE).read_text())["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0.0
+
+
+def _ready(cell: Cell) -> bool:
+    """Whether the cell it starts from (``after``) has finished."""
+    return cell.after is None or cell_state(cell.after.folder, cell.after.done_file) == "done"
+
+
 def run_cells(cells: list[Cell], cfg: argparse.Namespace, env: dict[str, str],
               on_done: Callable[[Cell], None] = lambda c: None) -> None:
-    """Run the cells that are not done, ``cfg.jobs`` at a time, from this (the main) thread; fills ``cell.result``
-    with ``status`` ("skipped", "finished", "failed"), the command, exit status and seconds."""
+    """Run the cells that are not done, ``cfg.jobs`` at a time, in order but each only once the cell it starts from
+    (``after``) is done, from this (the main) thread; fills ``cell.result`` with ``status`` ("skipped", "finished",
+    "failed"), the command, exit status and seconds (this attempt; ``wall.json`` in the folder sums them)."""
     pending: list[Cell] = []
     for cell in cells:
-        state = cell_state(cell.folder)
+        state = cell_state(cell.folder, cell.done_file)
         cell.result = {"state_before": state, "command": shlex.join(command(cell, cfg, state))}
         if state == "done":
             cell.result["status"] = "skipped"
@@ -290,8 +324,9 @@ def run_cells(cells: list[Cell], cfg: argparse.Namespace, env: dict[str, str],
     running: dict[subprocess.Popen, tuple[Cell, float, Any]] = {}
     try:
         while pending or running:
-            while pending and len(running) < cfg.jobs:
-                cell = pending.pop(0)
+            while len(running) < cfg.jobs and (ready := [c for c in pending if _ready(c)]):
+                cell = ready[0]
+                pending.remove(cell)
                 cmd = command(cell, cfg, cell.result["state_before"])
                 cell.folder.mkdir(parents=True, exist_ok=True)
                 log = (cell.folder / LOG_FILE).open("a")
@@ -305,12 +340,24 @@ def run_cells(cells: list[Cell], cfg: argparse.Namespace, env: dict[str, str],
                 cell, t0, log = running.pop(proc)
                 log.close()
                 rc = proc.returncode
-                done = rc == 0 and (cell.folder / RESULTS_FILE).is_file()
-                cell.result.update(status="finished" if done else "failed", returncode=rc,
-                                   seconds=time.perf_counter() - t0)
+                done = rc == 0 and (cell.folder / cell.done_file).is_file()
+                seconds = time.perf_counter() - t0
+                write_json(cell.folder / WALL_FILE, {"seconds": _wall(cell.folder) + seconds})
+                cell.result.update(status="finished" if done else "failed", returncode=rc, seconds=seconds)
                 if not done:
                     cell.result["log_tail"] = _tail(cell.folder / LOG_FILE)
+                    failed_first = {c.folder for c in pending if c.after is cell}
+                    for c in [c for c in pending if c.folder in failed_first]:  # what starts from it cannot run
+                        pending.remove(c)
+                        c.result.update(status="failed", log_tail=[f"not run: {cell.folder} failed"])
+                        on_done(c)
                 on_done(cell)
+            if pending and not running and not any(_ready(c) for c in pending):
+                for c in pending:
+                    c.result.update(status="failed", log_tail=[f"not run: {c.after.folder if c.after else '?'} "
+                                                               "has not finished"])
+                    on_done(c)
+                pending.clear()
     finally:
         for proc in running:  # Ctrl-C / an error here: stop the children (their folders resume later)
             proc.kill()
@@ -334,6 +381,7 @@ def collect(cells: list[Cell], cfg: argparse.Namespace) -> dict[tuple[str, float
     records: dict[tuple[str, float, int], Records] = {}
     for cell in cells:
         r = cell.result
+        r["wall_s"] = _wall(cell.folder) or None
         results = cell.folder / RESULTS_FILE
         if r.get("status") == "failed" or not results.is_file():
             continue
@@ -429,12 +477,12 @@ def markdown(summary: list[dict[str, Any]], cells: list[Cell], cfg: argparse.Nam
     if window:
         notes.append("window-level: a run without per-record scores; its number is the engine's window-level metric")
     lines += [""] + [f"- {n}" for n in notes] + ([""] if notes else [])
-    lines += ["## Runs", "", "| run | status | " + cfg.metric + " | 95 % interval | level | seconds |",
+    lines += ["## Runs", "", "| run | status | " + cfg.metric + " | 95 % interval | level | wall seconds |",
               "|---|---|---:|---|---|---:|"]
     for c in cells:
         r = c.result
         ci = f"[{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}]" if r.get("ci") else ""
-        secs = f"{r['seconds']:.0f}" if r.get("seconds") is not None else ""
+        secs = f"{r['wall_s']:.0f}" if r.get("wall_s") else ""
         lines.append(f"| {c.name} | {r.get('status', 'not run')} | {_fmt(r.get('value'))} | {ci} | "
                      f"{r.get('level', '')} | {secs} |")
     return "\n".join(lines) + "\n"
@@ -478,22 +526,17 @@ def _ints(text: str) -> list[int]:
     return [int(t) for t in text.replace(",", " ").split()]
 
 
-def _parser(ptbxl: bool) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m physiowave.benchmark" + (" ptbxl" if ptbxl else ""),
-                                description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    if ptbxl:
-        p.add_argument("--data", type=Path, required=True,
-                       help="folder with train.h5 (folds 1-8), val.h5 (fold 9), test.h5 (fold 10), as "
-                            "ECG/ptbxl_finetune.py --task TASK writes them")
-        p.add_argument("--task", choices=list(PTBXL_TASKS), default="superdiagnostic",
-                       help="the PTB-XL benchmark task the files hold (its multi-hot labels are checked; default "
-                            "superdiagnostic)")
-    else:
-        p.add_argument("--train", type=Path, required=True, help="training HDF5 file")
-        p.add_argument("--val", type=Path, required=True, help="validation HDF5 file (model selection, thresholds)")
-        p.add_argument("--test", type=Path, required=True, help="test HDF5 file")
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m physiowave.benchmark", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train", type=Path, required=True, help="training HDF5 file")
+    p.add_argument("--val", type=Path, required=True, help="validation HDF5 file (model selection, thresholds)")
+    p.add_argument("--test", type=Path, required=True, help="test HDF5 file")
     p.add_argument("--pretrained", type=Path, default=None, help="checkpoint of the probe and finetune modes")
-    p.add_argument("--modes", default="scratch,probe,finetune", help="comma-separated, of scratch, probe, finetune")
+    p.add_argument("--modes", default="scratch,probe,finetune",
+                   help="comma-separated, of scratch, probe, finetune, resnet (a supervised 1-D ResNet, multi-label)")
+    p.add_argument("--resnet_args", default="", help="flags of the resnet cells (benchmarks/ptbxl_resnet1d.py), "
+                                                     "one quoted string; the flags after -- go to the PhysioWave cells")
     p.add_argument("--fractions", default="0.01,0.1,1", help="label fractions in (0, 1], comma-separated")
     p.add_argument("--seeds", default="0,1,2", help="seeds, comma-separated")
     p.add_argument("--out", type=Path, required=True, help="output folder (runs/, results.*, protocol.json)")
@@ -512,15 +555,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """The runner's flags; everything after ``--`` goes to every run."""
     argv = list(sys.argv[1:] if argv is None else argv)
     own, extra = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
-    ptbxl = bool(own) and own[0] == "ptbxl"
-    p = _parser(ptbxl)
-    cfg = p.parse_args(own[1:] if ptbxl else own)
+    p = _parser()
+    cfg = p.parse_args(own)
     cfg.extra = extra
-    if ptbxl:
-        cfg.train, cfg.val, cfg.test = (cfg.data / f"{s}.h5" for s in ("train", "val", "test"))
-        cfg.title = f"PTB-XL {cfg.task} (folds 1-8 / 9 / 10), record level"
-    else:
-        cfg.task = None
     try:
         cfg.modes = [m for m in cfg.modes.replace(",", " ").split()]
         cfg.fractions = _floats(cfg.fractions)
@@ -528,7 +565,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     except ValueError as err:
         p.error(f"--fractions / --seeds: {err}")
     if unknown := [m for m in cfg.modes if m not in MODES]:
-        p.error(f"--modes: unknown {', '.join(unknown)} (expected scratch, probe, finetune)")
+        p.error(f"--modes: unknown {', '.join(unknown)} (expected {', '.join(MODES)})")
     for flag, items in (("--modes", cfg.modes), ("--fractions", cfg.fractions), ("--seeds", cfg.seeds)):
         if not items or len(set(items)) != len(items):
             p.error(f"{flag}: expected distinct values, got {items}")
@@ -537,13 +574,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     cfg.fractions = sorted(cfg.fractions)
     if cfg.jobs < 1 or cfg.bootstrap < 1:
         p.error("--jobs and --bootstrap must be ≥ 1")
-    if any(m != "scratch" for m in cfg.modes) and cfg.pretrained is None:
+    if any(m in ("probe", "finetune") for m in cfg.modes) and cfg.pretrained is None:
         p.error("--modes probe/finetune need --pretrained CHECKPOINT (or pass --modes scratch)")
     for name in ("train", "val", "test", "pretrained"):
         path = getattr(cfg, name)
         if path is not None:
             if not path.is_file():
-                p.error(f"{'--data' if ptbxl and name != 'pretrained' else '--' + name}: {path}: no such file")
+                p.error(f"--{name}: {path}: no such file")
             setattr(cfg, name, path.resolve())
     if clash := [a for a in extra if a.split("=")[0] in _OWN_FLAGS]:
         p.error(f"flags after --: {', '.join(clash)} are set by the runner per cell; drop them")
@@ -551,21 +588,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         next((a.split("=", 1)[1] for a in extra if a.startswith("--label_key=")), None)
     try:
         cfg.kind = label_kind(cfg.train, label_key)
-        if cfg.task is not None:
-            import h5py
-
-            with h5py.File(cfg.train, "r") as f:
-                shape = f[label_key or next(k for k in LABEL_KEYS if k in f)].shape
-            if cfg.kind != "multi":
-                p.error(f"--task {cfg.task}: {cfg.train} has labels of shape {shape}; expected multi-hot "
-                        f"[N, {PTBXL_TASKS[cfg.task]}] (ECG/ptbxl_finetune.py --task {cfg.task})")
-            if shape[1] != PTBXL_TASKS[cfg.task]:
-                print(f"note: {cfg.train} has {shape[1]} labels; PTB-XL's {cfg.task} task has "
-                      f"{PTBXL_TASKS[cfg.task]} on the full database", file=sys.stderr)
     except (OSError, ValueError) as err:
         p.error(str(err))
-    if not ptbxl:
-        cfg.title = f"{cfg.test.name} ({'multi' if cfg.kind == 'multi' else 'single'}-label), {cfg.test.parent}"
+    cfg.title = f"{cfg.test.name} ({'multi' if cfg.kind == 'multi' else 'single'}-label), {cfg.test.parent}"
+    if "resnet" in cfg.modes and cfg.kind != "multi":
+        p.error(f"--modes resnet: the baseline ({RESNET_SCRIPT.name}) is multi-label; {cfg.train} is single-label")
+    if "resnet" in cfg.modes and not RESNET_SCRIPT.is_file():
+        p.error(f"--modes resnet: {RESNET_SCRIPT} not found (it ships with the repository, not the package)")
     if cfg.metric == "acc" and cfg.kind == "multi":
         p.error("--metric acc is single-label; the data are multi-label (use auroc_macro)")
     cfg.out = cfg.out.resolve()
@@ -576,7 +605,7 @@ def _protocol(cfg: argparse.Namespace) -> dict[str, Any]:
     """What a finished run's numbers depend on besides its cell: a later call must agree."""
     return {"train": str(cfg.train), "val": str(cfg.val), "test": str(cfg.test),
             "pretrained": None if cfg.pretrained is None else str(cfg.pretrained), "extra": cfg.extra,
-            "task": cfg.kind, "script": _script(cfg.kind, "python")[1]}
+            "resnet_args": cfg.resnet_args, "task": cfg.kind, "script": _script(cfg.kind, "python")[1]}
 
 
 def _check_protocol(cfg: argparse.Namespace) -> None:
@@ -585,6 +614,7 @@ def _check_protocol(cfg: argparse.Namespace) -> None:
     if path.is_file():
         old = json.loads(path.read_text())
         diff = [k for k in ("train", "val", "test", "extra", "task") if old.get(k) != mine[k]]
+        diff += ["resnet_args"] if old.get("resnet_args", "") != mine["resnet_args"] else []
         if mine["pretrained"] is not None and old.get("pretrained") not in (None, mine["pretrained"]):
             diff.append("pretrained")
         if diff:
@@ -608,8 +638,13 @@ def _progress(cell: Cell) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["ptbxl"]:  # the PTB-XL protocol end to end
+        from .ptbxl_protocol import main as ptbxl_main
+
+        return ptbxl_main(argv[1:])
     cfg = parse_args(argv)
-    cells = plan(cfg.out, cfg.modes, cfg.fractions, cfg.seeds)
+    cells = plan(cfg.out, cfg.modes, cfg.fractions, cfg.seeds, shlex.split(cfg.resnet_args))
     if cfg.dry_run:
         for c in cells:
             state = cell_state(c.folder)

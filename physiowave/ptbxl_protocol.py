@@ -1,0 +1,556 @@
+"""The PTB-XL benchmark at 100 Hz end to end (Wagner et al. 2020; the protocol of Strodthoff et al. 2021):
+
+    python -m physiowave.benchmark ptbxl --ptbxl PTBXL_FOLDER --out OUT [--device cpu|cuda] [--jobs 2]
+
+``PTBXL_FOLDER`` is the data set as PhysioNet serves it: ``ptbxl_database.csv``, ``scp_statements.csv`` and
+``records100/``. Every stage resumes: run the same command again after a kill and it continues where it stopped
+(a finished cell is never run again; a started one continues from its last checkpoint).
+
+1. Check (before any compute): the tables have the columns the protocol reads; every listed 100 Hz record is there,
+   at 100 Hz, with 12 signals; every class of a task has a positive record in folds 1-8, 9 and 10.
+2. Prepare, per task, with ``ECG/ptbxl_finetune.py``: ``OUT/data/TASK/records`` (whole 10 s records: the training
+   file, random 2.5 s crops are drawn from it) and ``OUT/data/TASK/windows`` (sliding 2.5 s windows, hop 1.25 s:
+   the validation and test files; a record's probabilities are the mean of its windows'). Signals in mV as stored.
+   Records without a label of the task are dropped (listed in ``skipped.csv``), as in the benchmark.
+3. Pretrain (no labels) on the training records of folds 1-8 → ``OUT/pretrain/RECIPE`` (best by fold-9 loss).
+4. The grid of the main task (superdiagnostic): from scratch, linear probe, fine-tune (same network) and a
+   supervised 1-D ResNet (``benchmarks/ptbxl_resnet1d.py``) × label fractions (drawn by patient, the same subsets
+   for every method under one seed) × seeds; selection on fold 9 (record macro AUROC), fold 10 only tested.
+   Cells run seed by seed, so an interrupted run has every method at the first seeds.
+5. The other tasks (``--other_tasks``) at 100 % labels, one seed; the recipe comparison (``--compare``): the same
+   network pretrained and fine-tuned with each recipe, probe and fine-tune at 10 % labels, scored on fold 9.
+6. Results: ``OUT/results.json`` / ``results.md`` (mean ± sd over seeds, 95 % bootstrap interval over fold-10
+   records, wall time per cell, configuration, commit, data fingerprint), ``OUT/predictions/TASK/CELL.csv.gz``
+   (fold-10 ``ecg_id`` and the probability of each class, class order in the header) and learning curves.
+   ``--publish DIR`` copies them (not the runs) to DIR, e.g. benchmarks/results/ptbxl.
+
+The CPU configuration (``--device cpu``) is sized to finish the superdiagnostic table on 2 cores in about 6 hours;
+``--device cuda`` runs the paper-size network (the ``ecg`` preset, 2.5 s inputs) for longer.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import hashlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .benchmark import (MODES, RECORDS_FILE, RESNET_SCRIPT, ROOT, Cell, cell_state, collect, markdown, read_records,
+                        run_cells, summarize, _progress)
+from .contract import INFO_FILE
+from .fileio import atomic_write_text, write_json
+
+__all__ = ["TASKS", "Budget", "BUDGETS", "RECIPES", "check_ptbxl", "fingerprint", "plan_protocol", "main"]
+
+# The PTB-XL benchmark tasks and their class counts on the full database.
+TASKS = {"superdiagnostic": 5, "subdiagnostic": 23, "diagnostic": 44, "form": 19, "rhythm": 12, "all": 71}
+MAIN_TASK = "superdiagnostic"
+RECIPES = ("physiowave", "paper")
+_DB, _STATEMENTS = "ptbxl_database.csv", "scp_statements.csv"
+_DB_COLUMNS = ("ecg_id", "patient_id", "scp_codes", "strat_fold", "filename_lr")
+_SUMMARY = "training_summary.txt"  # written last by the training scripts: a pretraining run is done
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one device runs: the network (PhysioWave size flags), 2.5 s crops, the evaluation hop, and epochs per
+    label fraction (fractions between the listed ones take the nearest, on a log scale)."""
+
+    name: str
+    model: tuple[str, ...]
+    crop: int
+    eval_step: int
+    batch_size: int
+    pretrain_epochs: int
+    epochs: dict[float, int]          # from scratch and fine-tuning
+    probe_epochs: dict[float, int]
+    resnet_epochs: dict[float, int]
+    val_every: dict[float, int]
+    resnet: tuple[str, ...] = ()
+
+    def at(self, table: dict[float, int], fraction: float) -> int:
+        return table[min(table, key=lambda k: abs(math.log(k) - math.log(fraction)))]
+
+
+BUDGETS = {
+    # 0.4 M parameters: base preset shape with D 64, depth 3, 4 heads, 1 × 50 patches (240 tokens for 12 × 250).
+    "cpu": Budget("cpu", ("--patch_size", "50", "--embed_dim", "64", "--depth", "3", "--num_heads", "4"),
+                  crop=250, eval_step=125, batch_size=64, pretrain_epochs=8,
+                  epochs={1.0: 3, 0.1: 20, 0.01: 50}, probe_epochs={1.0: 5, 0.1: 20, 0.01: 50},
+                  resnet_epochs={1.0: 10, 0.1: 30, 0.01: 100}, val_every={1.0: 1, 0.1: 5, 0.01: 10}),
+    # The published ECG network's shape (ecg preset, 14.4 M parameters) on 2.5 s inputs, 1 × 50 patches.
+    "cuda": Budget("cuda", ("--model", "ecg", "--patch_size", "50"), crop=250, eval_step=125, batch_size=64,
+                   pretrain_epochs=100, epochs={1.0: 30, 0.1: 60, 0.01: 100}, probe_epochs={1.0: 30, 0.1: 60, 0.01: 100},
+                   resnet_epochs={1.0: 30, 0.1: 60, 0.01: 200}, val_every={1.0: 1, 0.1: 2, 0.01: 5}),
+}
+
+
+# --------------------------------------------------------------------------------------------------- checks
+def _fail(message: str) -> None:
+    raise SystemExit(f"error: {message}")
+
+
+def _read_table(folder: Path) -> list[dict[str, str]]:
+    """``ptbxl_database.csv`` rows; one-line errors for a missing file or column."""
+    for name in (_DB, _STATEMENTS):
+        if not (folder / name).is_file():
+            _fail(f"{folder / name}: not found; --ptbxl must be the PTB-XL folder (ptbxl_database.csv, "
+                  "scp_statements.csv, records100/)")
+    with open(folder / _DB, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in _DB_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            _fail(f"{folder / _DB}: missing column(s) {', '.join(missing)}")
+        return list(reader)
+
+
+def _header(path: Path) -> tuple[int, float]:
+    """(signals, sampling rate) from the first line of a WFDB header (``name nsig fs[/counter] nsamp ...``)."""
+    first = path.read_text(errors="replace").split("\n", 1)[0].split()
+    try:
+        return int(first[1]), float(first[2].split("/")[0].split("(")[0])
+    except (IndexError, ValueError):
+        _fail(f"{path}: not a WFDB header (first line {' '.join(first)!r})")
+        raise  # unreachable
+
+
+def check_ptbxl(folder: Path) -> list[dict[str, str]]:
+    """The rows of ``ptbxl_database.csv`` once every listed 100 Hz record is found at 100 Hz with 12 signals;
+    SystemExit with one line naming the first bad record (and how many there are) otherwise."""
+    rows = _read_table(folder)
+    missing, wrong = [], []
+    for i, row in enumerate(rows, start=2):
+        name = row["filename_lr"].strip()
+        if not name:
+            missing.append(f"line {i} (ecg_id {row['ecg_id']}): empty filename_lr")
+            continue
+        hea, dat = folder / f"{name}.hea", folder / f"{name}.dat"
+        if not hea.is_file() or not dat.is_file():
+            missing.append(f"{hea if not hea.is_file() else dat}")
+            continue
+        nsig, fs = _header(hea)
+        if fs != 100 or nsig != 12:
+            wrong.append(f"{hea}: {nsig} signals at {fs:g} Hz")
+    if missing:
+        _fail(f"{missing[0]}: not found ({len(missing)} of the {len(rows)} records listed in {folder / _DB} are "
+              "missing); expected records100/ as PhysioNet serves it")
+    if wrong:
+        _fail(f"{wrong[0]}; expected 12 signals at 100 Hz in records100/ ({len(wrong)} such records: a 500 Hz "
+              "record in the 100 Hz tree?)")
+    return rows
+
+
+def fingerprint(folder: Path, rows: list[dict[str, str]], cache: Path) -> dict[str, Any]:
+    """sha256 of the two tables and of every listed record's header and signal bytes (in ecg_id order), cached in
+    ``cache`` while the files' sizes and modification times are unchanged."""
+    files = [folder / _DB, folder / _STATEMENTS] + [folder / f"{r['filename_lr'].strip()}.{ext}"
+                                                     for r in rows for ext in ("hea", "dat")]
+    stamp = hashlib.sha256("\n".join(f"{p} {p.stat().st_size} {p.stat().st_mtime_ns}" for p in files).encode()).hexdigest()
+    if cache.is_file():
+        old = json.loads(cache.read_text())
+        if old.get("stamp") == stamp:
+            return old["fingerprint"]
+    tables = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in files[:2]}
+    records = hashlib.sha256()
+    for p in files[2:]:
+        records.update(p.read_bytes())
+    result = {**tables, "records100": records.hexdigest(), "records": len(rows)}
+    write_json(cache, {"stamp": stamp, "fingerprint": result})
+    return result
+
+
+def _check_classes(data: Path, task: str) -> None:
+    """Every class of the task has a positive record in each split (else its AUROC is undefined)."""
+    import h5py
+
+    for split, kind in (("train", "records"), ("val", "windows"), ("test", "windows")):
+        path = data / kind / f"{split}.h5"
+        with h5py.File(path, "r") as f:
+            labels = np.asarray(f["label"][:]) > 0.5
+            names = [str(n) for n in f.attrs.get("class_names", range(labels.shape[1]))]
+        empty = [names[k] for k in range(labels.shape[1]) if not labels[:, k].any()]
+        if empty:
+            _fail(f"{path}: no positive record of class(es) {', '.join(empty)} in the {split} split of --task {task}; "
+                  "every class needs one in folds 1-8, 9 and 10")
+
+
+# --------------------------------------------------------------------------------------------------- stages
+def prepare(ptbxl: Path, out: Path, task: str, budget: Budget, python: str) -> Path:
+    """``out/data/TASK/{records,windows}`` by ECG/ptbxl_finetune.py (resumed after a kill; kept once complete)."""
+    data = out / "data" / task
+    for kind, window, step in (("records", 1000, 1000), ("windows", budget.crop, budget.eval_step)):
+        folder = data / kind
+        if (folder / INFO_FILE).is_file():
+            continue
+        cmd = [python, str(ROOT / "ECG" / "ptbxl_finetune.py"), "--input", str(ptbxl), "--output", str(folder),
+               "--task", task, "--rate", "100", "--window", str(window), "--step", str(step), "--normalize", "none"]
+        if (folder / ".preprocess.partial").exists():
+            cmd.append("--resume")
+        print(f"preparing {task} {kind}: {' '.join(cmd[1:])}", flush=True)
+        if subprocess.run(cmd, cwd=ROOT).returncode != 0:
+            _fail(f"preprocessing {folder} failed (see the lines above); run the same command again to resume")
+    _check_classes(data, task)
+    return data
+
+
+def _pretrain_cell(out: Path, data: Path, recipe: str, budget: Budget, device: str, python: str) -> Cell:
+    flags = ["--train_files", str(data / "records" / "train.h5"), "--val_files", str(data / "records" / "val.h5"),
+             "--recipe", recipe, *budget.model, "--max_length", str(budget.crop), "--batch_size", str(budget.batch_size),
+             "--epochs", str(budget.pretrain_epochs), "--num_workers", "0", "--save_every_steps", "50", "--seed", "0",
+             "--device", device]
+    return Cell("pretrain", 1.0, 0, out / "pretrain" / recipe, script=[python, str(ROOT / "pretrain.py")], flags=flags,
+                done_file=_SUMMARY)
+
+
+def _cell(mode: str, fraction: float, seed: int, folder: Path, data: Path, budget: Budget, recipe: str, device: str,
+          pretrain: Cell | None) -> Cell:
+    """One cell of a grid: its files, checkpoint, per-fraction epochs and flags."""
+    files = (data / "records" / "train.h5", data / "windows" / "val.h5", data / "windows" / "test.h5")
+    every = ["--val_every", str(budget.at(budget.val_every, fraction)), "--max_length", str(budget.crop),
+             "--batch_size", str(budget.batch_size), "--device", device]
+    if mode == "resnet":
+        flags = ["--epochs", str(budget.at(budget.resnet_epochs, fraction)), *every, *budget.resnet]
+        return Cell(mode, fraction, seed, folder, files=files, flags=flags)
+    epochs = budget.at(budget.probe_epochs if mode == "probe" else budget.epochs, fraction)
+    flags = ["--recipe", recipe, *budget.model, "--epochs", str(epochs), *every, "--num_workers", "0",
+             "--select_metric", "record_auroc_macro"]
+    needs = mode in ("probe", "finetune")
+    return Cell(mode, fraction, seed, folder, files=files, flags=flags,
+                pretrained=pretrain.folder / "best_model.pth" if needs else None, after=pretrain if needs else None)
+
+
+@dataclass
+class Plan:
+    pretrain: dict[str, Cell]
+    grid: list[Cell]                                   # the main task
+    others: dict[str, list[Cell]] = field(default_factory=dict)
+    compare: dict[str, list[Cell]] = field(default_factory=dict)
+
+    def ordered(self) -> list[Cell]:
+        """Execution order: pretraining, then the main grid seed by seed with the recipe comparison after the
+        first seed, then the other tasks."""
+        first = [c for c in self.grid if c.seed == min(c.seed for c in self.grid)]
+        rest = [c for c in self.grid if c not in first]
+        extra = [c for cells in self.compare.values() for c in cells if c not in self.grid]
+        return [*self.pretrain.values(), *first, *extra, *rest, *(c for cells in self.others.values() for c in cells)]
+
+
+def plan_protocol(out: Path, data: dict[str, Path], cfg: argparse.Namespace) -> Plan:
+    """Every run of the protocol (nothing is run here)."""
+    budget, recipe = BUDGETS[cfg.device_kind], cfg.recipe
+    recipes = [recipe] + ([r for r in RECIPES if r != recipe] if cfg.compare else [])
+    pretrain = {r: _pretrain_cell(out, data[MAIN_TASK], r, budget, cfg.device, cfg.python) for r in recipes}
+    grid = [_cell(m, f, s, out / MAIN_TASK / "runs" / f"{m}_f{f:g}_s{s}", data[MAIN_TASK], budget, recipe, cfg.device,
+                  pretrain[recipe]) for s in cfg.seeds for f in cfg.fractions for m in cfg.modes]
+    plan = Plan(pretrain, grid)
+    for task in cfg.other_tasks:
+        plan.others[task] = [_cell(m, 1.0, cfg.seeds[0], out / task / "runs" / f"{m}_f1_s{cfg.seeds[0]}", data[task],
+                                   budget, recipe, cfg.device, pretrain[recipe]) for m in cfg.other_modes]
+    if cfg.compare:
+        for r in recipes:
+            cells = []
+            for m in ("probe", "finetune"):
+                same = [c for c in grid if r == recipe and c.mode == m and c.fraction == 0.1 and c.seed == cfg.seeds[0]]
+                cells.append(same[0] if same else _cell(m, 0.1, cfg.seeds[0], out / "recipes" / r / f"{m}_f0.1_s{cfg.seeds[0]}",
+                                                        data[MAIN_TASK], budget, r, cfg.device, pretrain[r]))
+            plan.compare[r] = cells
+    return plan
+
+
+# --------------------------------------------------------------------------------------------------- results
+def _history(folder: Path) -> list[dict[str, Any]]:
+    for name in ("training_history.json", "history.json"):
+        try:
+            data = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):  # {column: [values per epoch]} → rows
+            n = max((len(v) for v in data.values() if isinstance(v, list)), default=0)
+            return [{k: v[i] for k, v in data.items() if isinstance(v, list) and i < len(v)} for i in range(n)]
+        return list(data)
+    return []
+
+
+def val_curve(folder: Path) -> list[tuple[int, float]]:
+    """(epoch, fold-9 record macro AUROC) of every validated epoch of a cell."""
+    curve = []
+    for i, row in enumerate(_history(folder)):
+        v = row.get("val_record_auroc_macro", row.get("val_auroc"))
+        if isinstance(v, (int, float)) and math.isfinite(v):
+            curve.append((int(row.get("epoch", i + 1)), float(v)))
+    return curve
+
+
+def _ecg_id(record_id: str) -> int:
+    """``records100/00000/00008_lr`` → 8."""
+    return int(Path(record_id).name.split("_")[0])
+
+
+def write_predictions(cell: Cell, data: Path, dest: Path) -> Path | None:
+    """A finished cell's fold-10 probabilities as ``ecg_id,CLASS,...`` (sorted by ecg_id), gzip-compressed."""
+    import h5py
+
+    npz = cell.folder / RECORDS_FILE
+    if not npz.is_file():
+        return None
+    rec = read_records(npz)
+    with h5py.File(data / "windows" / "test.h5", "r") as f:
+        names = [str(n) for n in f.attrs["class_names"]]
+    ids = np.array([_ecg_id(r) for r in rec.record_id])
+    order = np.argsort(ids)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".tmp")
+    with gzip.open(tmp, "wt", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["ecg_id", *names])
+        for i in order:
+            w.writerow([int(ids[i]), *(f"{p:.6f}" for p in rec.probs[i])])
+    os.replace(tmp, dest)
+    return dest
+
+
+def _table(cells: list[Cell], cfg: argparse.Namespace, task: str, modes: Sequence[str], fractions: Sequence[float],
+           seeds: Sequence[int]) -> tuple[list[dict[str, Any]], str]:
+    ns = argparse.Namespace(modes=list(modes), fractions=list(fractions), seeds=list(seeds), metric="auroc_macro",
+                            bootstrap=cfg.bootstrap, bootstrap_seed=0, kind="multi",
+                            title=f"PTB-XL {task}, 100 Hz (train folds 1-8, select fold 9, test fold 10), record level")
+    records = collect(cells, ns)
+    summary = summarize(cells, records, ns)
+    return summary, markdown(summary, cells, ns)
+
+
+def _commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _pretrain_info(cell: Cell) -> dict[str, Any]:
+    info: dict[str, Any] = {"folder": str(cell.folder), "state": cell_state(cell.folder, _SUMMARY)}
+    try:
+        info["args"] = json.loads((cell.folder / "args.json").read_text())
+    except (OSError, ValueError):
+        pass
+    summary = cell.folder / _SUMMARY
+    if summary.is_file():
+        info["summary"] = summary.read_text()
+    return info
+
+
+def draw_curves(curves: dict[str, list[tuple[int, float]]], path: Path, title: str) -> Path:
+    """Fold-9 record macro AUROC against epoch, one line per cell."""
+    from matplotlib.figure import Figure
+
+    from .figures import PALETTE, save_figure
+
+    fig = Figure(figsize=(7, 4.5), layout="constrained")
+    ax = fig.subplots()
+    for i, (name, pts) in enumerate(sorted(curves.items())):
+        if pts:
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, color=PALETTE[i % len(PALETTE)],
+                    label=name)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("fold-9 record macro AUROC")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, ncol=2)
+    return save_figure(fig, path)
+
+
+def report(plan: Plan, data: dict[str, Path], cfg: argparse.Namespace, fp: dict[str, Any], wall: float) -> dict[str, Any]:
+    """results.json / results.md, predictions and learning curves in ``cfg.out``."""
+    out = cfg.out
+    budget = BUDGETS[cfg.device_kind]
+    summary, table = _table(plan.grid, cfg, MAIN_TASK, cfg.modes, cfg.fractions, cfg.seeds)
+    preds = []
+    for task, cells in [(MAIN_TASK, plan.grid), *plan.others.items()]:
+        for c in cells:
+            if (p := write_predictions(c, data[task], out / "predictions" / task / f"{c.name}.csv.gz")) is not None:
+                preds.append(str(p.relative_to(out)))
+    others = {}
+    for task, cells in plan.others.items():
+        s, t = _table(cells, cfg, task, cfg.other_modes, [1.0], cfg.seeds[:1])
+        others[task] = {"cells": s, "markdown": t}
+    compare = {}
+    for r, cells in plan.compare.items():
+        compare[r] = {c.mode: {"val_record_auroc_macro": max((v for _, v in val_curve(c.folder)), default=None),
+                               "folder": str(c.folder), "state": cell_state(c.folder)} for c in cells}
+    winner = None
+    if compare and all(v["val_record_auroc_macro"] is not None for r in compare.values() for v in r.values()):
+        winner = max(compare, key=lambda r: np.mean([v["val_record_auroc_macro"] for v in compare[r].values()]))
+    curves = {c.name: val_curve(c.folder) for c in plan.grid if c.seed == cfg.seeds[0]}
+    if any(curves.values()):
+        draw_curves(curves, out / "learning_curves.png", f"PTB-XL {MAIN_TASK}, seed {cfg.seeds[0]}: validation per epoch")
+    runs = [{"task": task, "name": c.name, "mode": c.mode, "fraction": c.fraction, "seed": c.seed,
+             "state": cell_state(c.folder), "wall_s": c.result.get("wall_s"), "value": c.result.get("value"),
+             "ci": c.result.get("ci"), "best_val_record_auroc_macro": max((v for _, v in val_curve(c.folder)), default=None),
+             "command": c.result.get("command")}
+            for task, cells in [(MAIN_TASK, plan.grid), *plan.others.items()] for c in cells]
+    result = {
+        "protocol": {"data": "PTB-XL 1.0 (Wagner et al. 2020, CC BY 4.0), 100 Hz records, 12 leads, mV as stored",
+                     "split": "strat_fold 1-8 train (and pretraining, no labels), 9 validation (every choice), "
+                              "10 test", "task": MAIN_TASK, "metric": "record-level macro AUROC on fold 10",
+                     "evaluation": f"sliding {budget.crop}-sample windows, hop {budget.eval_step}, probabilities "
+                                   "averaged per record", "training_crops": f"random {budget.crop}-sample crops",
+                     "fractions": cfg.fractions, "fraction_unit": "patients (group_id), stratified by label set",
+                     "seeds": cfg.seeds, "modes": cfg.modes, "interval": "95 % percentile bootstrap over fold-10 "
+                     f"records of the seed-mean score, {cfg.bootstrap} resamples"},
+        "device": cfg.device, "budget": asdict(budget), "recipe": cfg.recipe, "commit": _commit(),
+        "data_fingerprint": fp, "pretraining": {r: _pretrain_info(c) for r, c in plan.pretrain.items()},
+        "cells": summary, "other_tasks": others, "recipe_comparison": {"fold9": compare, "winner": winner},
+        "learning_curves": curves, "runs": runs, "predictions": preds, "wall_s_this_call": wall}
+    write_json(out / "results.json", result)
+    lines = [table, *(f"\n{o['markdown']}" for o in others.values())]
+    if compare:
+        lines.append("\n## Recipes (fold 9, 10 % labels, seed %d)\n\n| recipe | probe | fine-tune |\n|---|---:|---:|"
+                     % cfg.seeds[0])
+        for r, v in compare.items():
+            fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
+            lines.append(f"| {r} | {fmt(v['probe']['val_record_auroc_macro'])} | "
+                         f"{fmt(v['finetune']['val_record_auroc_macro'])} |")
+        lines.append(f"\nwinner on fold 9: {winner or 'not decided yet'}")
+    atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
+    return result
+
+
+# --------------------------------------------------------------------------------------------------- CLI
+def _floats(text: str) -> list[float]:
+    return [float(t) for t in text.replace(",", " ").split()]
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m physiowave.benchmark ptbxl", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ptbxl", type=Path, required=True,
+                   help="the PTB-XL folder: ptbxl_database.csv, scp_statements.csv, records100/")
+    p.add_argument("--out", type=Path, required=True, help="output folder (data/, pretrain/, runs, results)")
+    p.add_argument("--device", default="cpu", help="cpu (the CPU configuration) or cuda[:N] (the paper-size one)")
+    p.add_argument("--recipe", choices=RECIPES, default="physiowave", help="the recipe of the table (default physiowave)")
+    p.add_argument("--modes", default="scratch,probe,finetune,resnet", help="methods of the main table")
+    p.add_argument("--fractions", default="0.01,0.1,1", help="label fractions of the main table")
+    p.add_argument("--seeds", default="0,1,2", help="seeds of the main table (the first one for the other parts)")
+    p.add_argument("--other_tasks", default="all,diagnostic,subdiagnostic,form,rhythm",
+                   help="the other PTB-XL tasks, at 100 %% labels and the first seed ('' for none)")
+    p.add_argument("--other_modes", default="finetune,resnet", help="methods of the other tasks")
+    p.add_argument("--compare", action=argparse.BooleanOptionalAction, default=True,
+                   help="the recipe comparison: every recipe pretrained, probed and fine-tuned at 10 %% labels")
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time (each gets cores / jobs threads; default 2)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    p.add_argument("--python", default=sys.executable, help="interpreter of the runs")
+    p.add_argument("--publish", type=Path, default=None, help="copy results and predictions (not the runs) here")
+    p.add_argument("--dry_run", action="store_true", help="check the data and print every command; run nothing")
+    cfg = p.parse_args(argv)
+    cfg.device_kind = "cuda" if cfg.device.startswith("cuda") else "cpu" if cfg.device == "cpu" else None
+    if cfg.device_kind is None:
+        p.error(f"--device {cfg.device}: expected cpu or cuda[:N]")
+    try:
+        cfg.fractions = sorted(_floats(cfg.fractions))
+        cfg.seeds = [int(s) for s in cfg.seeds.replace(",", " ").split()]
+    except ValueError as err:
+        p.error(f"--fractions / --seeds: {err}")
+    cfg.modes = cfg.modes.replace(",", " ").split()
+    cfg.other_modes = cfg.other_modes.replace(",", " ").split()
+    cfg.other_tasks = [t for t in cfg.other_tasks.replace(",", " ").split() if t != MAIN_TASK]
+    for flag, items, allowed in (("--modes", cfg.modes, MODES), ("--other_modes", cfg.other_modes, MODES),
+                                 ("--other_tasks", cfg.other_tasks, TASKS)):
+        if bad := [m for m in items if m not in allowed]:
+            p.error(f"{flag}: unknown {', '.join(bad)} (expected {', '.join(allowed)})")
+    if not cfg.modes or not cfg.seeds or not cfg.fractions or any(not 0 < f <= 1 for f in cfg.fractions):
+        p.error("--modes, --seeds and --fractions (in (0, 1]) must not be empty")
+    if cfg.compare and 0.1 not in cfg.fractions:
+        pass  # the comparison runs its own 10 % cells
+    if cfg.jobs < 1 or cfg.bootstrap < 1:
+        p.error("--jobs and --bootstrap must be ≥ 1")
+    if "resnet" in cfg.modes + cfg.other_modes and not RESNET_SCRIPT.is_file():
+        p.error(f"resnet: {RESNET_SCRIPT} not found (it ships with the repository, not the package)")
+    cfg.out = cfg.out.resolve()
+    cfg.ptbxl = cfg.ptbxl.resolve()
+    return cfg
+
+
+def _settings(cfg: argparse.Namespace) -> dict[str, Any]:
+    """What the numbers in ``--out`` depend on: a later call must agree (else another --out)."""
+    return {"ptbxl": str(cfg.ptbxl), "device_kind": cfg.device_kind, "recipe": cfg.recipe,
+            "budget": asdict(BUDGETS[cfg.device_kind])}
+
+
+def _check_settings(cfg: argparse.Namespace) -> None:
+    path = cfg.out / "protocol.json"
+    mine = json.loads(json.dumps(_settings(cfg)))
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if diff := [k for k in mine if old.get(k) != mine[k]]:
+            _fail(f"{cfg.out} holds a protocol run with other {', '.join(diff)} ({path}); pass another --out")
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    write_json(path, mine)
+
+
+def publish(out: Path, dest: Path) -> None:
+    """Copy results.json, results.md, learning_curves.png and predictions/ to ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("results.json", "results.md", "learning_curves.png"):
+        if (out / name).is_file():
+            shutil.copy2(out / name, dest / name)
+    if (out / "predictions").is_dir():
+        shutil.copytree(out / "predictions", dest / "predictions", dirs_exist_ok=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        cfg = parse_args(argv)
+        rows = check_ptbxl(cfg.ptbxl)
+        print(f"{cfg.ptbxl}: {len(rows)} records listed, all found at 100 Hz", flush=True)
+        if not cfg.dry_run:
+            _check_settings(cfg)
+        fp = fingerprint(cfg.ptbxl, rows, cfg.out / "fingerprint.json") if not cfg.dry_run else {}
+        tasks = [MAIN_TASK, *cfg.other_tasks]
+        data = {t: cfg.out / "data" / t for t in tasks}
+        if not cfg.dry_run:
+            for t in tasks:
+                prepare(cfg.ptbxl, cfg.out, t, BUDGETS[cfg.device_kind], cfg.python)
+    except SystemExit as err:
+        if isinstance(err.code, str):
+            print(err.code, file=sys.stderr)
+            return 1
+        raise
+    plan = plan_protocol(cfg.out, data, cfg)
+    cells = plan.ordered()
+    if cfg.dry_run:
+        from .benchmark import command
+
+        ns = argparse.Namespace(python=cfg.python, extra=[], kind="multi")
+        for c in cells:
+            state = cell_state(c.folder, c.done_file)
+            print(f"# {c.folder.relative_to(cfg.out)}: {state}")
+            print(" ".join(command(c, ns, state)))
+        return 0
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, len(os.sched_getaffinity(0)) // cfg.jobs))
+    env = {**os.environ, "OMP_NUM_THREADS": threads,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    ns = argparse.Namespace(python=cfg.python, extra=[], kind="multi", jobs=cfg.jobs)
+    print(f"{len(cells)} runs into {cfg.out}, {cfg.jobs} at a time, {threads} thread(s) each", flush=True)
+    t0 = time.perf_counter()
+    run_cells(cells, ns, env, _progress)
+    result = report(plan, data, cfg, fp, time.perf_counter() - t0)
+    print((cfg.out / "results.md").read_text(), flush=True)
+    if cfg.publish:
+        publish(cfg.out, cfg.publish)
+        print(f"published to {cfg.publish}")
+    failed = [r["name"] for r in result["runs"] if r["state"] != "done"]
+    if failed:
+        print(f"not finished: {', '.join(failed)} (run the same command again to continue)", file=sys.stderr)
+    return 1 if failed else 0
