@@ -276,3 +276,29 @@ def test_compile_compiles_the_regions_of_the_trained_model(files, runs, tmp_path
     reference = torch.load(runs["pre"] / "latest_checkpoint.pth", weights_only=True)["model_state_dict"]
     assert list(state) == list(reference)
     assert json.loads((out / "args.json").read_text())["compile"] is True
+
+
+def test_long_training_records_cropped_to_the_evaluation_windows(files, tmp_path, capsys):
+    """Training on random --max_length crops of longer records, evaluating on windows of that length (the PTB-XL
+    protocol: 10 s records, 2.5 s windows) runs; other channels are still refused."""
+    x, y = _toy(24, 3, T=512)
+    long_train = _write(tmp_path / "long.h5", x, y)
+    argv = ["--train_file", long_train, "--val_file", files["val"], "--max_length", "256", *FT]
+    assert main("finetune", argv + ["--output_dir", str(tmp_path / "ok")]) == 0
+    xv, yv = _toy(8, 4, C=3)
+    three = _write(tmp_path / "three.h5", xv, yv)
+    _fails("finetune", ["--train_file", long_train, "--val_file", three, "--max_length", "256", *FT,
+                        "--output_dir", str(tmp_path / "bad")], "val samples are 3×256, training samples 4×256", capsys)
+
+
+def test_val_every_validates_every_n_epochs_and_the_last(files, tmp_path):
+    out = tmp_path / "every"
+    argv = ["--train_file", files["train"], "--val_file", files["val"], "--val_every", "2", "--epochs", "3",
+            "--batch_size", "16", *TINY, "--output_dir", str(out)]
+    assert main("finetune", argv) == 0
+    history = json.loads((out / "training_history.json").read_text())
+    rows = history if isinstance(history, list) else [dict(zip(history, v)) for v in zip(*history.values())]
+    validated = [r["epoch"] for r in rows if r.get("val_loss") is not None]
+    assert validated == [2, 3], rows
+    best = torch.load(out / "best_model.pth", map_location="cpu", weights_only=False)
+    assert best["epoch"] + 1 in validated

@@ -163,7 +163,9 @@ def open_datasets(args: argparse.Namespace, task: Task) -> dict[str, Any]:
                             "label_kind": train.label_kind, **_shape_info(train)}
     for split in ("val", "test"):
         ds = sets[split]
-        if ds is not None and _shape_info(ds) != _shape_info(train):
+        # the model sees channels × length after --max_length: longer stored training records (random crops) and
+        # shorter evaluation windows agree when both come out at that length
+        if ds is not None and _model_shape(ds) != _model_shape(train):
             raise ConfigError(f"{ds.file_paths[0]}: {split} samples are {_describe(ds)}, training samples {_describe(train)} "
                               "(channels × length" + ("" if modalities_of(args) else " after --max_length") + ")")
     if modalities_of(args):
@@ -307,6 +309,12 @@ def _shape_info(ds: H5Dataset | MultiModalDataset) -> dict[str, Any]:
         return {"channels": {n: c for n, (c, _) in shapes.items()}, "length": {n: t for n, (_, t) in shapes.items()},
                 "stored_length": {n: t for n, (_, t) in shapes.items()}}
     return {"channels": ds.num_channels, "length": ds.output_length, "stored_length": ds.length}
+
+
+def _model_shape(ds: H5Dataset | MultiModalDataset) -> tuple[Any, Any]:
+    """(channels, length the model sees): ints, or ``{modality: int}`` for fusion data."""
+    info = _shape_info(ds)
+    return info["channels"], info["length"]
 
 
 def _describe(ds: H5Dataset | MultiModalDataset) -> str:
