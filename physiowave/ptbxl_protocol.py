@@ -315,7 +315,7 @@ def write_predictions(cell: Cell, data: Path, dest: Path) -> Path | None:
         w = csv.writer(f)
         w.writerow(["ecg_id", *names])
         for i in order:
-            w.writerow([int(ids[i]), *(f"{p:.6f}" for p in rec.probs[i])])
+            w.writerow([int(ids[i]), *(f"{p:.9g}" for p in rec.probs[i])])
     os.replace(tmp, dest)
     return dest
 

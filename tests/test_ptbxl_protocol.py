@@ -1,0 +1,140 @@
+"""python -m physiowave.benchmark ptbxl: the PTB-XL protocol end to end on a tiny synthetic PTB-XL tree (the real
+tables' layout, WFDB records at 100 Hz), with a tiny budget; and its refusals of bad trees before any compute."""
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from physiowave import ptbxl_protocol as pp
+from physiowave.benchmark import main as benchmark_main
+from tests.test_preprocess_ptbxl import GAIN, LEADS, _write, _write_statements
+
+SUPER = ["CD", "HYP", "MI", "NORM", "STTC"]  # the classes in the order the task writes them (sorted)
+CODE = {"NORM": "NORM", "MI": "IMI", "STTC": "NDT", "CD": "CLBBB", "HYP": "LVH"}
+TINY_BUDGET = pp.Budget("cpu", ("--max_level", "2", "--wave_kernel_size", "8", "--wavelet_names", "db4",
+                                "--patch_size", "25", "--embed_dim", "32", "--depth", "1", "--num_heads", "4"),
+                        crop=250, eval_step=250, batch_size=16, pretrain_epochs=1, epochs={1.0: 1},
+                        probe_epochs={1.0: 1}, resnet_epochs={1.0: 1}, val_every={1.0: 1}, resnet=("--width", "8"))
+
+
+def _records() -> list[tuple[int, int, int, dict[str, float]]]:
+    """(ecg_id, patient, fold, scp_codes): every class positive in folds 1-8, 9 and 10; two records per patient in
+    the training folds; a record without a diagnostic statement (dropped by the task)."""
+    out, ecg_id = [], 1
+    for fold, per_class in ((1, 2), (4, 2), (9, 1), (10, 1)):
+        for k, cls in enumerate(SUPER * per_class):
+            codes = {CODE[cls]: 100.0, **({"SR": 0.0} if k % 2 else {})}
+            patient = 1000 + fold * 100 + k // 2 if fold < 9 else 2000 + ecg_id
+            out.append((ecg_id, patient, fold, codes))
+            ecg_id += 1
+    out.append((ecg_id, 9999, 3, {"SR": 0.0}))
+    return out
+
+
+def _tree(root: Path, records=None, rate_of=lambda ecg_id: 100, columns=None) -> Path:
+    """A PTB-XL folder: tables and 100 Hz WFDB records (a class shifts every lead by its index, so it is learnable)."""
+    records = records or _records()
+    root.mkdir(parents=True, exist_ok=True)
+    _write_statements(root)
+    columns = columns or ["ecg_id", "patient_id", "scp_codes", "strat_fold", "filename_lr", "filename_hr"]
+    rng = np.random.default_rng(0)
+    with open(root / "ptbxl_database.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(columns)
+        for ecg_id, patient, fold, codes in records:
+            row = {"ecg_id": ecg_id, "patient_id": f"{patient}.0", "scp_codes": repr(codes), "strat_fold": fold,
+                   "filename_lr": f"records100/00000/{ecg_id:05d}_lr", "filename_hr": f"records500/00000/{ecg_id:05d}_hr"}
+            w.writerow([row[c] for c in columns])
+            fs = rate_of(ecg_id)
+            shift = sum(SUPER.index(c) + 1 for c, code in CODE.items() if code in codes)
+            signal = np.cumsum(rng.normal(0, 20, (10 * fs, 12)), axis=0) + 300 * shift
+            _write(root / f"records100/00000/{ecg_id:05d}_lr", signal.astype(np.int16), fs, LEADS)
+    return root
+
+
+def _run(argv: list[str], capsys) -> tuple[int, str]:
+    code = benchmark_main(["ptbxl", *argv])
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["missing record", "500 Hz record", "no strat_fold", "no scp_codes"])
+def test_bad_trees_are_one_line_errors_before_any_compute(case, tmp_path, capsys):
+    columns = {"no strat_fold": ["ecg_id", "patient_id", "scp_codes", "filename_lr"],
+               "no scp_codes": ["ecg_id", "patient_id", "strat_fold", "filename_lr"]}.get(case)
+    root = _tree(tmp_path / "ptbxl", rate_of=lambda i: 500 if case == "500 Hz record" and i == 3 else 100,
+                 columns=columns)
+    if case == "missing record":
+        (root / "records100/00000/00005_lr.dat").unlink()
+    out = tmp_path / "out"
+    code, err = _run(["--ptbxl", str(root), "--out", str(out)], capsys)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    expected = {"missing record": "00005_lr.dat: not found (1 of the 31 records",
+                "500 Hz record": "00003_lr.hea: 12 signals at 500 Hz; expected 12 signals at 100 Hz",
+                "no strat_fold": "ptbxl_database.csv: missing column(s) strat_fold",
+                "no scp_codes": "ptbxl_database.csv: missing column(s) scp_codes"}[case]
+    assert code == 1 and len(lines) == 1 and expected in lines[0], err
+    assert not out.exists()
+
+
+def test_a_class_without_a_positive_test_record_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(pp.BUDGETS, "cpu", TINY_BUDGET)
+    records = [r for r in _records() if not (r[2] == 10 and "LVH" in r[3])]  # no HYP in fold 10
+    root = _tree(tmp_path / "ptbxl", records)
+    out = tmp_path / "out"
+    code, err = _run(["--ptbxl", str(root), "--out", str(out), "--other_tasks", ""], capsys)
+    lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert code == 1 and len(lines) == 1 and "windows/test.h5: no positive record of class(es) HYP" in lines[0], err
+    assert not (out / "pretrain").exists()
+
+
+def test_protocol_end_to_end_and_resumed_call_runs_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(pp.BUDGETS, "cpu", TINY_BUDGET)
+    root = _tree(tmp_path / "ptbxl")
+    out = tmp_path / "out"
+    argv = ["--ptbxl", str(root), "--out", str(out), "--modes", "scratch,probe,finetune,resnet", "--fractions", "1",
+            "--seeds", "0", "--other_tasks", "", "--no-compare", "--jobs", "2", "--bootstrap", "50"]
+    code, err = _run(argv, capsys)
+    assert code == 0, err[-3000:]
+    res = json.loads((out / "results.json").read_text())
+    assert res["recipe"] == "physiowave" and res["budget"]["crop"] == 250 and len(res["data_fingerprint"]["records100"]) == 64
+    cells = {c["mode"]: c for c in res["cells"]}
+    assert set(cells) == {"scratch", "probe", "finetune", "resnet"}
+    assert all(c["n"] == 1 and c["ci"] is not None and c["levels"] == ["record"] for c in cells.values())
+    assert all(r["state"] == "done" and r["wall_s"] > 0 for r in res["runs"])
+    assert res["pretraining"]["physiowave"]["state"] == "done"
+    assert json.loads((out / "superdiagnostic/runs/probe_f1_s0/args.json").read_text())["pretrained_path"].endswith(
+        "pretrain/physiowave/best_model.pth")
+
+    # the training file keeps each record's patient; the test predictions carry ecg_id and recompute the score
+    with h5py.File(out / "data/superdiagnostic/records/train.h5", "r") as f:
+        groups = dict(zip(f["record_id"][:].astype(str), f["group_id"][:].astype(str)))
+    patients = {f"records100/00000/{e:05d}_lr": str(p) for e, p, _, _ in _records()}
+    assert groups and all(patients[r] == g for r, g in groups.items())
+    labels = {e: [float(CODE[c] in codes) for c in SUPER] for e, _, fold, codes in _records() if fold == 10}
+    for mode in cells:
+        with gzip.open(out / f"predictions/superdiagnostic/{mode}_f1_s0.csv.gz", "rt") as f:
+            rows = list(csv.reader(f))
+        assert rows[0] == ["ecg_id", *SUPER]
+        ids = [int(r[0]) for r in rows[1:]]
+        assert ids == sorted(labels)
+        probs = np.array([[float(v) for v in r[1:]] for r in rows[1:]])
+        y = np.array([labels[i] for i in ids])
+        auroc = np.mean([roc_auc_score(y[:, k], probs[:, k]) for k in range(5)])
+        assert auroc == pytest.approx(cells[mode]["mean"], abs=1e-5)
+
+    # the same command again: everything is done, nothing runs; another budget in the same folder is refused
+    walls = {r["name"]: r["wall_s"] for r in res["runs"]}
+    code, err = _run(argv, capsys)
+    assert code == 0
+    assert {r["name"]: r["wall_s"] for r in json.loads((out / "results.json").read_text())["runs"]} == walls
+    monkeypatch.setitem(pp.BUDGETS, "cpu", replace(TINY_BUDGET, pretrain_epochs=2))
+    code, err = _run(argv, capsys)
+    assert code == 1 and "holds a protocol run with other budget" in err
