@@ -224,7 +224,7 @@ def _cell(mode: str, fraction: float, seed: int, folder: Path, data: Path, budge
         return Cell(mode, fraction, seed, folder, files=files, flags=flags)
     epochs = budget.at(budget.probe_epochs if mode == "probe" else budget.epochs, fraction)
     flags = ["--recipe", recipe, *budget.model, "--epochs", str(epochs), *every, "--num_workers", "0",
-             "--select_metric", "record_auroc_macro"]
+             "--select_metric", "record_auroc_macro", "--save_every_steps", "100"]
     needs = mode in ("probe", "finetune")
     return Cell(mode, fraction, seed, folder, files=files, flags=flags,
                 pretrained=pretrain.folder / "best_model.pth" if needs else None, after=pretrain if needs else None)
@@ -251,9 +251,10 @@ def plan_protocol(out: Path, data: dict[str, Path], cfg: argparse.Namespace) -> 
     budget, recipe = BUDGETS[cfg.device_kind], cfg.recipe
     recipes = [recipe] + ([r for r in RECIPES if r != recipe] if cfg.compare else [])
     pretrain = {r: _pretrain_cell(out, data[MAIN_TASK], r, budget, cfg.device, cfg.python) for r in recipes}
+    needed = cfg.compare or any(m in ("probe", "finetune") for m in cfg.modes + (cfg.other_modes if cfg.other_tasks else []))
     grid = [_cell(m, f, s, out / MAIN_TASK / "runs" / f"{m}_f{f:g}_s{s}", data[MAIN_TASK], budget, recipe, cfg.device,
                   pretrain[recipe]) for s in cfg.seeds for f in cfg.fractions for m in cfg.modes]
-    plan = Plan(pretrain, grid)
+    plan = Plan(pretrain if needed else {}, grid)  # no pretraining when no method starts from it
     for task in cfg.other_tasks:
         plan.others[task] = [_cell(m, 1.0, cfg.seeds[0], out / task / "runs" / f"{m}_f1_s{cfg.seeds[0]}", data[task],
                                    budget, recipe, cfg.device, pretrain[recipe]) for m in cfg.other_modes]
