@@ -205,10 +205,12 @@ def prepare(ptbxl: Path, out: Path, task: str, budget: Budget, python: str) -> P
 
 
 def _pretrain_cell(out: Path, data: Path, recipe: str, budget: Budget, device: str, python: str) -> Cell:
+    """Pretraining with ``recipe`` on the training records (labels unused); every recipe gets the same budget: the
+    epochs, batch and crops of ``budget`` and a warmup over 10 % of the steps (``--warmup_epochs 0``)."""
     flags = ["--train_files", str(data / "records" / "train.h5"), "--val_files", str(data / "records" / "val.h5"),
              "--recipe", recipe, *budget.model, "--max_length", str(budget.crop), "--batch_size", str(budget.batch_size),
-             "--epochs", str(budget.pretrain_epochs), "--num_workers", "0", "--save_every_steps", "50", "--seed", "0",
-             "--device", device]
+             "--epochs", str(budget.pretrain_epochs), "--warmup_epochs", "0", "--num_workers", "0",
+             "--save_every_steps", "50", "--seed", "0", "--device", device]
     return Cell("pretrain", 1.0, 0, out / "pretrain" / recipe, script=[python, str(ROOT / "pretrain.py")], flags=flags,
                 done_file=_SUMMARY)
 
