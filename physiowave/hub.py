@@ -263,9 +263,11 @@ def save_pretrained(model: PhysioWave | FusionModel, directory: str | Path, *, t
 
 
 def save_trained(trained: TrainedModel, directory: str | Path, *, overwrite: bool = False,
-                 training_data: str | None = None, protocol: str | None = None) -> Path:
+                 training_data: str | None = None, protocol: str | None = None,
+                 facts: Mapping[str, Any] | None = None) -> Path:
     """A loaded checkpoint (:func:`physiowave.inference.load_trained`, its preparation resolved with any given
-    values) → a folder whose contract is that preparation, and whose training facts are the checkpoint's."""
+    values) → a folder whose contract is that preparation, and whose training facts are the checkpoint's, plus
+    ``facts`` (e.g. the recipe and a fingerprint of the training data) under ``training``."""
     from .engine.logger import scalars_of
     ckpt, model = trained.checkpoint, trained.model
     data = ckpt.get("data") or {}
@@ -290,6 +292,7 @@ def save_trained(trained: TrainedModel, directory: str | Path, *, overwrite: boo
         training["training_data"] = training_data
     if protocol:
         training["protocol"] = protocol
+    training.update(facts or {})
     training = {k: v for k, v in training.items() if v is not None}
     prep = trained.preparation.as_dict() if trained.preparation is not None else None
     config = build_config(model, input=prep, task=trained.task, class_names=trained.class_names,
