@@ -29,7 +29,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overwrite", action="store_true")
     args = p.parse_args(argv)
     ckpt = args.run / "pretrain" / args.recipe / "best_model.pth"
-    results = args.run / "results.json"
     for path in (ckpt, args.run / "protocol.json", args.run / "fingerprint.json"):
         if not path.is_file():
             sys.exit(f"error: {path}: not found; --run must be a finished `physiowave.benchmark ptbxl` run")
@@ -40,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
                            step=budget["eval_step"], length=budget["crop"], normalize="none")
     n_params = sum(p.numel() for p in trained.model.parameters())
     facts = {"recipe": args.recipe, "data_fingerprint": fingerprint, "budget": budget,
-             "results": str(results) if results.is_file() else None}
+             "results": "benchmarks/results/ptbxl/results.json (the protocol run this encoder comes from)"}
     tmp = args.out.with_name(args.out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     save_trained(trained, tmp, overwrite=True, facts=facts,

@@ -37,7 +37,20 @@ _MODEL_DEFAULTS = {k: p.default for k, p in inspect.signature(PhysioWave.__init_
 
 def read_model_checkpoint(path: str, flag: str) -> tuple[dict[str, Any], dict[str, torch.Tensor], Any]:
     """(model configuration stored in a checkpoint, its cleaned state dict, the raw checkpoint); ``flag`` names
-    the flag that gave ``path`` in errors."""
+    the flag that gave ``path`` in errors. A model folder (``save_pretrained``, ``physiowave convert``) or Hub repo
+    id is read as a checkpoint: its ``config.json`` architecture and facts, its safetensors weights."""
+    from .. import hub
+
+    if hub.is_pretrained(path):
+        try:
+            from safetensors.torch import load_file
+
+            folder = hub.resolve(path)
+            config = hub.read_config(folder)
+            state = clean_state_dict(load_file(str(folder / hub.WEIGHTS), device="cpu"))
+        except (FileNotFoundError, ValueError, OSError) as err:
+            raise ConfigError(f"{flag} {path}: {err}") from err
+        return dict(config["architecture"]), state, hub.as_checkpoint(config)
     try:
         ckpt = read_checkpoint(path)
         state = clean_state_dict(extract_state_dict(ckpt))
