@@ -419,8 +419,8 @@ def report(plan: Plan, data: dict[str, Path], cfg: argparse.Namespace, fp: dict[
     write_json(out / "results.json", result)
     lines = [table, *(f"\n{o['markdown']}" for o in others.values())]
     if compare:
-        lines.append("\n## Recipes (fold 9, 10 % labels, seed %d)\n\n| recipe | probe | fine-tune |\n|---|---:|---:|"
-                     % cfg.seeds[0])
+        lines.append(f"\n## Recipes (fold-9 record macro AUROC, 10 % labels, seed {cfg.seeds[0]})\n\n"
+                     "| recipe | probe | fine-tune |\n|---|---:|---:|")
         for r, v in compare.items():
             fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
             lines.append(f"| {r} | {fmt(v['probe']['val_record_auroc_macro'])} | "
@@ -456,6 +456,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--python", default=sys.executable, help="interpreter of the runs")
     p.add_argument("--publish", type=Path, default=None, help="copy results and predictions (not the runs) here")
     p.add_argument("--dry_run", action="store_true", help="check the data and print every command; run nothing")
+    p.add_argument("--report", action="store_true",
+                   help="write results (and --publish) from the cells finished so far; run nothing (safe while "
+                        "another call is running them)")
     cfg = p.parse_args(argv)
     cfg.device_kind = "cuda" if cfg.device.startswith("cuda") else "cpu" if cfg.device == "cpu" else None
     if cfg.device_kind is None:
@@ -522,7 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         fp = fingerprint(cfg.ptbxl, rows, cfg.out / "fingerprint.json") if not cfg.dry_run else {}
         tasks = [MAIN_TASK, *cfg.other_tasks]
         data = {t: cfg.out / "data" / t for t in tasks}
-        if not cfg.dry_run:
+        if not cfg.dry_run and not cfg.report:
             for t in tasks:
                 prepare(cfg.ptbxl, cfg.out, t, BUDGETS[cfg.device_kind], cfg.python)
     except SystemExit as err:
@@ -545,9 +548,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     env = {**os.environ, "OMP_NUM_THREADS": threads,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     ns = argparse.Namespace(python=cfg.python, extra=[], kind="multi", jobs=cfg.jobs)
-    print(f"{len(cells)} runs into {cfg.out}, {cfg.jobs} at a time, {threads} thread(s) each", flush=True)
+    if not cfg.report:
+        print(f"{len(cells)} runs into {cfg.out}, {cfg.jobs} at a time, {threads} thread(s) each", flush=True)
     t0 = time.perf_counter()
-    run_cells(cells, ns, env, _progress)
+    if not cfg.report:
+        run_cells(cells, ns, env, _progress)
     result = report(plan, data, cfg, fp, time.perf_counter() - t0)
     print((cfg.out / "results.md").read_text(), flush=True)
     if cfg.publish:

@@ -135,6 +135,9 @@ def test_protocol_end_to_end_and_resumed_call_runs_nothing(tmp_path, capsys, mon
     code, err = _run(argv, capsys)
     assert code == 0
     assert {r["name"]: r["wall_s"] for r in json.loads((out / "results.json").read_text())["runs"]} == walls
+    code, err = _run(argv + ["--report", "--publish", str(tmp_path / "pub")], capsys)
+    assert code == 0 and (tmp_path / "pub/results.json").is_file()
+    assert len(list((tmp_path / "pub/predictions/superdiagnostic").glob("*.csv.gz"))) == 4
     monkeypatch.setitem(pp.BUDGETS, "cpu", replace(TINY_BUDGET, pretrain_epochs=2))
     code, err = _run(argv, capsys)
     assert code == 1 and "holds a protocol run with other budget" in err
