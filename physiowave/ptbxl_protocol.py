@@ -16,7 +16,7 @@
 4. The grid of the main task (superdiagnostic): from scratch, linear probe, fine-tune (same network) and a
    supervised 1-D ResNet (``benchmarks/ptbxl_resnet1d.py``) × label fractions (drawn by patient, the same subsets
    for every method under one seed) × seeds; selection on fold 9 (record macro AUROC), fold 10 only tested.
-   Cells run seed by seed, so an interrupted run has every method at the first seeds.
+   Cells run seed by seed (largest fraction first), so an interrupted run has every method at the first seed.
 5. The other tasks (``--other_tasks``) at 100 % labels, one seed; the recipe comparison (``--compare``): the same
    network pretrained and fine-tuned with each recipe, probe and fine-tune at 10 % labels, scored on fold 9.
 6. Results: ``OUT/results.json`` / ``results.md`` (mean ± sd over seeds, 95 % bootstrap interval over fold-10
@@ -239,13 +239,17 @@ class Plan:
     others: dict[str, list[Cell]] = field(default_factory=dict)
     compare: dict[str, list[Cell]] = field(default_factory=dict)
 
-    def ordered(self) -> list[Cell]:
-        """Execution order: pretraining, then the main grid seed by seed with the recipe comparison after the
-        first seed, then the other tasks."""
-        first = [c for c in self.grid if c.seed == min(c.seed for c in self.grid)]
+    def ordered(self, recipe: str) -> list[Cell]:
+        """Execution order: the table recipe's pretraining, the main grid's first seed (largest label fraction
+        first: the headline numbers come first), the other recipes' pretraining and the comparison, the other
+        seeds, then the other tasks."""
+        seed0 = min(c.seed for c in self.grid)
+        first = sorted((c for c in self.grid if c.seed == seed0), key=lambda c: -c.fraction)  # stable within one
         rest = [c for c in self.grid if c not in first]
         extra = [c for cells in self.compare.values() for c in cells if c not in self.grid]
-        return [*self.pretrain.values(), *first, *extra, *rest, *(c for cells in self.others.values() for c in cells)]
+        own = [self.pretrain[recipe]] if recipe in self.pretrain else []
+        others = [c for r, c in self.pretrain.items() if r != recipe]
+        return [*own, *first, *others, *extra, *rest, *(c for cells in self.others.values() for c in cells)]
 
 
 def plan_protocol(out: Path, data: dict[str, Path], cfg: argparse.Namespace) -> Plan:
@@ -534,7 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         raise
     plan = plan_protocol(cfg.out, data, cfg)
-    cells = plan.ordered()
+    cells = plan.ordered(cfg.recipe)
     if cfg.dry_run:
         from .benchmark import command
 
