@@ -5,7 +5,7 @@ call it for a "resnet" method the same way:
 
     python benchmarks/ptbxl_resnet1d.py --train_file T --val_file V --test_file X --label_fraction F --seed S \\
         --output_dir DIR [--resume auto] [--max_length 250] [--epochs 30] [--batch_size 64] [--lr 1e-3] \\
-        [--weight_decay 1e-2] [--val_every 1] [--width 64] [--num_workers 0]
+        [--weight_decay 1e-2] [--val_every 1] [--width 64]
 
 Data: HDF5 files written by physiowave.preprocess (``data [N, C, T]``, multi-hot ``label [N, K]``, ``record_id``,
 optionally ``group_id``). The training file holds whole records; each epoch trains on one random crop of
@@ -24,8 +24,7 @@ Outputs in ``--output_dir``: ``args.json`` (written first: the flags, parameter 
 kept), ``latest.pt`` (after every epoch), ``best_model.pt`` (best validation record AUROC; ties keep the earlier
 epoch), ``history.json``, ``test_records.npz`` (``record_id``, ``probs``, ``labels``, one row per test record) and
 ``test_results.json`` (written last: its presence means the run finished). ``--resume auto`` continues from
-``latest.pt`` (or starts afresh when there is none). Training data are held in memory; ``--num_workers`` is accepted
-for the contract and unused.
+``latest.pt`` (or starts afresh when there is none). Training data are held in memory (no loader workers).
 
 Test hook: the environment variable ``PTBXL_RESNET_STOP_AFTER_EPOCH=E`` ends the run (SystemExit 3) right after
 epoch E's checkpoint, as a kill would. On a GPU, cuDNN runs deterministic kernels (TF32 off), so a resumed run
@@ -311,7 +310,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=64, help="channels of the first stage (w, w, 2w, 2w)")
     p.add_argument("--kernel_size", type=int, default=5, help="kernel of the residual blocks' convolutions")
     p.add_argument("--dropout", type=float, default=0.2, help="dropout before the linear head")
-    p.add_argument("--num_workers", type=int, default=0, help="accepted for the contract; data are in memory")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     args = p.parse_args(argv)
     if not 0 < args.label_fraction <= 1:
