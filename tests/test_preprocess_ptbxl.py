@@ -501,28 +501,3 @@ def test_task_label_rules() -> None:
     assert task_labels(codes, table, "superdiagnostic") == {"MI", "NORM"}
     assert task_labels(codes, table, "form") == {"A"} and task_labels(codes, table, "rhythm") == {"C"}
     assert task_classes(table, "superdiagnostic") == {"MI": ["A"], "NORM": ["D"]}
-
-
-def test_the_benchmark_runner_end_to_end_on_the_ptbxl_layout(tree: tuple[Path, dict], tmp_path: Path) -> None:
-    """Superdiagnostic preprocessing on the fixture (real signals), then the generic protocol runner on its files
-    (from scratch, 2 seeds, a tiny model), which writes its table, JSON and figure (the whole PTB-XL protocol from
-    the raw folder: tests/test_ptbxl_protocol.py)."""
-    from physiowave.benchmark import main as benchmark
-
-    root, _ = tree
-    data = tmp_path / "ptbxl_super"
-    assert main(["--input", str(root), "--output", str(data), "--task", "superdiagnostic"]) == 0
-    out = tmp_path / "bench"
-    tiny = ["--epochs", "1", "--batch_size", "4", "--max_level", "2", "--wave_kernel_size", "8", "--wavelet_names", "db4",
-            "--patch_size", "64", "--embed_dim", "32", "--depth", "1", "--num_heads", "4", "--num_workers", "0",
-            "--device", "cpu"]
-    files = [a for s in ("train", "val", "test") for a in (f"--{s}", str(data / f"{s}.h5"))]
-    assert benchmark([*files, "--modes", "scratch", "--fractions", "1", "--seeds", "0,1", "--bootstrap", "50",
-                      "--out", str(out), "--", *tiny]) == 0
-    results = json.loads((out / "results.json").read_text())
-    assert [r["status"] for r in results["runs"]] == ["finished", "finished"]
-    test_records = set(_read(data / "test.h5")["record_id"])
-    for r in results["runs"]:
-        npz = np.load(out / "runs" / r["name"] / "test_records.npz")
-        assert set(npz["record_id"].tolist()) == test_records and npz["probs"].shape[1] == 5  # per record, 5 classes
-    assert (out / "results.md").is_file() and (out / "results.png").is_file()
