@@ -322,6 +322,11 @@ def run_cells(cells: list[Cell], cfg: argparse.Namespace, env: dict[str, str],
         else:
             pending.append(cell)
     running: dict[subprocess.Popen, tuple[Cell, float, Any]] = {}
+
+    def _terminate(signum: int, frame: Any) -> None:  # SIGTERM: leave through the finally below, like Ctrl-C
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         while pending or running:
             while len(running) < cfg.jobs and (ready := [c for c in pending if _ready(c)]):
@@ -359,8 +364,10 @@ def run_cells(cells: list[Cell], cfg: argparse.Namespace, env: dict[str, str],
                     on_done(c)
                 pending.clear()
     finally:
-        for proc in running:  # Ctrl-C / an error here: stop the children (their folders resume later)
-            proc.kill()
+        for proc, (cell, t0, _) in running.items():  # Ctrl-C / an error here: stop the children (their folders resume
+            proc.kill()                                # later) and count the time they ran
+            write_json(cell.folder / WALL_FILE, {"seconds": _wall(cell.folder) + time.perf_counter() - t0})
+        signal.signal(signal.SIGTERM, previous)
 
 
 # --------------------------------------------------------------------------------------------------- results

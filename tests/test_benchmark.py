@@ -302,3 +302,34 @@ def test_killed_runner_resumes_and_finishes(tmp_path):
         assert r["value"] == pytest.approx(engine_record["auroc"], abs=1e-9)  # our AUROC = the engine's, per record
         assert r["ci"][0] <= r["value"] <= r["ci"][1]
     assert all(c["ci"] is not None and c["ci"][0] <= c["mean"] <= c["ci"][1] for c in res["cells"])
+
+
+def test_sigterm_stops_the_runs_and_counts_their_time(tmp_path):
+    """SIGTERM to the runner (a job scheduler's stop): the running cell is killed, its seconds are added to its
+    wall.json, and the runner exits 143."""
+    program = f"""
+import sys
+from pathlib import Path
+import argparse
+from physiowave import benchmark as bm
+cell = bm.Cell("pretrain", 1.0, 0, Path({str(tmp_path / 'cell')!r}), script=[sys.executable, "-c",
+               "import time; time.sleep(60)"], flags=[], done_file="never.txt")
+bm.run_cells([cell], argparse.Namespace(jobs=1), {{}})
+"""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-c", program], cwd=ROOT, env=env)
+    try:
+        deadline = time.monotonic() + 60
+        while not _children_of(tmp_path / "cell"):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 143
+    finally:
+        proc.kill()
+    assert json.loads((tmp_path / "cell" / "wall.json").read_text())["seconds"] > 0.2
+    deadline = time.monotonic() + 10
+    while _children_of(tmp_path / "cell") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _children_of(tmp_path / "cell")
