@@ -302,3 +302,23 @@ def test_val_every_validates_every_n_epochs_and_the_last(files, tmp_path):
     assert validated == [2, 3], rows
     best = torch.load(out / "best_model.pth", map_location="cpu", weights_only=False)
     assert best["epoch"] + 1 in validated
+
+
+def test_resume_auto_with_pretrained_path_starts_then_continues(files, runs, tmp_path, capsys):
+    """What a retried or requeued job passes every time: --pretrained_path P --resume auto. An empty folder starts
+    from P; a folder with a run continues it; another P than the run started from is refused."""
+    out = tmp_path / "ft"
+    pre = str(runs["pre"] / "best_model.pth")
+    base = ["--train_file", files["train"], "--val_file", files["val"], "--batch_size", "16", *TINY,
+            "--output_dir", str(out), "--pretrained_path", pre, "--resume", "auto"]
+    assert main("finetune", base + ["--epochs", "1"]) == 0
+    first = "".join(capsys.readouterr())
+    assert "resuming from" not in first and f"from {pre}" in first
+    assert main("finetune", base + ["--epochs", "2"]) == 0
+    assert "resuming from" in "".join(capsys.readouterr())
+    other = tmp_path / "other.pth"
+    other.write_bytes(Path(pre).read_bytes())
+    argv = [a if a != pre else str(other) for a in base] + ["--epochs", "3"]
+    _fails("finetune", argv, "resuming it from another one would mix two runs", capsys)
+    _fails("finetune", [a if a != "auto" else str(out / "latest_model.pth") for a in base] + ["--epochs", "3"],
+           "--pretrained_path starts a new one", capsys)

@@ -374,6 +374,7 @@ def parse_args(task: str, argv: list[str] | None = None) -> argparse.Namespace:
         if args.eval and args.resume == "auto":
             p.error("--eval needs the checkpoint's path: --resume PATH")
         _check_fusion(p, args)
-    if args.resume and args.pretrained_path:
-        p.error("--resume continues a run with its own weights; --pretrained_path starts a new one: give one of them")
+    if args.resume and args.resume != "auto" and args.pretrained_path:
+        p.error("--resume continues a run with its own weights; --pretrained_path starts a new one: give one of them "
+                "(or --resume auto: continue the folder's run if it has one, else start from --pretrained_path)")
     return args

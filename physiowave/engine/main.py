@@ -145,6 +145,11 @@ def _build_model(args: argparse.Namespace, task: Task, info: dict[str, Any], res
     if resume is not None:
         stored = resume["model_config"]
         _check_resumed_settings(args, task, info, stored, resume_path)
+        before = (resume.get("args") or {}).get("pretrained_path") or ""
+        if getattr(args, "pretrained_path", "") and Path(args.pretrained_path) != Path(before or "."):
+            # --resume auto with --pretrained_path (a retried or requeued job): the run must have started from it
+            raise ConfigError(f"--pretrained_path {args.pretrained_path}: the run in {args.output_dir} started from "
+                              f"{before or 'no checkpoint'}; resuming it from another one would mix two runs")
         model = build_model(stored)
         try:
             load_state_dict_checked(model, resume["model_state_dict"], source=str(resume_path))
