@@ -95,8 +95,9 @@ def _data_args(p: argparse.ArgumentParser, task: str) -> None:
             g.add_argument("--val_split_ratio", type=float, default=0.1,
                            help="held-out fraction in [0, 1) when --val_file is empty (0: no validation)")
         g.add_argument("--label_fraction", type=float, default=1.0, metavar="F",
-                       help="train on fraction F in (0, 1] of the labelled training records: whole records (by "
-                            "record_id when the files have one), stratified by label, drawn with --seed; taken after "
+                       help="train on fraction F in (0, 1] of the labelled training records: whole patients (by "
+                            "group_id when the files have one, else whole records by record_id), stratified by label, "
+                            "drawn with --seed; taken after "
                             "the --val_split_ratio hold-out; validation and test sets are untouched (default 1.0)")
     g.add_argument("--data_key", default=None,
                    help="data dataset name (default: the first of data, input, X present in the file)")
