@@ -46,8 +46,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .benchmark import (MODES, RECORDS_FILE, RESNET_SCRIPT, ROOT, Cell, cell_state, collect, markdown, read_records,
-                        run_cells, summarize, _progress)
+from .benchmark import (MODES, RECORDS_FILE, RESNET_SCRIPT, ROOT, Cell, _floats, _ints, _progress, cell_state, collect,
+                        markdown, read_records, run_cells, summarize)
 from .contract import INFO_FILE
 from .fileio import atomic_write_text, write_json
 
@@ -435,10 +435,6 @@ def report(plan: Plan, data: dict[str, Path], cfg: argparse.Namespace, fp: dict[
 
 
 # --------------------------------------------------------------------------------------------------- CLI
-def _floats(text: str) -> list[float]:
-    return [float(t) for t in text.replace(",", " ").split()]
-
-
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m physiowave.benchmark ptbxl", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -469,7 +465,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"--device {cfg.device}: expected cpu or cuda[:N]")
     try:
         cfg.fractions = sorted(_floats(cfg.fractions))
-        cfg.seeds = [int(s) for s in cfg.seeds.replace(",", " ").split()]
+        cfg.seeds = _ints(cfg.seeds)
     except ValueError as err:
         p.error(f"--fractions / --seeds: {err}")
     cfg.modes = cfg.modes.replace(",", " ").split()
@@ -481,8 +477,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             p.error(f"{flag}: unknown {', '.join(bad)} (expected {', '.join(allowed)})")
     if not cfg.modes or not cfg.seeds or not cfg.fractions or any(not 0 < f <= 1 for f in cfg.fractions):
         p.error("--modes, --seeds and --fractions (in (0, 1]) must not be empty")
-    if cfg.compare and 0.1 not in cfg.fractions:
-        pass  # the comparison runs its own 10 % cells
     if cfg.jobs < 1 or cfg.bootstrap < 1:
         p.error("--jobs and --bootstrap must be ≥ 1")
     if "resnet" in cfg.modes + cfg.other_modes and not RESNET_SCRIPT.is_file():
