@@ -1,14 +1,53 @@
-"""Small file helpers shared by training and preprocessing (no torch): atomic text/JSON writes."""
+"""Small file helpers shared by training and preprocessing (no torch): atomic text/JSON writes, folder locks."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_write_text", "to_jsonable", "write_json"]
+__all__ = ["FolderBusyError", "atomic_write_text", "file_stamp", "folder_lock", "to_jsonable", "write_json"]
+
+
+class FolderBusyError(RuntimeError):
+    """Another process holds the folder's lock."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path, flag: str = "--output_dir") -> Iterator[Path]:
+    """Hold an exclusive lock on ``folder`` (created if missing) while the block runs.
+
+    The lock is ``flock`` on the folder itself: the kernel releases it when the process ends in any way (an
+    exception, Ctrl-C, kill -9), so a lock left by a killed run is simply free and the next run takes it. A second
+    process asking while it is held gets :class:`FolderBusyError` at once. A folder this call created is removed
+    again when the block fails and left it empty. ``flag`` names the folder in messages.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"{flag} {folder}: is a file, not a folder")
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FolderBusyError(f"{flag} {folder}: another run is writing to this folder now; wait for it to end "
+                                  "or pass another folder") from None
+        try:
+            yield folder
+        except BaseException:
+            if created and folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+            raise
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
@@ -37,3 +76,17 @@ def to_jsonable(obj: Any) -> Any:
 def write_json(path: str | Path, obj: Any) -> None:
     """Write JSON atomically (temporary name, then rename). NaN is written as NaN (Python's json convention)."""
     atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2) + "\n")
+
+
+def file_stamp(path: str | Path, block: int = 1 << 20) -> dict[str, Any]:
+    """What identifies a file's content cheaply: its size and a SHA-256 of its first and last ``block`` bytes.
+    A copy keeps its stamp (path and mtime are not part of it); a file rewritten in place almost never does."""
+    path = Path(path)
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        digest.update(f.read(block))
+        if size > block:
+            f.seek(max(block, size - block))
+            digest.update(f.read(block))
+    return {"name": path.name, "size": size, "sha256_ends": digest.hexdigest()}

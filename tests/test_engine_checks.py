@@ -186,12 +186,46 @@ def test_a_folder_with_another_run_is_refused_unless_overwritten(files, tmp_path
     assert (out / "best_model.pth").read_bytes() != first
 
 
-def test_resume_auto_continues_its_own_folder(files, tmp_path):
+def test_resume_auto_continues_its_own_folder(files, tmp_path, capsys):
     out = tmp_path / "run"
     argv = ["--train_file", files["train"], "--val_file", files["val"], "--batch_size", "16", *TINY, "--output_dir", str(out)]
-    assert main("finetune", [*argv, "--epochs", "1"]) == 0
-    assert main("finetune", [*argv, "--epochs", "2", "--resume", "auto"]) == 0
+    assert main("finetune", [*argv, "--epochs", "1", "--scheduler", "step"]) == 0
+    assert main("finetune", [*argv, "--epochs", "2", "--scheduler", "step", "--resume", "auto"]) == 0
     assert json.loads((out / "training_history.json").read_text())["epoch"] == [1, 2]
+    # a cosine schedule's shape depends on --epochs: more epochs would not continue the same run
+    cos = tmp_path / "cos"
+    assert main("finetune", [*argv[:-1], str(cos), "--epochs", "1"]) == 0
+    _fails("finetune", [*argv[:-1], str(cos), "--epochs", "2", "--resume", "auto"],
+           "--epochs 2: the run being resumed", capsys)
+
+
+RESUME_CHANGES = {  # flag → the changed value (the run was saved with the defaults of FT)
+    "--batch_size": "8", "--seed": "7", "--lr": "0.01", "--label_fraction": "0.5", "--scheduler": "linear",
+}
+
+
+@pytest.mark.parametrize("flag", sorted(RESUME_CHANGES))
+def test_resume_refuses_a_setting_that_changes_the_trajectory(flag, files, runs, capsys):
+    ckpt = runs["ft"] / "latest_model.pth"
+    before = ckpt.read_bytes()
+    value = RESUME_CHANGES[flag]
+    line = _fails("finetune", ["--train_file", files["train"], "--val_file", files["val"], *FT, "--output_dir",
+                               str(runs["ft"]), "--resume", "auto", flag, value], f"{flag} {value}: the run being resumed", capsys)
+    assert "was saved with" in line
+    assert ckpt.read_bytes() == before
+
+
+def test_resume_refuses_other_training_data(files, tmp_path, capsys):
+    x, y = _toy(40, 0)
+    data = Path(_write(tmp_path / "train.h5", x, y))
+    out = tmp_path / "run"
+    argv = ["--train_file", str(data), "--val_file", files["val"], *FT, "--output_dir", str(out)]
+    assert main("finetune", argv) == 0
+    copy = tmp_path / "copy.h5"
+    copy.write_bytes(data.read_bytes())  # a copy (node-local cache, another path) is the same data
+    assert main("finetune", [*argv[:1], str(copy), *argv[2:], "--resume", "auto"]) == 0
+    _write(data, x[::-1].copy(), y[::-1].copy())  # rewritten in place: same name, other order
+    _fails("finetune", [*argv, "--resume", "auto"], "train.h5 is not the training data the run being resumed", capsys)
 
 
 # ----------------------------------------------------------------------------------------------- lengths and NaN
@@ -322,3 +356,32 @@ def test_resume_auto_with_pretrained_path_starts_then_continues(files, runs, tmp
     _fails("finetune", argv, "resuming it from another one would mix two runs", capsys)
     _fails("finetune", [a if a != "auto" else str(out / "latest_model.pth") for a in base] + ["--epochs", "3"],
            "--pretrained_path starts a new one", capsys)
+
+
+# ----------------------------------------------------------------------------------------------- one run per folder
+def test_a_folder_another_process_is_writing_is_refused_and_a_killed_ones_lock_is_free(files, tmp_path, capsys):
+    import signal
+    import subprocess
+    import sys
+    out = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom physiowave.fileio import folder_lock\n"
+                               "with folder_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(60)", str(out)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        argv = ["--train_file", files["train"], "--val_file", files["val"], *FT, "--output_dir", str(out)]
+        _fails("finetune", argv, "another run is writing to this folder now", capsys)
+        assert list(out.iterdir()) == []  # the refused run wrote nothing
+        holder.send_signal(signal.SIGKILL)  # a killed run leaves no lock behind
+        holder.wait(timeout=30)
+        assert main("finetune", argv) == 0
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_refused_run_leaves_no_folder_behind(files, tmp_path, capsys):
+    out = tmp_path / "new" / "run"
+    _fails("finetune", ["--train_file", files["train"], "--val_file", files["val_label3"], *FT, "--output_dir", str(out)],
+           "labels go up to 3", capsys)
+    assert not out.exists()

@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from ..data import Augmentation, H5Dataset, Modality, MultiModalDataset, find_nonfinite, parse_file_paths, parse_modality
 from ..contract import ATTR_CLASS_NAMES, ATTR_FS, ATTR_PREPROCESSING, GROUP_ID, LABEL_KEYS, RECORD_ID
 from ..data.fractions import label_fraction_indices
+from ..fileio import file_stamp
 from .errors import ConfigError
 from .tasks import Task
 
@@ -180,6 +181,7 @@ def open_datasets(args: argparse.Namespace, task: Task) -> dict[str, Any]:
         info.update(_label_info(args, train, info.pop("_labels")))
     info["preprocessing"] = preprocessing_of(paths["train"][0])
     info["train_samples"] = len(train_set)
+    info["train_file_stamps"] = [file_stamp(p) for p in paths["train"]]  # a resume refuses other training data
     labelled = task.label_mode != "none"
     records = {split: record_ids_of(ds) if labelled else None for split, ds in (("val", val), ("test", sets["test"]))}
     return {"train": train_set, "val": val, "test": sets["test"], "info": info, "record_ids": records}

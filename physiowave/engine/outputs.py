@@ -7,19 +7,20 @@ read-only folder) is a one-line error.
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from ..checkpoint import save_checkpoint
-from ..fileio import atomic_write_text, write_json
+from ..fileio import FolderBusyError, atomic_write_text, folder_lock, write_json
 from .errors import ConfigError
 
-__all__ = ["RESULT_FILES", "run_files", "check_output_dir", "claim_output_dir", "write_checkpoint", "write_result",
-           "write_text"]
+__all__ = ["RESULT_FILES", "run_files", "lock_output_dir", "check_output_dir", "claim_output_dir", "write_checkpoint",
+           "write_result", "write_text"]
 
 # Files that describe one finished (or evaluated) run: they never survive into another run.
 RESULT_FILES = ("test_results.json", "val_results.json", "training_summary.txt", "test_records.npz", "val_records.npz")
@@ -35,6 +36,29 @@ def run_files(out: Path) -> list[Path]:
     found = [out / n for n in _RUN_FILES if (out / n).exists()]
     found += sorted(p for pattern in _RUN_GLOBS for p in out.glob(pattern))
     return found + ([out / "tensorboard"] if (out / "tensorboard").is_dir() else [])
+
+
+@contextlib.contextmanager
+def lock_output_dir(out: Path) -> Iterator[None]:
+    """Hold ``out``'s lock (:func:`physiowave.fileio.folder_lock`) for the run: a second run started into the same
+    folder is refused at once with one line, and a lock left by a killed run is free."""
+    _check_writable(out)
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(folder_lock(out, "--output_dir"))
+        except FolderBusyError as err:
+            raise ConfigError(str(err)) from None
+        except OSError as err:
+            raise ConfigError(err.strerror and f"--output_dir {out}: {err.strerror}" or str(err)) from err
+        yield
+
+
+def _check_writable(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--output_dir {out}: is a file, not a folder")
+    base = _nearest_existing(out)
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise ConfigError(f"--output_dir {out}: {base} is not writable")
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -56,11 +80,7 @@ def check_output_dir(out: Path, *, resume: Path | None, resuming: bool, starts_f
     ``auto``, a folder whose run never wrote a checkpoint is taken over); ``starts_from``: checkpoints the run
     reads and must not overwrite (``--pretrained_path``, modality checkpoints, the one ``--eval`` evaluates).
     """
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--output_dir {out}: is a file, not a folder")
-    base = _nearest_existing(out)
-    if not os.access(base, os.W_OK | os.X_OK):
-        raise ConfigError(f"--output_dir {out}: {base} is not writable")
+    _check_writable(out)
     for path in starts_from:
         if path and _inside(Path(path), out):
             raise ConfigError(f"--output_dir {out} holds {path}, the checkpoint this run starts from: the run would "

@@ -19,7 +19,15 @@ from .loop import Precision
 from .schedule import LRSchedule
 from .tasks import Task
 
-__all__ = ["Progress", "make_checkpoint", "restore"]
+__all__ = ["Progress", "make_checkpoint", "restore", "check_same_trajectory"]
+
+# Settings that decide the data order or the optimisation: a resumed run that changed one would end as no
+# uninterrupted run could. (--epochs joins them for the schedules whose shape depends on the run's length.)
+TRAJECTORY_FLAGS = ("batch_size", "grad_accumulation_steps", "seed", "lr", "min_lr", "weight_decay", "betas",
+                    "grad_clip", "scheduler", "warmup_epochs", "T_0", "T_mult", "lr_step_size", "lr_gamma",
+                    "plateau_patience", "label_fraction", "val_split_ratio", "label_smoothing", "mask_ratio",
+                    "masking_strategy", "importance_ratio", "fusion_lr", "modality_dropout")
+_LENGTH_SHAPED = ("cosine", "linear", "onecycle")
 
 
 @dataclass
@@ -73,3 +81,30 @@ def restore(ckpt: dict[str, Any], source: str, optimizer: torch.optim.Optimizer,
     return Progress(select_metric, epoch=int(ckpt["next_epoch"]), micro=int(ckpt.get("micro_in_epoch", 0)),
                     global_step=int(ckpt.get("global_step", 0)), sums=dict(ckpt.get("epoch_sums") or {}),
                     best=dict(ckpt.get("best") or {}), history=ckpt.get("history"))
+
+
+def check_same_trajectory(args: argparse.Namespace, ckpt: dict[str, Any], info: dict[str, Any], source: str) -> None:
+    """Refuse to resume ``ckpt`` with a setting or training file that changes the data order or the optimisation:
+    one line naming the flag, the saved value and the new one."""
+    saved = ckpt.get("args") or {}
+    flags = [f for f in TRAJECTORY_FLAGS if f in saved and hasattr(args, f)]
+    if saved.get("scheduler") in _LENGTH_SHAPED and "epochs" in saved:
+        flags.append("epochs")
+    for flag in flags:
+        before, now = to_jsonable(saved[flag]), to_jsonable(getattr(args, flag))
+        if before != now:
+            raise ConfigError(f"--{flag} {_shown(now)}: the run being resumed ({source}) was saved with --{flag} "
+                              f"{_shown(before)}; resuming with another value would change its data order or "
+                              f"optimisation: pass --{flag} {_shown(before)}, or start a new run from its weights "
+                              f"with --pretrained_path {source} and another --output_dir")
+    stamps, now = (ckpt.get("data") or {}).get("train_file_stamps"), info.get("train_file_stamps") or []
+    content = lambda stamp: (stamp["size"], stamp["sha256_ends"])  # noqa: E731  (a copy elsewhere is the same data)
+    if stamps is not None and list(map(content, stamps)) != list(map(content, now)):
+        changed = [n["name"] for s, n in zip(stamps, now) if content(s) != content(n)] or [n["name"] for n in now]
+        raise ConfigError(f"--train_file(s): {', '.join(changed[:3])} is not the training data the run being resumed "
+                          f"({source}) was saved with (size or content differ); resume with the same files, or start "
+                          f"a new run from its weights with --pretrained_path {source}")
+
+
+def _shown(value: Any) -> str:
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
