@@ -31,8 +31,8 @@ from ..contract import (ATTR_CHANNEL_NAMES, ATTR_CLASS_NAMES, ATTR_FS, ATTR_PREP
                              INFO_FILE)
 from ..fileio import atomic_write_text, to_jsonable, write_json
 from .readers import ReadError, Recording
-from .signal import (SignalError, bandpass, cut_windows, normalize, notch, repair_nan, resample, select_channels,
-                     window_starts)
+from .signal import (SignalError, bandpass, check_fs, cut_windows, normalize, notch, repair_nan, resample,
+                     select_channels, window_starts)
 from .splits import group_strata, split_groups
 from .params import SignalParams
 from .writer import ShardError, ShardWriter, compress_windows
@@ -79,6 +79,7 @@ class Source:
     class_codes: dict[str, list[str]] | None = None  # class name -> source codes, for the metadata
     multilabel: bool = False
     defaults: dict[str, Any] = {}
+    nominal_fs: float | None = None        # the data set's rate in Hz: the output rate when --target_fs is not given
 
     def __init__(self, args: argparse.Namespace):
         self.args = args                                   # the run's flags (data-set flags included)
@@ -103,6 +104,11 @@ class Source:
     def load(self, ref: RecordRef) -> Iterable[Item]:
         """Read one record; raise :class:`~physiowave.preprocess.readers.ReadError` or :class:`Skip`."""
         raise NotImplementedError
+
+    def output_rate(self, refs: list[RecordRef]) -> float | None:
+        """The rate in Hz every record is resampled to: ``--target_fs``, else :attr:`nominal_fs`. None: records
+        keep their own rates, and one at a rate other than that of the records already written is skipped."""
+        return self.signal.target_fs or self.nominal_fs
 
     def label_shape(self) -> tuple[int, ...] | None:
         if self.class_names is None:
@@ -132,9 +138,9 @@ def process_recording(rec: Recording, params: SignalParams) -> tuple[np.ndarray,
     x = np.asarray(rec.signal, dtype=np.float32)
     if x.ndim != 2 or x.shape[1] == 0:
         raise SignalError(f"expected a [channels, samples] signal, got shape {x.shape}")
+    fs = check_fs(rec.fs)
     idx = select_channels(rec.channel_names, params.channels)
-    x = repair_nan(x[idx], rec.fs, params.max_nan_gap)
-    fs = rec.fs
+    x = repair_nan(x[idx], fs, params.max_nan_gap)
     if params.bandpass:
         x = bandpass(x, fs, *params.bandpass)
     if params.notch:
@@ -433,8 +439,9 @@ class _Run:
         for p in results:
             if p.reason is None and self.shape is not None and p.shape != self.shape:
                 p.reason = f"has {p.shape[0]} channels, expected {self.shape[0]} (as the first record)"
-            if p.reason is None and self.fs is not None and p.fs != self.fs:
-                p.reason = f"sampled at {p.fs:g} Hz, the first record at {self.fs:g} Hz: pass --target_fs"
+            if p.reason is None and self.fs is not None and p.fs != self.fs:  # a source without an output rate
+                p.reason = (f"sampled at {p.fs:g} Hz, the records written so far at {self.fs:g} Hz: pass "
+                            "--target_fs to resample every record")
             if p.reason is None and p.split not in self.files:
                 p.reason = f"split {p.split!r} is not one of {', '.join(self.files)}"
             if p.reason is not None:
@@ -599,6 +606,9 @@ def run(source: Source, progress: bool = True) -> Summary:
     if not refs:
         raise SystemExit(f"error: no records found under {', '.join(map(str, args.input))}"
                          + (f" ({len(skipped)} rejected, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else ""))
+    rate = source.output_rate(refs)
+    if rate is not None:  # every record is resampled to it (a no-op at that rate); workers get it with the source
+        source.signal.target_fs = float(rate)
     _assign_splits(source, refs)
     state = _Run(source, out_dir, skipped)
     phase = state.resume() if args.resume else (state.start() or "process")

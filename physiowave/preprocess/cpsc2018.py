@@ -34,6 +34,7 @@ class CPSC2018Source(ChallengeSource):
                    "record-level stratified split.")
     class_names = list(CPSC_CLASSES)
     class_codes = CPSC_CLASSES
+    nominal_fs = 500.0  # records at other rates are resampled to it (or to --target_fs)
     defaults = {"split": [0.7, 0.2, 0.1], "window": 2048, "step": 1024, "normalize": "zscore",
                 "norm_scope": "window", "channels": STANDARD_12_LEADS}
 

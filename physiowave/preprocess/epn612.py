@@ -50,6 +50,7 @@ class EPN612Source(Source):
     splits = ("train", "val", "test")
     class_names = GESTURES
     class_codes = {g: [g] for g in GESTURES}
+    nominal_fs = FS  # every sample is read at FS (the JSON files carry no rate)
     defaults = {"window": 1024, "step": 1024, "tail": "pad", "min_real": 1e-6, "normalize": "maxabs",
                 "norm_scope": "window", "split": None}
 

@@ -3,16 +3,24 @@ EMG ...) → HDF5 with the same core: ``python -m physiowave.preprocess folder -
 
 Without ``--label_regex`` the output is unlabelled pretraining data; with it, the class of each record is parsed
 from its path (e.g. ``--label_regex 'C_(\\d+)'`` on ``R_3_C_2_EMG.csv`` → class ``"2"``) and the files carry
-int64 class indices and a ``class_names`` attribute. ``--split TRAIN VAL [TEST]`` draws 2 or 3 splits."""
+int64 class indices and a ``class_names`` attribute. ``--split TRAIN VAL [TEST]`` draws 2 or 3 splits.
+
+Every WFDB record's rate is read from its own header when the records are listed; a rate that is not a number
+(``5OO``) or outside 1..100000 Hz skips the record with the reason. Every record is resampled to ``--target_fs``,
+else to the most common rate of the records (the highest of those tied), which is printed when the rates differ;
+CSV files are all at ``--fs``."""
 from __future__ import annotations
 
 import argparse
 import re
+import sys
+from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
 from .core import Item, RecordRef, Source
-from .readers import read_challenge, read_csv, read_wfdb
+from .readers import ReadError, read_challenge, read_csv, read_header_fs, read_wfdb
+from .signal import MAX_FS, MIN_FS, SignalError, check_fs
 
 __all__ = ["FolderSource", "main", "sort_class_names"]
 
@@ -69,8 +77,8 @@ class FolderSource(Source):
 
     def __init__(self, args: argparse.Namespace):
         super().__init__(args)
-        if args.fs is not None and not args.fs > 0:
-            raise SystemExit(f"error: --fs {args.fs:g}: expected a sampling rate in Hz > 0")
+        if args.fs is not None and not MIN_FS <= args.fs <= MAX_FS:
+            raise SystemExit(f"error: --fs {args.fs:g}: expected a sampling rate in Hz within {MIN_FS:g}..{MAX_FS:g}")
         if args.format == "csv" and not args.fs:
             raise SystemExit("error: --fs is required with --format csv (CSV files carry no sampling rate)")
         if args.format == "wfdb" and args.fs:
@@ -89,6 +97,7 @@ class FolderSource(Source):
                 raise SystemExit(f"error: --classes: {', '.join(dup)} listed more than once")
         split = getattr(args, "split", None) or self.defaults["split"]
         self.splits = type(self).splits[:len(split)]   # two fractions: train/val only, no test.h5
+        self.rates: dict[str, float] = {}              # record id -> its header's rate (WFDB), set by list_records
 
     def default_output(self) -> Path:
         src = Path(self.args.input[0]).resolve()
@@ -131,6 +140,12 @@ class FolderSource(Source):
                         what = "does not match" if name is None else "matches an empty class name"
                         skipped.append((rel, f"--label_regex {self.args.label_regex!r} {what}"))
                         continue
+                if self.args.format == "wfdb":
+                    try:
+                        self.rates[rel] = check_fs(read_header_fs(path))
+                    except (ReadError, SignalError) as e:
+                        skipped.append((rel, str(e)))
+                        continue
                 refs.append(RecordRef(rel, group, str(path)))
                 names.append(name)
         if self.label_re is None:
@@ -146,6 +161,23 @@ class FolderSource(Source):
             kept.append(ref)
         self.class_names = list(classes)
         return kept, skipped
+
+    def output_rate(self, refs: list[RecordRef]) -> float | None:
+        """``--target_fs``; else ``--fs`` (CSV); else the most common header rate among ``refs`` (the highest of
+        those tied), printed with every rate found when they differ."""
+        if self.signal.target_fs:
+            return self.signal.target_fs
+        if self.args.format == "csv":
+            return self.args.fs
+        counts = Counter(self.rates[ref.id] for ref in refs)
+        if not counts:
+            return None
+        rate = max(counts, key=lambda fs: (counts[fs], fs))
+        if len(counts) > 1:
+            found = ", ".join(f"{fs:g} Hz ({n} record{'s' * (n != 1)})" for fs, n in sorted(counts.items()))
+            print(f"note: the records are sampled at {found}: every record is resampled to {rate:g} Hz, the most "
+                  "common rate (--target_fs sets another)", file=sys.stderr)
+        return rate
 
     def load(self, ref: RecordRef) -> Iterable[Item]:
         path = Path(ref.source)

@@ -62,6 +62,7 @@ class MIMICSource(Source):
                    "split 85/15 by subject), 12 leads in the standard order.")
     splits = ("train", "val")
     class_names = None
+    nominal_fs = 500.0  # records at other rates are resampled to it (or to --target_fs)
     defaults = {"split": [0.85, 0.15], "window": 2048, "step": 1024, "normalize": "zscore", "norm_scope": "window",
                 "channels": STANDARD_12_LEADS}
 

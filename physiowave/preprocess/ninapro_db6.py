@@ -45,6 +45,7 @@ class DB6Source(Source):
                    "HDF5 (train.h5 / val.h5): channels 0-7 (as the original, whose deletion of 'bad channels' 8 and 9 "
                    "never changed them), z-score per file, windows of --window samples (1024 by default, step 512).")
     splits = ("train", "val")
+    nominal_fs = FS  # every file is read at FS (the .mat files carry no rate)
     defaults = {"channels": [str(i) for i in range(8)], "window": 1024, "step": 512, "tail": "drop",
                 "normalize": "zscore", "norm_scope": "record", "split": [0.8, 0.2]}
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .signal import NORMALIZATIONS
+from .signal import MAX_FS, MIN_FS, NORMALIZATIONS
 
 __all__ = ["SignalParams", "add_arguments", "channel_list", "NORM_SCOPES", "TAILS", "NOTCH_FREQS", "SIGNAL_GROUP",
            "WINDOWS_GROUP"]
@@ -141,8 +141,8 @@ class SignalParams:
         def number(v: Any) -> bool:
             return isinstance(v, (int, float)) and not isinstance(v, bool)
 
-        if self.target_fs is not None and not (number(self.target_fs) and 0 < self.target_fs < math.inf):
-            raise ValueError(f"--target_fs {self.target_fs}: expected a positive rate in Hz")
+        if self.target_fs is not None and not (number(self.target_fs) and MIN_FS <= self.target_fs <= MAX_FS):
+            raise ValueError(f"--target_fs {self.target_fs}: expected a rate in Hz within {MIN_FS:g}..{MAX_FS:g}")
         if self.bandpass is not None:
             bp = list(self.bandpass)
             if len(bp) != 2 or not all(number(v) and math.isfinite(v) for v in bp) or not 0 <= bp[0] < bp[1]:

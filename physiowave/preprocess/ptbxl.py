@@ -233,6 +233,7 @@ class PTBXLSource(Source):
             raise SystemExit(f"error: --input: expected one PTB-XL folder, got {len(args.input)} paths")
         self.task = args.task
         self.multilabel = args.task != "single"
+        self.nominal_fs = float(args.rate)  # records at other rates are resampled to it (or to --target_fs)
         if not self.multilabel and args.min_likelihood is None:
             args.min_likelihood = 80.0  # resolved here so that the metadata records the value used
         self.min_likelihood = args.min_likelihood

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import io
 import json
+import math
 import os
 import re
 import warnings
@@ -32,7 +33,8 @@ with warnings.catch_warnings():  # wfdb 4.3's import calls pandas APIs that pand
     import wfdb
 
 __all__ = ["ReadError", "Recording", "Header", "SignalSpec", "read_text", "header_codes", "parse_header",
-           "read_wfdb", "read_challenge", "read_mat_array", "read_csv", "read_epn_user", "read_ninapro"]
+           "read_header_fs", "read_wfdb", "read_challenge", "read_mat_array", "read_csv", "read_epn_user",
+           "read_ninapro"]
 
 PathLike = str | os.PathLike
 _ENCODINGS = ("utf-8-sig", "gbk", "cp1252", "latin-1")  # utf-8-sig reads plain utf-8 too and drops a BOM
@@ -128,11 +130,24 @@ def header_codes(comments: list[str], key: str = "Dx") -> list[str]:
 _FMT_RE = re.compile(r"^(\d+)(?:x\d+)?(?::-?\d+)?(?:\+(\d+))?$")
 _GAIN_RE = re.compile(r"^([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)?(?:\(([-+]?\d+)\))?(?:/(\S*))?$")
 _INT_RE = re.compile(r"^[-+]?\d+$")
+_FS_RE = re.compile(r"^(?P<fs>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"  # fs[/counter_freq[(base_counter)]]
+                    r"(?:/(?:\d+\.?\d*|\.\d+)(?:\([-+]?(?:\d+\.?\d*|\.\d+)\))?)?$")
 
 
 def _number(text: str) -> float | None:
     m = re.match(r"^[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?", text)
     return float(m.group(0)) if m else None
+
+
+def _parse_fs(token: str, source: str) -> float:
+    """The sampling frequency field of a record line (``500``, ``500.0``, ``360/1000(0)``) in Hz. The whole field
+    must be a number: ``5OO`` is a ReadError here, where ``wfdb`` reads its leading digit as 5 Hz."""
+    m = _FS_RE.match(token)
+    fs = float(m.group("fs")) if m else math.nan
+    if not (math.isfinite(fs) and fs > 0):
+        raise _fail(source, f"record line has sampling frequency '{token}'; expected a positive number in Hz "
+                            "(e.g. 500 or 360/1000)")
+    return fs
 
 
 def _parse_record_line(tokens: list[str], source: str) -> tuple[str, int, float, int | None]:
@@ -142,9 +157,7 @@ def _parse_record_line(tokens: list[str], source: str) -> tuple[str, int, float,
     if len(tokens) < 2 or not _INT_RE.match(tokens[1]):
         raise _fail(source, f"record line '{' '.join(tokens)}' has no integer signal count")
     n_signals = int(tokens[1])
-    fs = _number(tokens[2]) if len(tokens) > 2 else _WFDB_DEFAULT_FS  # "500", "500/1000(0)", "500.0"
-    if fs is None or fs <= 0:
-        raise _fail(source, f"record line has sampling frequency '{tokens[2]}'; expected a positive number")
+    fs = _parse_fs(tokens[2], source) if len(tokens) > 2 else _WFDB_DEFAULT_FS  # "500", "500/1000(0)", "500.0"
     n_samples = None
     if len(tokens) > 3:
         value = _number(tokens[3])
@@ -193,6 +206,20 @@ def parse_header(text: str, source: str = "<header>") -> Header:
         raise _fail(source, f"header declares {n_signals} signals but has {len(lines) - 1} signal lines")
     signals = [_parse_signal_line(tokens, i + 1, source) for i, tokens in enumerate(lines[1:])]
     return Header(name, n_signals, fs, n_samples, signals, comments)
+
+
+def read_header_fs(path: PathLike) -> float:
+    """The sampling rate in Hz on the record line of a WFDB header (``path`` with or without ``.hea``; single- or
+    multi-segment), WFDB's 250 Hz when the field is absent; a ReadError naming the file when it is not a number."""
+    hea = Path(path)
+    if hea.suffix.lower() != ".hea":
+        hea = Path(f"{hea}.hea")
+    hea = _existing_file(hea)
+    for line in read_text(hea).splitlines():
+        tokens = line.split()
+        if tokens and not tokens[0].startswith("#"):
+            return _parse_fs(tokens[2], str(hea)) if len(tokens) > 2 else _WFDB_DEFAULT_FS
+    raise _fail(hea, "empty header: no record line")
 
 
 # ---------------------------------------------------------------------------------------------------- WFDB records
@@ -344,15 +371,18 @@ def read_wfdb(path: PathLike) -> Recording:
     ``.dat`` is read with numpy and converted as wfdb does (float64 ``(d - baseline) / gain``, gain 0 → 200,
     baseline → ADC zero → 0, -32768 → NaN), so the result equals ``wfdb.rdrecord(...).p_signal`` (tested); a
     missing or short ``.dat`` is a ReadError naming it. Every other record goes through ``wfdb.rdrecord``, as
-    does everything when ``PHYSIOWAVE_WFDB_FAST=0``.
+    does everything when ``PHYSIOWAVE_WFDB_FAST=0``, after its header's rate field is checked
+    (:func:`read_header_fs`): ``wfdb`` reads a field such as ``5OO`` as 5 Hz.
     """
     p = Path(path)
     record_path = p.with_suffix("") if p.suffix.lower() == ".hea" else p
+    hea = record_path.with_name(record_path.name + ".hea")
     if WFDB_FAST:
-        hea = record_path.with_name(record_path.name + ".hea")
         plan = _fast_wfdb_plan(hea)
         if isinstance(plan, _FastPlan):
             return _read_fast(hea, plan)
+    if hea.is_file():  # a missing header is left to wfdb, whose error names what it looked for
+        read_header_fs(hea)
     return _read_rdrecord(p, record_path)
 
 

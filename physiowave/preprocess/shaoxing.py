@@ -37,6 +37,7 @@ class ShaoxingSource(ChallengeSource):
                    "(multi-hot), windows of --window samples (2048 by default), z-score per record, "
                    "record-level stratified split.")
     class_names = ["SB", "AFIB", "GSVT", "SR"]
+    nominal_fs = 500.0  # records at other rates are resampled to it (or to --target_fs)
     defaults = {"split": [0.7, 0.2, 0.1], "window": 2048, "step": 1024, "normalize": "zscore",
                 "norm_scope": "record", "channels": STANDARD_12_LEADS}
 

@@ -2,20 +2,34 @@
 normalisation on real samples only, and window placement. Pure numpy/scipy; no I/O."""
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 import numpy as np
 from scipy import signal as sps
 
-__all__ = ["SignalError", "NORMALIZATIONS", "repair_nan", "bandpass", "notch", "resample", "select_channels",
-           "normalize", "window_starts", "cut_windows"]
+__all__ = ["SignalError", "NORMALIZATIONS", "MIN_FS", "MAX_FS", "check_fs", "repair_nan", "bandpass", "notch",
+           "resample", "select_channels", "normalize", "window_starts", "cut_windows"]
 
 NORMALIZATIONS = ("zscore", "minmax", "maxabs", "none")
 EPS = 1e-8
+MIN_FS, MAX_FS = 1.0, 100_000.0  # the sampling rates, in Hz, a recording may have (ECG, EMG, PPG, EEG ...)
 
 
 class SignalError(ValueError):
     """A recording that cannot be used after reading (NaN runs, missing channels, too short)."""
+
+
+def check_fs(fs: object) -> float:
+    """``fs`` as a float when it is a finite rate within ``MIN_FS..MAX_FS`` Hz; else SignalError naming it."""
+    try:
+        value = float(fs)  # type: ignore[arg-type]
+        shown = f"{value:g}"
+    except (TypeError, ValueError):
+        value, shown = math.nan, repr(fs)
+    if not (math.isfinite(value) and MIN_FS <= value <= MAX_FS):
+        raise SignalError(f"sampling rate {shown} Hz: expected a finite rate within {MIN_FS:g}..{MAX_FS:g} Hz")
+    return value
 
 
 def repair_nan(x: np.ndarray, fs: float, max_gap_s: float) -> np.ndarray:
