@@ -18,6 +18,7 @@ from ..models.input_norm import INPUT_NORMS
 from ..models.masking import MASKING_STRATEGIES
 from ..models.objective import OBJECTIVES
 from .metrics import AGGREGATIONS
+from .preemption import DEFAULT_SIGNALS, parse_signals
 from .recipes import DEFAULT_RECIPE, RECIPES, apply_recipe
 from .schedule import SCHEDULERS
 
@@ -275,6 +276,11 @@ def _run_args(p: argparse.ArgumentParser, task: str) -> None:
     g.add_argument("--save_every_steps", type=int, default=0, metavar="N",
                    help="also rewrite the latest checkpoint every N optimizer steps inside an epoch, so --resume "
                         "continues from that step (for corpora where one epoch takes hours; 0: at epoch ends only)")
+    g.add_argument("--preempt_signals", type=_signals, default=DEFAULT_SIGNALS, metavar="SIGS",
+                   help="signals that stop training cleanly (what SLURM sends before it kills or requeues a job): "
+                        "the current optimizer step finishes, the latest checkpoint is written and the run exits "
+                        "with status 128+signal (143 for SIGTERM, 138 for SIGUSR1); the same command with "
+                        "--resume auto continues exactly. Comma-separated names, or none (default: %(default)s)")
     g.add_argument("--val_every", type=int, default=1, metavar="N",
                    help="validate every N epochs and after the last one (default 1); best_model.pth is chosen among "
                         "the validated epochs, so a larger N saves evaluation time on short epochs (small label fractions)")
@@ -286,6 +292,14 @@ def _run_args(p: argparse.ArgumentParser, task: str) -> None:
     g.add_argument("--device", default=None, help="cuda, cuda:N, cpu, mps (default: cuda when available)")
     g.add_argument("--world_size", type=int, default=None,
                    help="expected number of processes; the WORLD_SIZE set by torchrun wins (a mismatch is reported)")
+
+
+def _signals(text: str) -> str:
+    """``--preempt_signals`` checked → its canonical spelling (e.g. ``SIGTERM,SIGUSR1``, or ``none``)."""
+    try:
+        return ",".join(sig.name for sig in parse_signals(text)) or "none"
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 class _Parser(argparse.ArgumentParser):

@@ -36,6 +36,7 @@ from .loop import Precision, evaluate, train_one_epoch
 from .model_config import (build_fusion_model, build_model, checkpoint_kind, load_pretrained, read_model_checkpoint,
                            resolve_config)
 from .optim import build_optimizer, build_schedule
+from .preemption import Preempted, Preemption, parse_signals
 from .outputs import check_output_dir, claim_output_dir, write_checkpoint, write_result, write_text
 from .probe import compute_features, eval_loader, feature_head
 from .samplers import TrainSampler
@@ -254,7 +255,8 @@ def train(args: argparse.Namespace, env: DistEnv, task: Task, model: nn.Module, 
     progress = Progress(args.select_metric)
     if resume is not None:
         progress = restore(resume, args.resume, optimizer, schedule, precision, args.select_metric)
-        progress.sums = progress.sums if env.is_main else {}  # the saved partial sums are every process's total
+        # the saved partial sums are every process's total; the others start from zeros under the same names
+        progress.sums = progress.sums if env.is_main else dict.fromkeys(progress.sums, 0.0)
     logger = RunLogger(out, env.is_main, progress.history)
     logger.text("args", "\n".join(f"    {k}: {v}" for k, v in sorted(vars(args).items())))
     _log(env, f"{task.kind}: {data['info']['train_samples']} training samples, {num_micro} batches of {args.batch_size} "
@@ -270,10 +272,15 @@ def train(args: argparse.Namespace, env: DistEnv, task: Task, model: nn.Module, 
         progress.global_step += 1
         if env.is_main and progress.global_step % 10 == 0:
             logger.scalars("step", {"lr": optimizer.param_groups[0]["lr"]}, progress.global_step)
-        if args.save_every_steps and progress.global_step % args.save_every_steps == 0 and micro < num_micro:
+        due = args.save_every_steps and progress.global_step % args.save_every_steps == 0 and micro < num_micro
+        signum = stop.agreed()  # every process, after the same step: a signal to any of them stops all here
+        if due or signum:
             progress.micro, progress.sums = micro, _sums_to_save(sums, env)
             save({}, out / task.latest_name)
+        if signum:
+            raise stop.stopped(signum, out / task.latest_name, f"after step {micro} of epoch {progress.epoch + 1}")
 
+    stop = Preemption(parse_signals(args.preempt_signals), env).install()
     try:
         for epoch in range(progress.epoch, args.epochs):
             progress.epoch, t0 = epoch, time.perf_counter()
@@ -297,10 +304,13 @@ def train(args: argparse.Namespace, env: DistEnv, task: Task, model: nn.Module, 
             if args.save_freq and (epoch + 1) % args.save_freq == 0:
                 names.append(out / f"checkpoint_epoch_{epoch + 1}.pth")
             save(metrics, *names)
+            if signum := stop.agreed():  # a signal during validation or the save: this epoch's checkpoint is the place
+                raise stop.stopped(signum, out / task.latest_name, f"after epoch {epoch + 1}")
     except NonFiniteLossError as err:
         raise NonFiniteLossError(f"{err}. {_nonfinite_facts(args, out / task.latest_name)}") from None
     finally:
         logger.close()
+        stop.restore()
     barrier(env)
     return progress.best
 
@@ -512,5 +522,9 @@ def main(script: str, argv: list[str] | None = None) -> int:
     except (ConfigError, NonFiniteLossError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except Preempted as err:  # the step checkpoint is written: the same command with --resume auto continues
+        if err.report:
+            print(f"stopped: {err}", file=sys.stderr, flush=True)
+        return err.status
     finally:
         cleanup()
