@@ -148,6 +148,10 @@ def load_state_dict_checked(model: torch.nn.Module, state_dict: Mapping[str, tor
     if missing or unexpected:
         raise ValueError(f"{source}: state dict does not fit the model: missing keys {missing[:5]}"
                          f"{' …' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}{' …' if len(unexpected) > 5 else ''}")
+    bad = next((k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        raise ValueError(f"{source}: weight {bad!r} holds NaN or inf values: the file is damaged or comes from a "
+                         "diverged run; refusing to load it")
     model.load_state_dict(state_dict, strict=True)
 
 

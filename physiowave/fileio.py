@@ -2,17 +2,22 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["FolderBusyError", "atomic_write_text", "file_stamp", "folder_lock", "to_jsonable", "write_json"]
+__all__ = ["FolderBusyError", "atomic_write_text", "check_free_space", "file_stamp", "folder_lock", "to_jsonable",
+           "write_failure", "write_json"]
+
+SPACE_MARGIN = 16 << 20  # bytes left free beyond what a write needs (HDF5 metadata, the file system's own)
 
 
 class FolderBusyError(RuntimeError):
@@ -54,8 +59,12 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary name and a rename, so readers never see half a file."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+        raise
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -90,3 +99,27 @@ def file_stamp(path: str | Path, block: int = 1 << 20) -> dict[str, Any]:
             f.seek(max(block, size - block))
             digest.update(f.read(block))
     return {"name": path.name, "size": size, "sha256_ends": digest.hexdigest()}
+
+
+def write_failure(path: str | Path, err: BaseException) -> str:
+    """A failed write of ``path`` as one line; a full disk named as such (torch reports it as 'unexpected pos',
+    HDF5 as a long 'file write failed' text with errno 28)."""
+    path, text = Path(path), str(err)
+    base = path.parent
+    while not base.exists():
+        base = base.parent
+    free = shutil.disk_usage(base).free / 2**20
+    if getattr(err, "errno", None) == errno.ENOSPC or "unexpected pos" in text or "No space left" in text \
+            or "errno = 28" in text or free < 1:
+        return f"cannot write {path}: the disk is full ({free:.1f} MiB free); the previous file of that name, if any, is intact"
+    reason = getattr(err, "strerror", None) or (text.strip().splitlines() or [type(err).__name__])[0]
+    return f"cannot write {path}: {reason}"
+
+
+def check_free_space(path: str | Path, nbytes: int) -> None:
+    """OSError(ENOSPC) naming ``path`` unless its file system has ``nbytes`` plus a margin free: for writers (HDF5)
+    that cannot be trusted to fail cleanly once the disk is full."""
+    free = shutil.disk_usage(Path(path).parent).free
+    if free < nbytes + SPACE_MARGIN:
+        raise OSError(errno.ENOSPC, f"No space left on device: {nbytes / 2**20:.1f} MiB to write, "
+                                    f"{free / 2**20:.1f} MiB free", str(path))

@@ -422,6 +422,11 @@ def run_batches(trained: TrainedModel, units: Iterable[Unit], batch_size: int,
         x = torch.from_numpy(np.concatenate(xs)).to(trained.device)
         with torch.inference_mode():
             out = {k: v.float().cpu().numpy() for k, v in outputs(trained.model, x).items()}
+        for name, value in out.items():
+            if not np.isfinite(value).all():
+                record, start = keys[int(np.nonzero(~(np.isfinite(value.reshape(len(keys), -1)).all(axis=1)))[0][0])]
+                raise ValueError(f"the model's {name} for record {record} (window at sample {start}) are NaN or inf, "
+                                 "from finite input: the model is numerically broken; no output written")
         return list(keys), out, np.concatenate(ys) if labelled and ys else None
 
     for unit in units:

@@ -522,3 +522,80 @@ def test_every_flag_the_messages_name_is_a_flag_of_the_command(myo, tmp_path, ca
                 if isinstance(node, ast.Constant) and isinstance(node.value, str) and "finetune.py" not in node.value:
                     unknown = _flags(node.value) - known
                     assert not unknown, (command, getattr(obj, "__name__", obj), node.value)
+
+
+# ------------------------------------------------------------------------------------- hostile files and outputs
+def _one_line_error(capsys) -> str:
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.replace("\r", "\n").splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("error: ") and "Traceback" not in captured.err, captured.err[-2000:]
+    return errors[0]
+
+
+def test_a_checkpoint_with_a_nan_weight_is_refused(myo, tmp_path, capsys) -> None:
+    ckpt = torch.load(myo["finetuned"], map_location="cpu", weights_only=False)
+    key = next(k for k in ckpt["model_state_dict"] if k.endswith("weight"))
+    ckpt["model_state_dict"][key].view(-1)[0] = float("nan")
+    bad = tmp_path / "nan.pth"
+    torch.save(ckpt, bad)
+    out = tmp_path / "p.csv"
+    assert cli(["predict", str(bad), str(MYO / "R_0_C_0_EMG.csv"), "-o", str(out)]) == 1
+    assert "holds NaN or inf values" in _one_line_error(capsys) and not out.exists()
+
+
+@pytest.mark.parametrize("field, value, expect", [("depth", 10_000_000, "depth 10000000: outside its limits [1, 128]"),
+                                                  ("embed_dim", "32", "embed_dim '32': expected an integer"),
+                                                  ("mlp_ratio", None, "mlp_ratio None: expected a number")])
+def test_a_hostile_config_json_is_refused_before_anything_is_built(field, value, expect, myo, tmp_path, capsys) -> None:
+    folder = tmp_path / "model"
+    assert cli(["convert", str(myo["finetuned"]), "-o", str(folder)]) == 0
+    config = json.loads((folder / "config.json").read_text())
+    config["architecture"][field] = value
+    (folder / "config.json").write_text(json.dumps(config))
+    assert cli(["predict", str(folder), str(MYO / "R_0_C_0_EMG.csv"), "-o", str(tmp_path / "p.csv")]) == 1
+    assert expect in _one_line_error(capsys)
+
+
+def test_outputs_never_replace_or_sit_among_their_inputs(myo, tmp_path, capsys) -> None:
+    record = tmp_path / "rec.csv"
+    record.write_bytes((MYO / "R_0_C_0_EMG.csv").read_bytes())
+    h5 = tmp_path / "windows.h5"
+    h5.write_bytes(myo["test"].read_bytes())
+    before = record.read_bytes(), h5.read_bytes()
+    cases = [(["predict", str(myo["finetuned"]), str(record), "-o", str(record)], "is the input"),
+             (["embed", str(myo["finetuned"]), str(h5), "-o", str(h5)], "is the input"),
+             (["embed", str(myo["finetuned"]), str(tmp_path), "-o", str(tmp_path / "emb.h5")], "inside the input folder"),
+             (["predict", str(myo["finetuned"]), str(record), "-o", str(myo["finetuned"])], "is the input")]
+    for argv, expect in cases:
+        assert cli(argv) == 1
+        assert expect in _one_line_error(capsys), argv
+    assert (record.read_bytes(), h5.read_bytes()) == before
+    run = tmp_path / "run"  # convert --overwrite into the folder that holds the checkpoint
+    run.mkdir()
+    (run / "best_model.pth").write_bytes(myo["finetuned"].read_bytes())
+    assert cli(["convert", str(run / "best_model.pth"), "-o", str(run), "--overwrite"]) == 1
+    assert "holds the input" in _one_line_error(capsys)
+    assert (run / "best_model.pth").read_bytes() == myo["finetuned"].read_bytes()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 256 KiB tmpfs folder (root only): a full disk for real."""
+    import subprocess
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.mark.parametrize("name", ["emb.h5", "emb.npy", "tok.h5"])
+def test_embed_on_a_full_disk_is_one_line_and_leaves_no_file(name, myo, tiny_disk, capsys) -> None:
+    (tiny_disk / "filler").write_bytes(b"\0" * 200_000)
+    out = tiny_disk / name
+    tokens = ["--tokens"] if name.startswith("tok") else []
+    assert cli(["embed", str(myo["finetuned"]), str(myo["train"]), "-o", str(out), *tokens]) == 1
+    err = _one_line_error(capsys)
+    assert "No space left" in err or "disk is full" in err, err
+    assert sorted(p.name for p in tiny_disk.iterdir()) == ["filler"]

@@ -14,7 +14,7 @@ from ..inference import OVERRIDES, Skipped, TrainedModel, load_trained
 from ..preprocess.params import SignalParams, channel_list
 
 __all__ = ["INPUTS_HELP", "add_model_arguments", "add_preparation_arguments", "trained_from_args", "channel_list",
-           "check_positive", "check_preparation", "prepare_output", "report_skipped"]
+           "check_apart", "check_positive", "check_preparation", "prepare_output", "report_skipped"]
 
 INPUTS_HELP = "WFDB/Challenge records (.hea), CSV files, preprocessed HDF5 files or folders of them"
 
@@ -57,10 +57,29 @@ def check_preparation(args: argparse.Namespace) -> None:
     SignalParams().replace(**given).check()
 
 
-def prepare_output(path: str | Path, suffixes: Iterable[str] | None = None, what: str = "") -> Path:
-    """Check ``-o`` before any work: one of ``suffixes`` (lower case, with the dot; None: any), its folder created
-    (with parents) and writable. One-line errors; returns the path."""
+def check_apart(output: str | Path, reads: Iterable[str | Path], flag: str = "-o") -> None:
+    """One-line ValueError when the output is one of the files or folders the command reads, lies inside an input
+    folder (a later run would read it as input) or is a folder holding an input (replacing it would delete it)."""
+    out = Path(output).resolve()
+    for source in reads:
+        src = Path(source).resolve()
+        if out == src:
+            raise ValueError(f"{flag} {output}: is the input {source}; writing there would destroy it: choose another name")
+        if src.is_dir() and src in out.parents:
+            raise ValueError(f"{flag} {output}: lies inside the input folder {source}, where a later run would read it "
+                             "as input: write it elsewhere")
+        if out in src.parents:
+            raise ValueError(f"{flag} {output}: holds the input {source}; replacing the folder would delete it: "
+                             "choose another folder")
+
+
+def prepare_output(path: str | Path, suffixes: Iterable[str] | None = None, what: str = "",
+                   reads: Iterable[str | Path] = ()) -> Path:
+    """Check ``-o`` before any work: one of ``suffixes`` (lower case, with the dot; None: any), apart from every
+    input in ``reads`` (:func:`check_apart`), its folder created (with parents) and writable. One-line errors;
+    returns the path."""
     path = Path(path)
+    check_apart(path, reads)
     if suffixes is not None and path.suffix.lower() not in (suffixes := tuple(suffixes)):
         raise ValueError(f"-o {path}: expected {what} ({', '.join(suffixes)})")
     if path.is_dir():

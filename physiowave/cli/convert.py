@@ -14,7 +14,7 @@ import sys
 from .. import hub
 from ..inference import OVERRIDES, load_trained
 from ..preprocess.params import SignalParams
-from .common import channel_list, check_positive
+from .common import channel_list, check_apart, check_positive
 
 __all__ = ["add_parser", "run"]
 
@@ -42,6 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     check_positive(args, integers=("length",), numbers=("fs", "input_fs"))
     SignalParams().replace(**{k: getattr(args, k, None) for k in SignalParams.names()}).check()
+    check_apart(args.output, [args.checkpoint])
     out = hub.check_target(args.output, args.overwrite)
     overrides = {k: getattr(args, k) for k in (*OVERRIDES, "task", "class_names") if getattr(args, k, None) is not None}
     trained = load_trained(args.checkpoint, "cpu", fusion=True, **overrides)

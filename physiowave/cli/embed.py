@@ -9,6 +9,8 @@ NaN/inf after preprocessing is never given to the model: it has no row and is na
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import os
 from pathlib import Path
@@ -18,7 +20,7 @@ import h5py
 import numpy as np
 
 from ..contract import RECORD_ID, START
-from ..fileio import to_jsonable
+from ..fileio import check_free_space, to_jsonable, write_failure
 from ..inference import Skipped, TrainedModel, group_mean, run_inputs
 from ..models.heads import pool_tokens
 from .common import (INPUTS_HELP, add_model_arguments, add_preparation_arguments, check_preparation, prepare_output,
@@ -72,7 +74,10 @@ def embed(trained: TrainedModel, inputs: list[str], output: Path, tokens: bool =
     rows_emb, rows_id, rows_start = [], [], []
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(output.name + ".partial")
-    f = h5py.File(tmp, "w") if suffix != ".npy" and tokens else None
+    # HDF5 writes go through a Python file: a full disk is then an OSError, where HDF5's own driver can crash on close
+    handle = open(tmp, "wb+") if suffix != ".npy" else None
+    f = h5py.File(handle, "w") if handle is not None and tokens else None
+    writing = False  # an OSError while writing the output is reported as such (a full disk...)
     try:
         for keys, out, _ in run_inputs(trained, inputs, batch_size, outputs, skipped, "embed", progress):
             rows_emb.append(out["embedding"])
@@ -82,17 +87,22 @@ def embed(trained: TrainedModel, inputs: list[str], output: Path, tokens: bool =
                 if "tokens" not in f:
                     f.create_dataset("tokens", shape=(0, *out["tokens"].shape[1:]), maxshape=(None, *out["tokens"].shape[1:]),
                                      dtype="float32", chunks=(1, *out["tokens"].shape[1:]))
+                writing = True
+                check_free_space(tmp, out["tokens"].nbytes)
                 _append(f["tokens"], out["tokens"])
+                writing = False
         emb = np.concatenate(rows_emb).astype(np.float32)
         ids, starts = np.asarray(rows_id), np.asarray(rows_start, dtype=np.int64)
         if per_record:
             order, _, mean = group_mean(ids, emb)
             emb, ids, starts = mean.astype(np.float32), np.asarray(order), None
+        writing = True
+        check_free_space(tmp, emb.nbytes + sum(len(i) + 8 for i in rows_id))
         if suffix == ".npy":
             with open(tmp, "wb") as fh:
                 np.save(fh, emb)
         else:
-            f = f if f is not None else h5py.File(tmp, "w")
+            f = f if f is not None else h5py.File(handle, "w")
             f.create_dataset("embedding", data=emb)
             f.create_dataset(RECORD_ID, data=ids.astype(object), dtype=h5py.string_dtype())
             if starts is not None:
@@ -101,12 +111,20 @@ def embed(trained: TrainedModel, inputs: list[str], output: Path, tokens: bool =
                             "preparation": json.dumps(to_jsonable(trained.preparation.as_dict()))})
             f.close()
             f = None
+            handle.close()
         os.replace(tmp, output)
+    except OSError as err:  # writing the output failed (a full disk...): one line; the partial file goes below
+        if not writing:
+            raise
+        raise ValueError(write_failure(output, err)) from None
     finally:
-        if f is not None:
-            f.close()
-        if tmp.exists():
-            tmp.unlink()
+        with contextlib.suppress(OSError, RuntimeError):  # closing flushes, which fails again on a full disk
+            if f is not None:
+                f.close()
+        with contextlib.suppress(OSError):
+            if handle is not None:
+                handle.close()
+        tmp.unlink(missing_ok=True)
     return {"records": len(dict.fromkeys(rows_id)), "windows": len(rows_id), "skipped": len(skipped.records),
             "skipped_windows": len(skipped.windows), "skipped_reasons": skipped}
 
@@ -115,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     check_preparation(args)
     output = Path(args.output)
     check_output(output, args.tokens, args.per_record)
-    prepare_output(output, SUFFIXES, "a .h5 or .npy file name")
+    prepare_output(output, SUFFIXES, "a .h5 or .npy file name", reads=[args.checkpoint, *args.inputs])
     trained = trained_from_args(args)
     counts = embed(trained, args.inputs, output, args.tokens, args.per_record, args.batch_size)
     report_skipped(counts["skipped_reasons"])

@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     if length is None:
         raise ValueError(f"{args.checkpoint}: the checkpoint records no training input length: pass --length T "
                          f"(a multiple of patch_size {trained.model.patch_size})")
-    output = prepare_output(args.output, (".onnx",), "an ONNX file name")
+    output = prepare_output(args.output, (".onnx",), "an ONNX file name",
+                            reads=[args.checkpoint, *(args.check_inputs or [])])
     trained.preparation.length = length
     windows, source = None, ""
     if args.check_inputs:

@@ -152,7 +152,8 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--window_index {args.window_index}: expected an index >= 0")
     if getattr(args, "mask_ratio", None) is not None and not 0 < args.mask_ratio < 1:
         raise ValueError(f"--mask_ratio {args.mask_ratio}: expected a fraction in (0, 1)")
-    prepare_output(args.output, figures.save_formats(), "an image file name")
+    prepare_output(args.output, figures.save_formats(), "an image file name",
+                   reads=[args.checkpoint] if hasattr(args, "checkpoint") else [])
 
 
 def run(args: argparse.Namespace) -> int:

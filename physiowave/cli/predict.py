@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     check_preparation(args)
     if args.threshold is not None and not 0 <= args.threshold <= 1:
         raise ValueError(f"--threshold {args.threshold}: expected a probability in [0, 1]")
-    output = prepare_output(args.output)
+    output = prepare_output(args.output, reads=[args.checkpoint, *args.inputs])
     trained = trained_from_args(args)
     pred, skipped = predict(trained, args.inputs, args.batch_size)
     atomic_write_text(output, to_csv(pred, trained, args.per_window, args.threshold))

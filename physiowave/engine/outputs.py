@@ -8,7 +8,6 @@ read-only folder) is a one-line error.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import shutil
 from collections.abc import Iterable, Iterator
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import save_checkpoint
-from ..fileio import FolderBusyError, atomic_write_text, folder_lock, write_json
+from ..fileio import FolderBusyError, atomic_write_text, folder_lock, write_failure, write_json
 from .errors import ConfigError
 
 __all__ = ["RESULT_FILES", "run_files", "lock_output_dir", "check_output_dir", "claim_output_dir", "write_checkpoint",
@@ -107,15 +106,7 @@ def claim_output_dir(out: Path, stale: list[Path]) -> None:
 
 
 def _write_error(path: Path, err: BaseException) -> ConfigError:
-    """A failed write as one line: a full disk named as such (torch reports it as 'unexpected pos')."""
-    text = str(err)
-    full = getattr(err, "errno", None) == errno.ENOSPC or "unexpected pos" in text or "No space left" in text
-    if full:
-        free = shutil.disk_usage(_nearest_existing(path.parent)).free / 2**20
-        return ConfigError(f"cannot write {path}: the disk is full ({free:.0f} MiB free); the previous file of that "
-                           "name, if any, is intact")
-    reason = getattr(err, "strerror", None) or (text.strip().splitlines() or [type(err).__name__])[0]
-    return ConfigError(f"cannot write {path}: {reason}")
+    return ConfigError(write_failure(path, err))
 
 
 def write_checkpoint(ckpt: dict[str, Any], *paths: Path) -> None:

@@ -18,6 +18,7 @@ from .decomposition import SoftGatedWaveletDecomposition
 from .embedding import PatchEmbed, PositionalEmbedding1d, sincos_2d, table_dtype
 from .heads import ClassificationHead, ReconstructionHead, pool_tokens
 from .input_norm import INPUT_NORMS, normalize_input
+from .limits import check_architecture
 from .masking import make_mask
 from .objective import FixedWaveletTransform, band_rms, objective_loss, patch_targets, prediction_size
 from .transformer import TransformerEncoder, init_weights
@@ -81,8 +82,11 @@ class PhysioWave(nn.Module):
         objective: str = "bands",
     ):
         super().__init__()
-        if in_channels < 1:
-            raise ValueError(f"in_channels must be ≥ 1, got {in_channels}")
+        check_architecture(dict(in_channels=in_channels, max_level=max_level, wave_kernel_size=wave_kernel_size,
+                                patch_size=patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
+                                mlp_ratio=mlp_ratio, dropout=dropout, num_classes=num_classes,
+                                head_hidden_dim=head_hidden_dim, head_dropout=head_dropout, decoder=decoder,
+                                decoder_depth=decoder_depth, decoder_dim=decoder_dim))
         if pos_embed_type not in ("1d", "2d"):
             raise ValueError(f"pos_embed_type must be '1d' or '2d', got {pos_embed_type!r}")
         if decoder not in DECODERS:
