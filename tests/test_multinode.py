@@ -13,10 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from .test_engine import ROOT, TINY, _history, _toy, _write
+from physiowave.engine import consensus
+from physiowave.engine.distributed import DistEnv
+from physiowave.engine.errors import ConfigError
+
+from .test_engine import ROOT, TINY, _errors, _history, _toy, _write
 
 # The worker: the script's entry point, with a signal sent to itself on one rank inside one optimizer step
-# (deterministic, unlike a signal from outside; the other rank never receives one and must stop all the same).
+# (deterministic, unlike a signal from outside; the other rank never receives one and must stop all the same),
+# and with flags added on rank 1 only (ranks that disagree).
 WORKER = """
 import os, signal, sys
 from physiowave.engine import loop, main
@@ -29,7 +34,8 @@ if step and int(os.environ["RANK"]) == rank:
         if count[0] == step:
             os.kill(os.getpid(), signal.SIGUSR1)
     loop._optimizer_step = stepping
-sys.exit(main(sys.argv[1], sys.argv[2:]))
+extra = os.environ.get("TEST_RANK1_ARGS", "").split() if os.environ["RANK"] == "1" else []
+sys.exit(main(sys.argv[1], sys.argv[2:] + extra))
 """
 STEPS_PER_EPOCH = 8  # 60 samples over 2 processes, batch 2, accumulation 2: 15 micro-batches, 8 steps
 
@@ -95,3 +101,51 @@ def test_two_nodes_equal_one_node_and_a_signal_to_one_node_stops_both_exactly(tm
     ha, hb = _history(tmp_path / "one"), _history(out)
     for k in ("train_loss", "train_acc", "val_loss", "val_acc", "learning_rates"):
         assert ha[k] == pytest.approx(hb[k], rel=1e-12, abs=0), k
+
+
+def test_ranks_that_disagree_stop_with_one_line_each(tmp_path):
+    """Rank 1 given another --seed: both processes stop before training, each with the same one line."""
+    train = _write(tmp_path / "train.h5", *_toy(20, 0))
+    worker = tmp_path / "worker.py"
+    worker.write_text(WORKER)
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(worker), "finetune", "--train_file", train, "--epochs", "1", "--output_dir",
+                           str(tmp_path / "run"), *TINY], cwd=ROOT, env=_env(TEST_RANK1_ARGS="--seed 7"),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    errors = [e for e in _errors(proc.stderr) if "Traceback" not in e]
+    assert len(errors) == 2 and errors[0] == errors[1], proc.stderr[-3000:]
+    assert "rank 1 (on " in errors[0] and "disagree on --seed: 7 there, 42 on rank 0" in errors[0], errors
+    assert not (tmp_path / "run" / "latest_model.pth").exists()
+
+
+def _env1(rank: int, world: int) -> DistEnv:
+    return DistEnv(rank, 0, world, torch.device("cpu"))
+
+
+def test_a_checkpoint_only_rank_0_sees_is_named(monkeypatch):
+    """An output folder that is not shared: rank 0 resumes, rank 1 would start afresh; the error says so."""
+    import argparse
+
+    args = argparse.Namespace(seed=1, output_dir="/o")
+    info = {"train_files": [], "train_samples": 10}
+    ckpt = {"global_step": 5, "next_epoch": 1, "micro_in_epoch": 2}
+    seen = [("n0", consensus.describe(args, info, Path("/o/latest_model.pth"), ckpt)),
+            ("n1", consensus.describe(args, info, None, None))]
+
+    def gather(out, obj):
+        out[:] = seen
+
+    monkeypatch.setattr(consensus.dist, "all_gather_object", gather)
+    with pytest.raises(ConfigError, match=r"rank 1 \(on n1\) and rank 0 \(on n0\) disagree on checkpoint to resume: "
+                                          r"none there, /o/latest_model.pth \(step 5.*file system every node sees"):
+        consensus.check_ranks_agree(args, _env1(1, 2), info, None, None)
+    seen[1] = seen[0]
+    consensus.check_ranks_agree(args, _env1(1, 2), info, None, None)  # the same everywhere: no error
+
+
+def test_world_size_against_the_training_set():
+    with pytest.raises(ConfigError, match="3 processes but 2 training samples"):
+        consensus.check_world_size(2, _env1(0, 3))
+    assert "leaves out 1 of them" in consensus.check_world_size(7, _env1(0, 3))
+    assert consensus.check_world_size(6, _env1(0, 3)) is None

@@ -28,6 +28,7 @@ from ..checkpoint import load_state_dict_checked, read_checkpoint
 from ..fileio import to_jsonable
 from ..models import FusionModel
 from .args import MODEL_FLAGS, parse_args
+from .consensus import check_ranks_agree, check_world_size
 from .data import Indexed, check_labels, find_nonfinite_values, modalities_of, open_datasets
 from .distributed import DistEnv, all_reduce_sums, barrier, cleanup, init_distributed
 from .errors import ConfigError, NonFiniteLossError
@@ -73,6 +74,9 @@ def run(args: argparse.Namespace, env: DistEnv) -> dict[str, Any]:
                              resuming=bool(args.resume), starts_from=starts_from, overwrite=args.overwrite)
     data = open_datasets(args, task)
     info = data["info"]
+    check_ranks_agree(args, env, info, resume_path, resume)  # several processes: same flags, files and checkpoint
+    if not getattr(args, "eval", False) and (note := check_world_size(info["train_samples"], env)):
+        _log(env, note)
     model = _build_model(args, task, info, resume, resume_path, env)
     num_classes = model.config.get("num_classes")
     if task.label_mode != "none":
