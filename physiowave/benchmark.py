@@ -42,6 +42,7 @@ Statistics (``--metric``, default ``auroc_macro``):
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
@@ -71,6 +72,8 @@ MODES = {"scratch": "from scratch", "probe": "pretrained + linear probe", "finet
 RESNET_SCRIPT = ROOT / "benchmarks" / "ptbxl_resnet1d.py"
 BOOTSTRAP_METRICS = ("auroc_macro", "acc")
 RESULTS_FILE, RECORDS_FILE, LOG_FILE = "test_results.json", "test_records.npz", "run.log"
+INPUTS_FILE = "inputs.json"  # the fingerprint of a cell's input files, taken when it first starts
+_CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
 WALL_FILE = "wall.json"  # the runner's record of a cell's seconds, summed over its attempts
 PROTOCOL_FILE = "protocol.json"
 # A run's files (physiowave/engine/outputs.py): any of them means a run used the folder.
@@ -302,6 +305,48 @@ def _wall(folder: Path) -> float:
         return 0.0
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        with open(file, "rb") as f:
+            while block := f.read(1 << 22):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def input_fingerprint(cmd: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The files (and model folders) a cell's command reads → {path: size and mtime, plus a SHA-256 for
+    checkpoints}. Scripts and the interpreter are code, not inputs."""
+    found: dict[str, dict[str, Any]] = {}
+    for arg in dict.fromkeys(cmd[1:]):
+        path = Path(arg)
+        if arg.endswith(".py") or not (path.is_file() or (path.is_dir() and (path / "config.json").is_file())):
+            continue
+        stat = path.stat()
+        entry: dict[str, Any] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+        if path.is_dir() or path.suffix in _CHECKPOINT_SUFFIXES:
+            entry = {"sha256": _sha256(path)}  # a checkpoint is compared by content: a copy is the same one
+        found[str(path.resolve())] = entry
+    return found
+
+
+def check_inputs(cell: Cell, cmd: Sequence[str]) -> None:
+    """SystemExit (one line naming the cell and the file) when an input of a cell that has started before was
+    replaced or changed since: its results, or the run it would continue, came from other inputs."""
+    recorded = cell.folder / INPUTS_FILE
+    if not recorded.is_file():
+        return
+    before = json.loads(recorded.read_text())
+    now = input_fingerprint(cmd)
+    for path, stamp in before.items():
+        if now.get(path) != stamp:
+            what = "is gone" if path not in now else "changed (" + ", ".join(
+                k for k in stamp if now[path].get(k) != stamp[k]) + ")"
+            raise SystemExit(f"error: {cell.folder}: its input {path} {what} since the cell started; its results "
+                             "would mix two inputs: restore the file, or delete the cell's folder to run it again")
+
+
 def _ready(cell: Cell) -> bool:
     """Whether the cell it starts from (``after``) has finished."""
     return cell.after is None or cell_state(cell.after.folder, cell.after.done_file) == "done"
@@ -315,7 +360,10 @@ def run_cells(cells: list[Cell], cfg: argparse.Namespace, env: dict[str, str],
     pending: list[Cell] = []
     for cell in cells:
         state = cell_state(cell.folder, cell.done_file)
-        cell.result = {"state_before": state, "command": shlex.join(command(cell, cfg, state))}
+        cmd = command(cell, cfg, state)
+        if state != "new":
+            check_inputs(cell, cmd)  # every cell before any runs
+        cell.result = {"state_before": state, "command": shlex.join(cmd)}
         if state == "done":
             cell.result["status"] = "skipped"
             on_done(cell)
@@ -334,6 +382,8 @@ def run_cells(cells: list[Cell], cfg: argparse.Namespace, env: dict[str, str],
                 pending.remove(cell)
                 cmd = command(cell, cfg, cell.result["state_before"])
                 cell.folder.mkdir(parents=True, exist_ok=True)
+                if cell.result["state_before"] == "new" or not (cell.folder / INPUTS_FILE).is_file():
+                    write_json(cell.folder / INPUTS_FILE, input_fingerprint(cmd))
                 log = (cell.folder / LOG_FILE).open("a")
                 log.write(f"\n[physiowave.benchmark {time.strftime('%Y-%m-%d %H:%M:%S')}] {shlex.join(cmd)}\n")
                 log.flush()

@@ -303,6 +303,19 @@ def test_killed_runner_resumes_and_finishes(tmp_path):
         assert r["ci"][0] <= r["value"] <= r["ci"][1]
     assert all(c["ci"] is not None and c["ci"][0] <= c["mean"] <= c["ci"][1] for c in res["cells"])
 
+    # 4. inputs replaced in place between two calls: refused before anything runs, naming the cell and the file
+    ckpt = pre / "best_model.pth"
+    original = ckpt.read_bytes()
+    ckpt.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # same path, same size, other content
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1 and "probe_f0.5_s0: its input" in again.stderr, again.stderr[-2000:]
+    assert "best_model.pth changed (sha256)" in again.stderr and "Traceback" not in again.stderr
+    ckpt.write_bytes(original)
+    time.sleep(0.01)
+    files["test"].write_bytes(files["test"].read_bytes())  # rewritten: new mtime
+    again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1 and "test.h5 changed (mtime_ns)" in again.stderr, again.stderr[-2000:]
+
 
 def test_sigterm_stops_the_runs_and_counts_their_time(tmp_path):
     """SIGTERM to the runner (a job scheduler's stop): the running cell is killed, its seconds are added to its

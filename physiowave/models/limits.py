@@ -30,8 +30,8 @@ def _is_int(value: Any) -> bool:
 def _check_int(field: str, value: Any) -> None:
     values = list(value) if field in ("patch_size", "head_hidden_dim") and isinstance(value, Sequence) \
         and not isinstance(value, str) else [value]
-    if not values or len(values) > 16:
-        raise ValueError(f"{field} {value!r}: expected an integer or a list of 1 to 16 integers")
+    if len(values) > 16 or (not values and field != "head_hidden_dim"):  # [] head_hidden_dim: a linear head
+        raise ValueError(f"{field} {value!r}: expected an integer or a list of up to 16 integers")
     lo, hi = INT_LIMITS[field]
     for v in values:
         if not _is_int(v):
