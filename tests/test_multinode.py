@@ -1,6 +1,7 @@
 """Several nodes without a cluster: two torchrun launchers on this machine, one process each, meeting through a c10d
-rendezvous on localhost, train exactly as one launcher with two processes; a signal to one "node" stops both after
-the same step, and ``--resume auto`` continues to the same weights, bit for bit."""
+rendezvous on localhost, train exactly as one node with two processes (started by ``srun`` as two tasks, SLURM's
+variables, no torchrun: the fake srun of tests/fake_slurm); a signal to one "node" stops both after the same step,
+and ``--resume auto`` continues to the same weights, bit for bit."""
 from __future__ import annotations
 
 import os
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from physiowave.engine import consensus
-from physiowave.engine.distributed import DistEnv
+from physiowave.engine.distributed import DistEnv, launcher_env
 from physiowave.engine.errors import ConfigError
 
 from .test_engine import ROOT, TINY, _errors, _history, _toy, _write
@@ -25,8 +26,10 @@ from .test_engine import ROOT, TINY, _errors, _history, _toy, _write
 WORKER = """
 import os, signal, sys
 from physiowave.engine import loop, main
+from physiowave.engine.distributed import launcher_env
+me = launcher_env()[0]  # torchrun's RANK, or srun's SLURM_PROCID
 step, rank = (int(v) for v in os.environ.get("TEST_SIGNAL_AT", "0:0").split(":"))
-if step and int(os.environ["RANK"]) == rank:
+if step and me == rank:
     original, count = loop._optimizer_step, [0]
     def stepping(*a, **kw):
         original(*a, **kw)
@@ -34,9 +37,10 @@ if step and int(os.environ["RANK"]) == rank:
         if count[0] == step:
             os.kill(os.getpid(), signal.SIGUSR1)
     loop._optimizer_step = stepping
-extra = os.environ.get("TEST_RANK1_ARGS", "").split() if os.environ["RANK"] == "1" else []
+extra = os.environ.get("TEST_RANK1_ARGS", "").split() if me == 1 else []
 sys.exit(main(sys.argv[1], sys.argv[2:] + extra))
 """
+FAKE_SRUN = Path(__file__).resolve().parent / "fake_slurm" / "srun"
 STEPS_PER_EPOCH = 8  # 60 samples over 2 processes, batch 2, accumulation 2: 15 micro-batches, 8 steps
 
 
@@ -74,10 +78,12 @@ def test_two_nodes_equal_one_node_and_a_signal_to_one_node_stops_both_exactly(tm
     args = ["finetune", "--train_file", train, "--val_file", val, "--epochs", "2", "--batch_size", "2",
             "--grad_accumulation_steps", "2", "--use_augmentation", *TINY]
 
-    one = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          str(worker), *args, "--output_dir", str(tmp_path / "one")], cwd=ROOT, env=_env(),
-                         capture_output=True, text=True, timeout=180)
+    # the reference: one node, two processes, started by srun as two tasks (SLURM's variables; no torchrun)
+    one = subprocess.run([str(FAKE_SRUN), "--ntasks=2", sys.executable, str(worker), *args, "--output_dir",
+                          str(tmp_path / "one")], cwd=ROOT, capture_output=True, text=True, timeout=180,
+                         env=_env(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), SLURM_JOB_NUM_NODES="1"))
     assert one.returncode == 0, one.stderr[-3000:]
+    assert "× 2 process(es)" in one.stdout
 
     out = tmp_path / "two"
     # SIGUSR1 to rank 1 inside the last optimizer step of epoch 1: both stop before validating it
@@ -103,14 +109,26 @@ def test_two_nodes_equal_one_node_and_a_signal_to_one_node_stops_both_exactly(tm
         assert ha[k] == pytest.approx(hb[k], rel=1e-12, abs=0), k
 
 
+def test_launcher_env_reads_torchrun_then_srun():
+    assert launcher_env({}) == (0, 0, 1)
+    assert launcher_env({"RANK": "3", "LOCAL_RANK": "1", "WORLD_SIZE": "4", "SLURM_PROCID": "0",
+                         "SLURM_STEP_NUM_TASKS": "2"}) == (3, 1, 4)  # torchrun under srun: torchrun's
+    srun = {"SLURM_PROCID": "5", "SLURM_LOCALID": "1", "SLURM_STEP_NUM_TASKS": "8"}
+    assert launcher_env({**srun, "MASTER_ADDR": "n1", "MASTER_PORT": "29500"}) == (5, 1, 8)
+    assert launcher_env({**srun, "SLURM_STEP_NUM_TASKS": "1"}) == (0, 0, 1)  # srun -n1 python ...: one process
+    with pytest.raises(RuntimeError, match="srun started 8 tasks of this script but MASTER_ADDR and MASTER_PORT is not set"):
+        launcher_env(srun)
+
+
 def test_ranks_that_disagree_stop_with_one_line_each(tmp_path):
-    """Rank 1 given another --seed: both processes stop before training, each with the same one line."""
+    """Rank 1 given another --seed: both processes stop before training, each with the same one line (two tasks
+    of srun here; torchrun's processes run the same check)."""
     train = _write(tmp_path / "train.h5", *_toy(20, 0))
     worker = tmp_path / "worker.py"
     worker.write_text(WORKER)
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           str(worker), "finetune", "--train_file", train, "--epochs", "1", "--output_dir",
-                           str(tmp_path / "run"), *TINY], cwd=ROOT, env=_env(TEST_RANK1_ARGS="--seed 7"),
+    proc = subprocess.run([str(FAKE_SRUN), "--ntasks=2", sys.executable, str(worker), "finetune", "--train_file", train,
+                           "--epochs", "1", "--output_dir", str(tmp_path / "run"), *TINY], cwd=ROOT,
+                          env=_env(TEST_RANK1_ARGS="--seed 7", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port())),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     errors = [e for e in _errors(proc.stderr) if "Traceback" not in e]
