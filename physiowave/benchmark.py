@@ -421,6 +421,22 @@ def run_cells(cells: list[Cell], cfg: argparse.Namespace, env: dict[str, str],
 
 
 # --------------------------------------------------------------------------------------------------- results
+def known_metrics(kind: str) -> set[str]:
+    """The table metrics of a run's results for ``kind`` ("multi" or single-label): the bootstrapped ones and the
+    engine's scalar metrics, read off a small example as the engine computes them."""
+    from .engine.metrics import classification_metrics, multilabel_metrics
+    from .engine.logger import scalars_of
+    k = 3
+    probs = np.full((k, k), 0.5 / k) + 0.5 * np.eye(k)
+    if kind == "multi":
+        p = np.clip(probs, 1e-6, 1 - 1e-6)
+        scores = multilabel_metrics(np.log(p) - np.log1p(-p), np.eye(k, dtype=np.float32), 0.5, None)
+    else:
+        scores = classification_metrics(np.log(probs), np.arange(k), None)
+    names = set(scalars_of(scores)) | ({"f1_macro_tuned"} if kind == "multi" else set())
+    return names | {m for m in BOOTSTRAP_METRICS if kind != "multi" or m != "acc"}
+
+
 def _engine_value(results: dict[str, Any], metric: str, kind: str) -> tuple[float | None, str]:
     """The metric from ``test_results.json``: its ``record`` sub-dict, else the window-level value."""
     key = _ENGINE_KEYS.get((metric, kind), metric)
@@ -654,6 +670,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"--modes resnet: {RESNET_SCRIPT} not found (it ships with the repository, not the package)")
     if cfg.metric == "acc" and cfg.kind == "multi":
         p.error("--metric acc is single-label; the data are multi-label (use auroc_macro)")
+    if cfg.metric not in (known := known_metrics(cfg.kind)):
+        p.error(f"--metric {cfg.metric}: not a metric of {'multi' if cfg.kind == 'multi' else 'single'}-label runs; "
+                f"choose from {', '.join(sorted(known))}")
     cfg.out = cfg.out.resolve()
     return cfg
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FolderBusyError", "atomic_write_text", "check_free_space", "file_stamp", "folder_lock", "to_jsonable",
+__all__ = ["FolderBusyError", "atomic_write_text", "check_free_space", "csv_text", "file_stamp", "folder_lock", "to_jsonable",
            "write_failure", "write_json"]
 
 SPACE_MARGIN = 16 << 20  # bytes left free beyond what a write needs (HDF5 metadata, the file system's own)
@@ -123,3 +123,18 @@ def check_free_space(path: str | Path, nbytes: int) -> None:
     if free < nbytes + SPACE_MARGIN:
         raise OSError(errno.ENOSPC, f"No space left on device: {nbytes / 2**20:.1f} MiB to write, "
                                     f"{free / 2**20:.1f} MiB free", str(path))
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(value: Any) -> Any:
+    """A CSV cell that spreadsheets show as text: a string starting like a formula (``=``, ``+``, ``-``, ``@``, tab,
+    carriage return) gets a leading ``'``; numbers pass unchanged."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        try:
+            float(value)
+            return value
+        except ValueError:
+            return "'" + value
+    return value

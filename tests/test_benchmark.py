@@ -218,7 +218,8 @@ def test_cli_refusals(tmp_path):
                  base + ["--modes", "scratch", "--", "--seed", "3"],         # a flag the runner sets
                  base + ["--modes", "scratch", "--", "--output_dir=x"],
                  base + ["--modes", "scratch,linear"],
-                 base + ["--modes", "resnet"]):                              # the baseline is multi-label only
+                 base + ["--modes", "resnet"],                               # the baseline is multi-label only
+                 base + ["--modes", "scratch", "--metric", "bogus"]):        # refused before anything is trained
         with pytest.raises(SystemExit):
             bm.parse_args(argv)
     cfg = bm.parse_args(base + ["--modes", "scratch", "--metric", "acc", "--fractions", "1,0.01"])

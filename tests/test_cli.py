@@ -599,3 +599,16 @@ def test_embed_on_a_full_disk_is_one_line_and_leaves_no_file(name, myo, tiny_dis
     err = _one_line_error(capsys)
     assert "No space left" in err or "disk is full" in err, err
     assert sorted(p.name for p in tiny_disk.iterdir()) == ["filler"]
+
+
+def test_csv_cells_that_look_like_formulas_are_written_as_text(myo) -> None:
+    from physiowave.cli.predict import predict, to_csv
+    from physiowave.fileio import csv_text
+    from physiowave.inference import load_trained
+    assert [csv_text(v) for v in ["=cmd()", "@SUM(A1)", "+x", "-x", "-0.5", "ok", 3]] == \
+        ["'=cmd()", "'@SUM(A1)", "'+x", "'-x", "-0.5", "ok", 3]
+    trained = load_trained(myo["finetuned"])
+    trained.class_names = [f"=c{i}" for i in range(len(trained.class_names or [0, 0, 0]))]
+    pred, _ = predict(trained, [str(MYO / "R_0_C_0_EMG.csv")], 16)
+    rows = list(csv.reader(to_csv(pred, trained, False, None).splitlines()))
+    assert rows[1][-1].startswith("'=c") and all(not cell.startswith("=") for row in rows for cell in row)

@@ -39,6 +39,10 @@ def files(tmp_path_factory) -> dict[str, str]:
     out["two_keys"] = str(d / "two_keys.h5")
     (d / "notes.pth").write_text("not a checkpoint\n")
     out["not_ckpt"] = str(d / "notes.pth")
+    typo = y.copy()
+    typo[3] = 99
+    out["label99"] = _write(d / "label99.h5", x, typo)
+    out["one_class"] = _write(d / "zeros.h5", x, np.zeros_like(y))
     return out
 
 
@@ -97,6 +101,22 @@ CASES = {
     "not a checkpoint": ("finetune", lambda f, o: ["--train_file", f["train"], "--pretrained_path", f["not_ckpt"]],
                          "not a PyTorch checkpoint"),
     "output is a file": ("finetune", lambda f, o: ["--train_file", f["train"], "--output_dir", f["train"]], "is a file"),
+    "empty output folder": ("finetune", lambda f, o: ["--train_file", f["train"], "--output_dir", ""],
+                            "--output_dir is empty"),
+    "resume and overwrite": ("finetune", lambda f, o: ["--train_file", f["train"], "--resume", "auto", "--overwrite"],
+                             "--resume continues the folder's run and --overwrite deletes it"),
+    "probe of a random encoder": ("finetune", lambda f, o: ["--train_file", f["train"], "--freeze_encoder"],
+                                  "without --pretrained_path the encoder is random"),
+    "max level 50": ("pretrain", lambda f, o: ["--train_files", f["train"], "--max_level", "50"],
+                     "--max_level must be in [0, 12], got 50"),
+    "max length beyond the samples": ("finetune", lambda f, o: ["--train_file", f["train"], "--max_length", "1000000"],
+                                      "--max_length 1000000: the training samples"),
+    "label typo 99": ("finetune", lambda f, o: ["--train_file", f["label99"], "--val_file", f["val"]],
+                      "labels go up to 99 but classes 3, 4, 5"),
+    "one class": ("finetune", lambda f, o: ["--train_file", f["one_class"], "--val_file", f["one_class"]],
+                  "every training label is 0"),
+    "eval without a val file": ("finetune", lambda f, o: ["--train_file", f["train"], "--eval", "--resume", f["not_ckpt"]],
+                                "--eval without --val_file"),
 }
 
 
@@ -344,7 +364,7 @@ def test_resume_auto_with_pretrained_path_starts_then_continues(files, runs, tmp
     out = tmp_path / "ft"
     pre = str(runs["pre"] / "best_model.pth")
     base = ["--train_file", files["train"], "--val_file", files["val"], "--batch_size", "16", *TINY,
-            "--output_dir", str(out), "--pretrained_path", pre, "--resume", "auto"]
+            "--output_dir", str(out), "--pretrained_path", pre, "--resume", "auto", "--scheduler", "step"]
     assert main("finetune", base + ["--epochs", "1"]) == 0
     first = "".join(capsys.readouterr())
     assert "resuming from" not in first and f"from {pre}" in first
@@ -385,3 +405,13 @@ def test_a_refused_run_leaves_no_folder_behind(files, tmp_path, capsys):
     _fails("finetune", ["--train_file", files["train"], "--val_file", files["val_label3"], *FT, "--output_dir", str(out)],
            "labels go up to 3", capsys)
     assert not out.exists()
+
+
+def test_the_log_says_what_the_run_trains_on_and_warns_about_shared_files(files, tmp_path, capsys):
+    argv = ["--train_file", files["train"], "--val_file", files["train"], *FT, "--output_dir", str(tmp_path / "o"),
+            "--label_fraction", "0.001", "--dry_run"]
+    with pytest.warns(UserWarning, match="is given as both --train_file and --val_file: the val scores are not held"):
+        assert main("finetune", argv) == 0
+    err = capsys.readouterr().err
+    assert "training samples per class: 0: 1, 1: 1, 2: 1" in err  # at least one per class: said, with the share
+    assert "--label_fraction 0.001 (drawn by sample): kept 3 of 40 samples (7.5 %)" in err

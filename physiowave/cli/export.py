@@ -27,6 +27,8 @@ from .common import INPUTS_HELP, check_positive, prepare_output, trained_from_ar
 
 __all__ = ["add_parser", "run"]
 
+MIN_DYNAMO_OPSET = 18  # torch.onnx's dynamo exporter writes this opset or newer, whatever is asked
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX (checked in ONNX Runtime)", description=__doc__,
@@ -61,6 +63,9 @@ def _windows(trained, inputs: list[str], limit: int):
 def run(args: argparse.Namespace) -> int:
     require_export_extra(args.exporter)  # before any work: one line naming the extra
     check_positive(args, integers=("length", "opset", "check_windows"), numbers=("rtol",))
+    if args.opset is not None and args.exporter == "dynamo" and args.opset < MIN_DYNAMO_OPSET:
+        raise ValueError(f"--opset {args.opset}: the dynamo exporter writes opset {MIN_DYNAMO_OPSET} and up; pass "
+                         f"--opset {MIN_DYNAMO_OPSET} or more, or --exporter torchscript for older opsets")
     if Path(args.output).suffix.lower() != ".onnx":
         raise ValueError(f"-o {args.output}: expected an ONNX file name (.onnx)")
     trained = trained_from_args(argparse.Namespace(checkpoint=args.checkpoint, device="cpu", length=args.length),

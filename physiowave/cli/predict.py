@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..fileio import atomic_write_text
+from ..fileio import atomic_write_text, csv_text
 from ..inference import Skipped, TrainedModel, group_mean, probabilities, run_inputs
 from .common import (INPUTS_HELP, add_model_arguments, add_preparation_arguments, check_preparation, prepare_output,
                      report_skipped, trained_from_args)
@@ -85,14 +85,14 @@ def to_csv(pred: Predictions, trained: TrainedModel, per_window: bool, threshold
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     if per_window:
-        w.writerow(["record", "start", *(f"prob_{n}" for n in names), "predicted"])
+        w.writerow(["record", "start", *(csv_text(f"prob_{n}") for n in names), "predicted"])
         for r, s, p, label in zip(pred.records, pred.starts, pred.probs, decide(pred.probs, trained.task, names, thresholds)):
-            w.writerow([r, s, *(f"{v:.6g}" for v in p), label])
+            w.writerow([csv_text(r), s, *(f"{v:.6g}" for v in p), csv_text(label)])
     else:
         ids, counts, mean = pred.per_record()
-        w.writerow(["record", "windows", *(f"prob_{n}" for n in names), "predicted"])
+        w.writerow(["record", "windows", *(csv_text(f"prob_{n}") for n in names), "predicted"])
         for r, c, p, label in zip(ids, counts, mean, decide(mean, trained.task, names, thresholds)):
-            w.writerow([r, c, *(f"{v:.6g}" for v in p), label])
+            w.writerow([csv_text(r), c, *(f"{v:.6g}" for v in p), csv_text(label)])
     return buf.getvalue()
 
 

@@ -15,6 +15,7 @@ from ..models import PRESETS
 from ..models.fusion import FUSIONS
 from ..models.heads import POOLINGS
 from ..models.input_norm import INPUT_NORMS
+from ..models.limits import INT_LIMITS
 from ..models.masking import MASKING_STRATEGIES
 from ..models.objective import OBJECTIVES
 from .metrics import AGGREGATIONS
@@ -353,6 +354,11 @@ def _check_ranges(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
             value = bad[0] if bad else None
         if value is not None and not ok(value):
             p.error(f"--{flag} must be {expected}, got {value}")
+    for flag, (lo, hi) in INT_LIMITS.items():  # the architecture's bounds (models/limits.py), as flags
+        values = getattr(args, flag, None)
+        for value in values if isinstance(values, list) else [values]:
+            if isinstance(value, int) and not lo <= value <= hi:
+                p.error(f"--{flag} must be in [{lo}, {hi}], got {value}")
 
 
 def explicit_flags(task: str, argv: list[str] | None = None) -> set[str]:
@@ -388,7 +394,18 @@ def parse_args(task: str, argv: list[str] | None = None) -> argparse.Namespace:
             p.error("--eval evaluates the --resume checkpoint: pass --resume PATH")
         if args.eval and args.resume == "auto":
             p.error("--eval needs the checkpoint's path: --resume PATH")
+        if args.eval and not args.val_files.strip():
+            p.error("--eval without --val_file would score a slice of the training file: pass the --val_file "
+                    "(and --test_file) to evaluate on")
         _check_fusion(p, args)
+    if not args.output_dir.strip():
+        p.error("--output_dir is empty: name the run's folder")
+    if args.resume and args.overwrite and not getattr(args, "eval", False):
+        p.error("--resume continues the folder's run and --overwrite deletes it: give one of them")
+    if task != "pretrain" and args.freeze_encoder and not args.pretrained_path and not args.resume \
+            and not getattr(args, "modality", None):
+        p.error("--freeze_encoder trains a head on a frozen encoder: without --pretrained_path the encoder is random; "
+                "pass --pretrained_path CHECKPOINT")
     if args.resume and args.resume != "auto" and args.pretrained_path:
         p.error("--resume continues a run with its own weights; --pretrained_path starts a new one: give one of them "
                 "(or --resume auto: continue the folder's run if it has one, else start from --pretrained_path)")

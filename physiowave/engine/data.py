@@ -160,8 +160,13 @@ def open_datasets(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     except (FileNotFoundError, KeyError, OSError, ValueError) as err:
         raise ConfigError(str(err).strip("'\"")) from err
     train = sets["train"]
+    _warn_shared_files(paths, flags)
     info: dict[str, Any] = {"train_files": paths["train"], "val_files": paths["val"], "test_files": paths["test"],
                             "label_kind": train.label_kind, **_shape_info(train)}
+    if args.max_length and not modalities_of(args) and args.max_length > info["stored_length"]:
+        raise ConfigError(f"--max_length {args.max_length}: the training samples of {paths['train'][0]} are "
+                          f"{info['stored_length']} long; expected 1..{info['stored_length']} (training takes crops "
+                          "of that length)")
     for split in ("val", "test"):
         ds = sets[split]
         # the model sees channels × length after --max_length: longer stored training records (random crops) and
@@ -185,6 +190,37 @@ def open_datasets(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     labelled = task.label_mode != "none"
     records = {split: record_ids_of(ds) if labelled else None for split, ds in (("val", val), ("test", sets["test"]))}
     return {"train": train_set, "val": val, "test": sets["test"], "info": info, "record_ids": records}
+
+
+def data_report(info: dict[str, Any]) -> list[str]:
+    """What the run trains on, for the log: samples per class, and what ``--label_fraction`` kept."""
+    lines = []
+    counts = info.get("class_counts")
+    if counts is not None:
+        names = info.get("class_names") or [str(i) for i in range(len(counts))]
+        kind = "positives" if info.get("label_kind") == "multi" else "samples"
+        lines.append(f"training {kind} per class: " + ", ".join(f"{n}: {int(c)}" for n, c in zip(names, counts)))
+    fraction = info.get("label_fraction")
+    if fraction:
+        kept = "; ".join(f"{v['kept']} of {v['of']} {unit} ({100 * v['kept'] / max(1, v['of']):.1f} %)"
+                         for unit, v in fraction.items()
+                         if isinstance(v, dict) and "kept" in v)
+        lines.append(f"--label_fraction {fraction['fraction']:g} (drawn by {fraction.get('by', 'sample')}): kept {kept}")
+    return lines
+
+
+def _warn_shared_files(paths: dict[str, list[str]], flags: dict[str, str]) -> None:
+    """A file given for two splits (train and val, val and test...) scores the model on what it trained or was
+    selected on: said, as a warning naming the file and the flags."""
+    from pathlib import Path
+    seen: dict[Path, str] = {}
+    for split, files in paths.items():
+        for file in files:
+            key = Path(file).resolve()
+            if key in seen and seen[key] != split:
+                warnings.warn(f"{file} is given as both {flags[seen[key]]} and {flags[split]}: the {split} scores "
+                              "are not held out", stacklevel=2)
+            seen.setdefault(key, split)
 
 
 def _empty_split(split: str, flags: dict[str, str], paths: dict[str, list[str]], info: dict[str, Any],
@@ -239,9 +275,29 @@ def _label_info(args: argparse.Namespace, train: H5Dataset | MultiModalDataset, 
         if requested < num_classes:
             raise ConfigError(f"--num_classes {requested}: the training labels go up to {num_classes - 1}")
         num_classes = requested
+    _check_label_set(train, gaps_allowed=bool(requested))
     counts = np.bincount(labels, minlength=num_classes) if train.label_kind == "single" else labels.sum(0)
     return {"num_classes": num_classes, "class_counts": counts.astype(np.int64).tolist(),
             "class_names": class_names_of(train.file_paths)}
+
+
+def _check_label_set(train: H5Dataset | MultiModalDataset, gaps_allowed: bool) -> None:
+    """Single-label training data must hold two classes or more, and every class from 0 to the largest label: a
+    gap is almost always a typo (a label 99 among 0..4 would build a 100-class head). ``--num_classes`` confirms
+    classes that have no training sample."""
+    labels = getattr(train, "labels_array", None)
+    if train.label_kind != "single" or labels is None or not len(labels):
+        return
+    where = ", ".join(train.file_paths)
+    present = np.unique(labels)
+    if len(present) < 2:
+        raise ConfigError(f"{where}: every training label is {present[0]}: one class leaves nothing to classify")
+    missing = np.setdiff1d(np.arange(present.max() + 1), present)
+    if len(missing) and not gaps_allowed:
+        shown = ", ".join(map(str, missing[:8])) + (" …" if len(missing) > 8 else "")
+        raise ConfigError(f"{where}: labels go up to {present.max()} but classes {shown} ({len(missing)} of "
+                          f"{present.max() + 1}) have no training sample: a typo in the labels? Pass --num_classes "
+                          f"{present.max() + 1} if those classes are meant to exist")
 
 
 def check_labels(data: dict[str, Any], num_classes: int, label_mode: str) -> None:

@@ -77,6 +77,8 @@ def parse_args(source_cls: type[Source], argv: list[str] | None = None,
         p.error(str(err))
     if args.workers < 1:
         p.error(f"--workers {args.workers}: expected >= 1")
+    if args.limit < 0:
+        p.error(f"--limit {args.limit}: expected the number of records to process, >= 0 (0: all)")
     return args
 
 

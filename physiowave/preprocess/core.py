@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from ..contract import (ATTR_CHANNEL_NAMES, ATTR_CLASS_NAMES, ATTR_FS, ATTR_PREPROCESSING, ATTR_RUN_ID, ATTR_RUN_INFO,
                              INFO_FILE)
-from ..fileio import atomic_write_text, to_jsonable, write_json
+from ..fileio import atomic_write_text, csv_text, to_jsonable, write_json
 from .readers import ReadError, Recording
 from .signal import (SignalError, bandpass, check_fs, cut_windows, normalize, notch, repair_nan, resample,
                      select_channels, window_starts)
@@ -298,7 +298,7 @@ def _skipped_csv(skipped: list[tuple[str, str]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["record", "reason"])
-    w.writerows(skipped)
+    w.writerows([csv_text(record), csv_text(reason)] for record, reason in skipped)
     return buf.getvalue()
 
 
