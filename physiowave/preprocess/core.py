@@ -6,6 +6,7 @@ A data set is a :class:`Source` subclass holding only its reader, label rules an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import io
 import json
@@ -29,7 +30,7 @@ from tqdm import tqdm
 
 from ..contract import (ATTR_CHANNEL_NAMES, ATTR_CLASS_NAMES, ATTR_FS, ATTR_PREPROCESSING, ATTR_RUN_ID, ATTR_RUN_INFO,
                              INFO_FILE)
-from ..fileio import atomic_write_text, csv_text, to_jsonable, write_json
+from ..fileio import FolderBusyError, atomic_write_text, csv_text, folder_lock, to_jsonable, write_json
 from .readers import ReadError, Recording
 from .signal import (SignalError, bandpass, check_fs, cut_windows, normalize, notch, repair_nan, resample,
                      select_channels, window_starts)
@@ -596,9 +597,18 @@ def run(source: Source, progress: bool = True) -> Summary:
     shards are closed and the position saved, so a run interrupted in any way (Ctrl-C, SIGTERM, kill -9)
     continues with ``--resume`` and ends with the same arrays. Raises SystemExit with a one-line message when no
     usable record was found (the output folder is left as it was, but for ``skipped.failed.csv``)."""
+    out_dir = Path(source.args.output) if source.args.output else source.default_output()
+    with contextlib.ExitStack() as stack:  # one run per output folder: a second one started into it is refused
+        try:
+            stack.enter_context(folder_lock(out_dir, "--output"))
+        except FolderBusyError as err:
+            raise SystemExit(f"error: {err}") from None
+        return _run_locked(source, out_dir, progress)
+
+
+def _run_locked(source: Source, out_dir: Path, progress: bool) -> Summary:
+    """:func:`run` once the output folder's lock is held."""
     args = source.args
-    out_dir = Path(args.output) if args.output else source.default_output()
-    out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     refs, skipped = source.list_records()
     if args.limit:
