@@ -132,3 +132,28 @@ def test_handlers_only_during_training_and_none_installs_none(flag, files, tmp_p
     assert main("finetune", _args(files, tmp_path / "run", "--epochs", "1", "--preempt_signals", flag)) == 0
     assert {s: signal.getsignal(s) for s in before} == before
     assert (during[0] == before) == (flag == "none")
+
+
+def test_sigterm_to_every_process_with_dataloader_workers_stops_cleanly(files, uninterrupted, tmp_path):
+    """SLURM's preemption signals every process of the job, DataLoader workers included: they ignore it (torch's
+    workers otherwise die of it and fail the run), the training process stops after its step, resume is exact."""
+    import subprocess
+    import sys
+    import time
+
+    from .test_engine import ROOT, _signal_tree
+
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "finetune.py", *_args(files, out, "--num_workers", "2", "--save_every_steps", "1")],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "latest_model.pth").exists():
+        assert proc.poll() is None and time.time() < deadline, "the run ended or stalled before its first step checkpoint"
+        time.sleep(0.01)
+    _signal_tree(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    assert torch.load(out / "latest_model.pth", weights_only=True)["global_step"] < 2 * STEPS_PER_EPOCH
+    assert main("finetune", _args(files, out, "--resume", "auto")) == 0  # with workers or without: the same batches
+    _assert_same_run(uninterrupted, out)

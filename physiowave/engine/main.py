@@ -37,7 +37,7 @@ from .loop import Precision, evaluate, train_one_epoch
 from .model_config import (build_fusion_model, build_model, checkpoint_kind, load_pretrained, read_model_checkpoint,
                            resolve_config)
 from .optim import build_optimizer, build_schedule
-from .preemption import Preempted, Preemption, parse_signals
+from .preemption import Preempted, Preemption, dataloader_worker_init, parse_signals
 from .outputs import check_output_dir, claim_output_dir, write_checkpoint, write_result, write_text
 from .probe import compute_features, eval_loader, feature_head
 from .samplers import TrainSampler
@@ -393,7 +393,7 @@ def _train_loader(args: argparse.Namespace, env: DistEnv, ds: Any, sampler: Trai
         ds.set_epoch(epoch)
     sampler.set_epoch(epoch, skip=skip_micro * args.batch_size)
     return DataLoader(Indexed(ds), batch_size=args.batch_size, sampler=sampler, num_workers=args.num_workers if workers else 0,
-                      pin_memory=env.device.type == "cuda")
+                      pin_memory=env.device.type == "cuda", worker_init_fn=dataloader_worker_init)
 
 
 def _probe_sets(args: argparse.Namespace, env: DistEnv, model: nn.Module, data: dict[str, Any], precision: Precision) -> dict[str, Any]:

@@ -20,10 +20,20 @@ import torch.distributed as dist
 
 from .distributed import DistEnv
 
-__all__ = ["DEFAULT_SIGNALS", "Preempted", "Preemption", "parse_signals", "exit_status"]
+__all__ = ["DEFAULT_SIGNALS", "Preempted", "Preemption", "parse_signals", "exit_status", "dataloader_worker_init"]
 
 DEFAULT_SIGNALS = "SIGTERM,SIGUSR1"
 _UNCATCHABLE = {signal.SIGKILL, signal.SIGSTOP}
+_ACTIVE: tuple[signal.Signals, ...] = ()  # the signals an installed Preemption handles (forked workers see it too)
+
+
+def dataloader_worker_init(worker_id: int) -> None:
+    """``worker_init_fn`` of the engine's DataLoaders: while training handles preemption signals, a DataLoader
+    worker ignores them. SLURM signals every process of a job, and torch's worker processes die of SIGTERM, which
+    made the training process fail ("DataLoader worker exited unexpectedly") instead of stopping cleanly; the
+    workers end with their loader, as always."""
+    for sig in _ACTIVE:
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def parse_signals(text: str) -> tuple[signal.Signals, ...]:
@@ -70,6 +80,8 @@ class Preemption:
         self._previous: dict[signal.Signals, Any] = {}
 
     def install(self) -> "Preemption":
+        global _ACTIVE
+        _ACTIVE = self.signals
         for sig in self.signals:
             self._previous[sig] = signal.signal(sig, self._handle)
             signal.siginterrupt(sig, False)  # restart interrupted system calls (file writes, sockets) instead of EINTR
@@ -77,8 +89,10 @@ class Preemption:
 
     def restore(self) -> None:
         """Put the previous handlers back (not once the run is stopping)."""
+        global _ACTIVE
         if self.stopping:
             return
+        _ACTIVE = ()
         for sig, previous in self._previous.items():
             signal.signal(sig, previous)
         self._previous.clear()

@@ -13,6 +13,7 @@ from ..models import FusionModel
 from .data import Indexed
 from .distributed import DistEnv
 from .loop import Precision, evaluate
+from .preemption import dataloader_worker_init
 from .samplers import EvalSampler
 from .tasks import Task
 
@@ -59,7 +60,8 @@ class FeatureSet(Dataset):
 def eval_loader(ds: Dataset, args: argparse.Namespace, env: DistEnv, batch_size: int, workers: bool = True) -> DataLoader:
     """This rank's shard of ``ds`` in order, as ``(index, item)`` batches."""
     return DataLoader(Indexed(ds), batch_size=batch_size, sampler=EvalSampler(len(ds), env.rank, env.world_size),
-                      num_workers=args.num_workers if workers else 0, pin_memory=env.device.type == "cuda")
+                      num_workers=args.num_workers if workers else 0, pin_memory=env.device.type == "cuda",
+                      worker_init_fn=dataloader_worker_init)  # workers ignore the signals training handles
 
 
 def compute_features(model: nn.Module, ds: Dataset, args: argparse.Namespace, env: DistEnv, precision: Precision) -> FeatureSet:
