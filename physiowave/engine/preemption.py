@@ -10,6 +10,7 @@ The same command with ``--resume auto`` continues from that step and ends with t
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from pathlib import Path
 from types import FrameType
@@ -81,6 +82,8 @@ class Preemption:
 
     def install(self) -> "Preemption":
         global _ACTIVE
+        if threading.current_thread() is not threading.main_thread():
+            self.signals = ()  # Python delivers signals to the main thread only: nothing to handle from here
         _ACTIVE = self.signals
         for sig in self.signals:
             self._previous[sig] = signal.signal(sig, self._handle)
