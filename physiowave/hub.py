@@ -105,10 +105,38 @@ def read_config(folder: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: cannot be read as JSON: {err}") from err
     if not isinstance(config, dict) or config.get("format") != FORMAT or "architecture" not in config:
         raise ValueError(f"{path}: not a PhysioWave model config (expected \"format\": \"{FORMAT}\" and \"architecture\")")
+    _check_field_types(config, path)
     if int(config.get("format_version", 0)) > FORMAT_VERSION:
         raise ValueError(f"{path}: format_version {config['format_version']} is newer than this physiowave reads "
                          f"({FORMAT_VERSION}): upgrade physiowave")
     return config
+
+
+_NUMBER_INPUTS = ("fs", "window", "step", "length", "max_nan_gap", "min_real", "input_fs", "num_channels")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_field_types(config: Mapping[str, Any], path: Path) -> None:
+    """One-line ValueError naming the field of ``config.json`` whose value has the wrong type (the architecture's
+    fields are checked, with their bounds, when the model is built)."""
+    def bad(field: str, value: Any, expected: str) -> ValueError:
+        return ValueError(f"{path}: field {field} is {value!r}; expected {expected}")
+
+    for field in ("architecture", "input"):
+        if not isinstance(config.get(field) or {}, dict):
+            raise bad(field, config[field], "an object")
+    for key in _NUMBER_INPUTS:
+        value = (config.get("input") or {}).get(key)
+        if value is not None and not _is_number(value):
+            raise bad(f"input.{key}", value, "a number")
+    thresholds, names = config.get("thresholds"), config.get("class_names")
+    if thresholds is not None and not (isinstance(thresholds, list) and all(map(_is_number, thresholds))):
+        raise bad("thresholds", thresholds, "a list of numbers")
+    if names is not None and not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+        raise bad("class_names", names, "a list of strings")
 
 
 # ------------------------------------------------------------------------------------------------------ loading

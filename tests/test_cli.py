@@ -543,14 +543,21 @@ def test_a_checkpoint_with_a_nan_weight_is_refused(myo, tmp_path, capsys) -> Non
     assert "holds NaN or inf values" in _one_line_error(capsys) and not out.exists()
 
 
-@pytest.mark.parametrize("field, value, expect", [("depth", 10_000_000, "depth 10000000: outside its limits [1, 128]"),
-                                                  ("embed_dim", "32", "embed_dim '32': expected an integer"),
-                                                  ("mlp_ratio", None, "mlp_ratio None: expected a number")])
+@pytest.mark.parametrize("field, value, expect", [
+    ("architecture.depth", 10_000_000, "depth 10000000: outside its limits [1, 128]"),
+    ("architecture.embed_dim", "32", "embed_dim '32': expected an integer"),
+    ("architecture.mlp_ratio", None, "mlp_ratio None: expected a number"),
+    ("input.fs", "abc", "field input.fs is 'abc'; expected a number"),
+    ("thresholds", "x", "field thresholds is 'x'; expected a list of numbers")])
 def test_a_hostile_config_json_is_refused_before_anything_is_built(field, value, expect, myo, tmp_path, capsys) -> None:
     folder = tmp_path / "model"
     assert cli(["convert", str(myo["finetuned"]), "-o", str(folder)]) == 0
     config = json.loads((folder / "config.json").read_text())
-    config["architecture"][field] = value
+    *parents, last = field.split(".")
+    node = config
+    for key in parents:
+        node = node[key]
+    node[last] = value
     (folder / "config.json").write_text(json.dumps(config))
     assert cli(["predict", str(folder), str(MYO / "R_0_C_0_EMG.csv"), "-o", str(tmp_path / "p.csv")]) == 1
     assert expect in _one_line_error(capsys)
