@@ -42,6 +42,7 @@ Statistics (``--metric``, default ``auroc_macro``):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import math
@@ -59,7 +60,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from .contract import LABEL_KEYS
-from .fileio import atomic_write_text, write_json
+from .fileio import FolderBusyError, atomic_write_text, folder_lock, write_json
 
 __all__ = ["MODES", "BOOTSTRAP_METRICS", "Records", "label_kind", "metric_value", "bootstrap", "read_records",
            "Cell", "plan", "cell_state", "command", "run_cells", "collect", "summarize", "markdown", "draw",
@@ -354,6 +355,20 @@ def _ready(cell: Cell) -> bool:
 
 def run_cells(cells: list[Cell], cfg: argparse.Namespace, env: dict[str, str],
               on_done: Callable[[Cell], None] = lambda c: None) -> None:
+    """:func:`_run_cells` while holding the lock of the folder the cells share: a second runner started on the
+    same output is refused at once (SystemExit with one line)."""
+    with contextlib.ExitStack() as stack:
+        if cells:
+            common = Path(os.path.commonpath([str(c.folder.parent) for c in cells]))  # never a cell's own folder
+            try:
+                stack.enter_context(folder_lock(common, "--out"))
+            except FolderBusyError as err:
+                raise SystemExit(f"error: {err}") from None
+        _run_cells(cells, cfg, env, on_done)
+
+
+def _run_cells(cells: list[Cell], cfg: argparse.Namespace, env: dict[str, str],
+               on_done: Callable[[Cell], None] = lambda c: None) -> None:
     """Run the cells that are not done, ``cfg.jobs`` at a time, in order but each only once the cell it starts from
     (``after``) is done, from this (the main) thread; fills ``cell.result`` with ``status`` ("skipped", "finished",
     "failed"), the command, exit status and seconds (this attempt; ``wall.json`` in the folder sums them)."""

@@ -347,3 +347,19 @@ bm.run_cells([cell], argparse.Namespace(jobs=1), {{}})
     while _children_of(tmp_path / "cell") and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _children_of(tmp_path / "cell")
+
+
+def test_a_second_runner_on_the_same_output_is_refused(tmp_path):
+    out = tmp_path / "bench"
+    cells = bm.plan(out, ["scratch"], [1.0], [0])
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom physiowave.fileio import folder_lock\n"
+                               "with folder_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(60)",
+                               str(out / "runs")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(SystemExit, match="another run is writing to this folder now"):
+            bm.run_cells(cells, _cfg(tmp_path), dict(os.environ))
+        assert not cells[0].folder.exists()  # nothing ran
+    finally:
+        holder.kill()
+        holder.wait()
