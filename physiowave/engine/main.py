@@ -29,7 +29,7 @@ from ..fileio import to_jsonable
 from ..models import FusionModel
 from .args import MODEL_FLAGS, parse_args
 from .consensus import check_ranks_agree, check_world_size
-from .data import Indexed, check_labels, find_nonfinite_values, modalities_of, open_datasets
+from .data import Indexed, check_labels, data_report, find_nonfinite_values, modalities_of, open_datasets
 from .distributed import DistEnv, all_reduce_sums, barrier, cleanup, init_distributed
 from .errors import ConfigError, NonFiniteLossError
 from .logger import RunLogger, scalars_of
@@ -38,10 +38,10 @@ from .model_config import (build_fusion_model, build_model, checkpoint_kind, loa
                            resolve_config)
 from .optim import build_optimizer, build_schedule
 from .preemption import Preempted, Preemption, dataloader_worker_init, parse_signals
-from .outputs import check_output_dir, claim_output_dir, write_checkpoint, write_result, write_text
+from .outputs import check_output_dir, claim_output_dir, lock_output_dir, write_checkpoint, write_result, write_text
 from .probe import compute_features, eval_loader, feature_head
 from .samplers import TrainSampler
-from .state import Progress, make_checkpoint, restore
+from .state import Progress, check_same_trajectory, make_checkpoint, restore
 from .tasks import LOWER_IS_BETTER, Task, build_task
 
 __all__ = ["main", "run"]
@@ -84,6 +84,8 @@ def run(args: argparse.Namespace, env: DistEnv) -> dict[str, Any]:
     task.attach(info, num_classes, model)
     _check_select_metric(args, task, has_val=data["val"] is not None,
                          val_records=data["record_ids"]["val"] is not None)
+    for line in data_report(info):
+        _log(env, line)
     if getattr(args, "dry_run", False):  # every check so far; not the NaN scan, which reads all the data
         (info.get("label_fraction") or {}).pop("chosen", None)
         return {"script": f"{_ENTRY[args.task]}.py", "recipe": args.recipe,
@@ -150,6 +152,8 @@ def _build_model(args: argparse.Namespace, task: Task, info: dict[str, Any], res
     if resume is not None:
         stored = resume["model_config"]
         _check_resumed_settings(args, task, info, stored, resume_path)
+        if not getattr(args, "eval", False):
+            check_same_trajectory(args, resume, info, str(resume_path))
         before = (resume.get("args") or {}).get("pretrained_path") or ""
         if getattr(args, "pretrained_path", "") and Path(args.pretrained_path) != Path(before or "."):
             # --resume auto with --pretrained_path (a retried or requeued job): the run must have started from it
@@ -515,14 +519,9 @@ def main(script: str, argv: list[str] | None = None) -> int:
         except RuntimeError as err:
             raise ConfigError(str(err)) from err
         torch.manual_seed(args.seed)
-        if args.dry_run:  # stdout carries the one JSON object; the run's messages go to stderr
-            with contextlib.redirect_stdout(sys.stderr):
-                report = run(args, env)
-            if env.is_main:
-                print(json.dumps(to_jsonable(report)), flush=True)
-            return 0
-        run(args, env)
-        return 0
+        with contextlib.ExitStack() as lock:
+            _lock_output_dir(args, env, lock)
+            return _run_and_report(args, env)
     except (ConfigError, NonFiniteLossError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -532,3 +531,30 @@ def main(script: str, argv: list[str] | None = None) -> int:
         return err.status
     finally:
         cleanup()
+
+
+def _lock_output_dir(args: argparse.Namespace, env: DistEnv, stack: contextlib.ExitStack) -> None:
+    """Rank 0 of a run that writes holds ``--output_dir``'s lock until the run ends; every rank learns whether it
+    got it, so a refused run stops on all ranks at once."""
+    error = None
+    if env.is_main and not args.dry_run:
+        try:
+            stack.enter_context(lock_output_dir(Path(args.output_dir)))
+        except ConfigError as err:
+            error = err
+    if env.distributed and all_reduce_sums({"failed": float(error is not None)}, env)["failed"] and error is None:
+        raise ConfigError(f"--output_dir {args.output_dir}: rank 0 could not lock it (see its message)")
+    if error is not None:
+        raise error
+
+
+def _run_and_report(args: argparse.Namespace, env: DistEnv) -> int:
+    """:func:`run`; with ``--dry_run`` its report as one JSON object on stdout."""
+    if args.dry_run:  # stdout carries the one JSON object; the run's messages go to stderr
+        with contextlib.redirect_stdout(sys.stderr):
+            report = run(args, env)
+        if env.is_main:
+            print(json.dumps(to_jsonable(report)), flush=True)
+        return 0
+    run(args, env)
+    return 0
