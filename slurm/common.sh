@@ -22,8 +22,9 @@ physiowave_setup() {
     # Compute nodes download nothing: hub clients read their caches, pip its wheels; fetch on the login node.
     export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PIP_NO_INDEX=1 WANDB_MODE=offline
     export MPLBACKEND=Agg PYTHONUNBUFFERED=1
-    # CPU threads per process: the task's CPUs shared by the node's processes
-    export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( ${SLURM_CPUS_PER_TASK:-$GPUS_PER_NODE} / GPUS_PER_NODE > 0 ? ${SLURM_CPUS_PER_TASK:-$GPUS_PER_NODE} / GPUS_PER_NODE : 1 ))}
+    # CPU threads per process: the task's CPUs shared by the node's processes (at least 1)
+    local cpus=${SLURM_CPUS_PER_TASK:-$GPUS_PER_NODE}
+    export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( cpus / GPUS_PER_NODE > 0 ? cpus / GPUS_PER_NODE : 1 ))}
     NNODES=${SLURM_JOB_NUM_NODES:-${SLURM_NNODES:-1}}
     HEAD_NODE=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
     echo "job ${SLURM_JOB_ID}: ${NNODES} node(s) × ${GPUS_PER_NODE} process(es), rendezvous ${HEAD_NODE}:${RDZV_PORT}," \
@@ -45,13 +46,17 @@ physiowave_batch() {
 physiowave_cache() {
     # One copy per node, same path on every node (every rank must name the same files); written under a temporary
     # name and renamed, so a copy cut short is never used and a requeued job on the same node reuses a finished one.
-    if [ "$CACHE_DATA" != 1 ]; then printf '%s\n' "$@"; return; fi
-    local f list=()
-    for f in "$@"; do list+=("$(readlink -f "$f")"); done
+    # (FILEs may also be comma-separated lists, as --train_files takes them)
+    local arg f parts list=()
+    for arg in "$@"; do IFS=', ' read -ra parts <<< "$arg"; list+=("${parts[@]}"); done
+    if [ "$CACHE_DATA" != 1 ]; then printf '%s\n' "${list[@]}"; return; fi
+    for f in "${!list[@]}"; do list[f]=$(readlink -f "${list[f]}"); done
+    local twice; twice=$(printf '%s\n' "${list[@]##*/}" | sort | uniq -d | head -n 1)
+    if [ -n "$twice" ]; then echo "error: CACHE_DATA=1: two files are named $twice; rename one" >&2; return 1; fi
     srun --ntasks-per-node=1 --ntasks="$NNODES" bash -c '
         mkdir -p "$0" && for f in "$@"; do
             d="$0/$(basename "$f")"
-            [ -f "$d" ] && [ "$(stat -c %s "$d")" = "$(stat -c %s "$f")" ] && continue
+            [ -f "$d" ] && [ "$(stat -c "%s %Y" "$d")" = "$(stat -c "%s %Y" "$f")" ] && continue  # size, mtime
             cp -p "$f" "$d.part.$$" && mv -f "$d.part.$$" "$d" || exit 1
         done' "$CACHE_DIR" "${list[@]}" >&2 || { echo "error: copying the data to $CACHE_DIR failed" >&2; return 1; }
     for f in "${list[@]}"; do echo "$CACHE_DIR/$(basename "$f")"; done
