@@ -37,8 +37,8 @@ from .loop import Precision, evaluate, train_one_epoch
 from .model_config import (build_fusion_model, build_model, checkpoint_kind, load_pretrained, read_model_checkpoint,
                            resolve_config)
 from .optim import build_optimizer, build_schedule
-from .preemption import Preempted, Preemption, dataloader_worker_init, parse_signals
 from .outputs import check_output_dir, claim_output_dir, lock_output_dir, write_checkpoint, write_result, write_text
+from .preemption import Preempted, Preemption, dataloader_worker_init, parse_signals
 from .probe import compute_features, eval_loader, feature_head
 from .samplers import TrainSampler
 from .state import Progress, check_same_trajectory, make_checkpoint, restore
