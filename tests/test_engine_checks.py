@@ -110,7 +110,7 @@ CASES = {
     "max level 50": ("pretrain", lambda f, o: ["--train_files", f["train"], "--max_level", "50"],
                      "--max_level must be in [0, 12], got 50"),
     "max length beyond the samples": ("finetune", lambda f, o: ["--train_file", f["train"], "--max_length", "1000000"],
-                                      "--max_length 1000000: the training samples"),
+                                      "--max_length 1000000: expected 1..65536"),
     "label typo 99": ("finetune", lambda f, o: ["--train_file", f["label99"], "--val_file", f["val"]],
                       "labels go up to 99 but classes 3, 4, 5"),
     "one class": ("finetune", lambda f, o: ["--train_file", f["one_class"], "--val_file", f["one_class"]],

@@ -402,10 +402,6 @@ def parse_args(task: str, argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--output_dir is empty: name the run's folder")
     if args.resume and args.overwrite and not getattr(args, "eval", False):
         p.error("--resume continues the folder's run and --overwrite deletes it: give one of them")
-    if task != "pretrain" and args.freeze_encoder and not args.pretrained_path and not args.resume \
-            and not getattr(args, "modality", None):
-        p.error("--freeze_encoder trains a head on a frozen encoder: without --pretrained_path the encoder is random; "
-                "pass --pretrained_path CHECKPOINT")
     if args.resume and args.resume != "auto" and args.pretrained_path:
         p.error("--resume continues a run with its own weights; --pretrained_path starts a new one: give one of them "
                 "(or --resume auto: continue the folder's run if it has one, else start from --pretrained_path)")

@@ -138,6 +138,9 @@ def _open(paths: list[str], args: argparse.Namespace, task: Task, train: bool) -
                      augment=augment)
 
 
+MAX_PADDED_LENGTH = 65_536  # --max_length beyond the stored samples zero-pads them, up to this many samples
+
+
 def _split_flags(task: Task) -> dict[str, str]:
     pretrain = task.label_mode == "none"
     return {"train": "--train_files" if pretrain else "--train_file", "val": "--val_files" if pretrain else "--val_file",
@@ -163,10 +166,10 @@ def open_datasets(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     _warn_shared_files(paths, flags)
     info: dict[str, Any] = {"train_files": paths["train"], "val_files": paths["val"], "test_files": paths["test"],
                             "label_kind": train.label_kind, **_shape_info(train)}
-    if args.max_length and not modalities_of(args) and args.max_length > info["stored_length"]:
-        raise ConfigError(f"--max_length {args.max_length}: the training samples of {paths['train'][0]} are "
-                          f"{info['stored_length']} long; expected 1..{info['stored_length']} (training takes crops "
-                          "of that length)")
+    if args.max_length and not modalities_of(args) and args.max_length > max(MAX_PADDED_LENGTH, info["stored_length"]):
+        raise ConfigError(f"--max_length {args.max_length}: expected 1..{max(MAX_PADDED_LENGTH, info['stored_length'])} "
+                          f"(the training samples of {paths['train'][0]} are {info['stored_length']} long; longer "
+                          "lengths only add zero padding)")
     for split in ("val", "test"):
         ds = sets[split]
         # the model sees channels × length after --max_length: longer stored training records (random crops) and

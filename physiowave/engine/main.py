@@ -173,6 +173,9 @@ def _build_model(args: argparse.Namespace, task: Task, info: dict[str, Any], res
             _log(env, f"branch {name}: loaded {report['loaded']}/{report['total']} tensors from {report['path']}")
     else:
         stored = state = None
+        if getattr(args, "freeze_encoder", False) and not args.pretrained_path:
+            raise ConfigError("--freeze_encoder trains a head on a frozen encoder: without --pretrained_path the "
+                              "encoder is random; pass --pretrained_path CHECKPOINT")
         if args.pretrained_path:
             stored, state, _ = read_model_checkpoint(args.pretrained_path, "--pretrained_path")
         config = resolve_config(args, task, info["channels"], stored, args.pretrained_path or None)

@@ -23,8 +23,6 @@ from typing import Any
 
 import numpy as np
 from scipy.special import expit, softmax
-from sklearn import metrics as skm
-from sklearn.exceptions import UndefinedMetricWarning
 
 __all__ = ["classification_metrics", "multilabel_metrics", "tune_thresholds", "pretrain_metrics"]
 
@@ -65,13 +63,17 @@ def _nanmean(values: Sequence[float]) -> float:
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence sklearn's ill-defined-metric warnings; those cases are resolved by ``zero_division=0`` or NaN."""
+def _quiet() -> Iterator[Any]:
+    """``sklearn.metrics`` with its ill-defined-metric warnings silenced; those cases are resolved by
+    ``zero_division=0`` or NaN. (Imported here: sklearn takes seconds to import, and most processes of a
+    training run never compute these metrics.)"""
+    from sklearn import metrics as skm
+    from sklearn.exceptions import UndefinedMetricWarning
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
         warnings.filterwarnings("ignore", message="y_pred contains classes not in y_true")
         warnings.filterwarnings("ignore", category=RuntimeWarning)  # kappa 0/0 when one class fills labels+preds
-        yield
+        yield skm
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -104,7 +106,7 @@ def classification_metrics(logits: np.ndarray, labels: np.ndarray,
     pred = scores.argmax(axis=1)
     classes = np.arange(k)
 
-    with _quiet():
+    with _quiet() as skm:
         prec, rec, f1, support = skm.precision_recall_fscore_support(y, pred, labels=classes, zero_division=0)
         per_auroc = [_binary_score(skm.roc_auc_score, y == c, probs[:, c]) for c in classes]
         out: dict[str, Any] = {
@@ -171,7 +173,7 @@ def multilabel_metrics(logits: np.ndarray, targets: np.ndarray, thresholds: floa
     pred = (probs >= thr[None, :]).astype(np.int64)
 
     out: dict[str, Any] = {}
-    with _quiet():
+    with _quiet() as skm:
         for avg in ("micro", "macro"):
             out[f"precision_{avg}"] = float(skm.precision_score(t, pred, average=avg, zero_division=0))
             out[f"recall_{avg}"] = float(skm.recall_score(t, pred, average=avg, zero_division=0))

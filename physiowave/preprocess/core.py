@@ -299,7 +299,7 @@ def _skipped_csv(skipped: list[tuple[str, str]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["record", "reason"])
-    w.writerows([csv_text(record), csv_text(reason)] for record, reason in skipped)
+    w.writerows([csv_text(record), reason] for record, reason in skipped)  # record names come from files
     return buf.getvalue()
 
 
