@@ -115,6 +115,8 @@ CASES = {
                       "labels go up to 99 but classes 3, 4, 5"),
     "one class": ("finetune", lambda f, o: ["--train_file", f["one_class"], "--val_file", f["one_class"]],
                   "every training label is 0"),
+    "no training file without --eval": ("finetune", lambda f, o: ["--val_file", f["val"]],
+                                        "required: --train_file (only --eval runs without training data)"),
     "eval without a val file": ("finetune", lambda f, o: ["--train_file", f["train"], "--eval", "--resume", f["not_ckpt"]],
                                 "--eval without --val_file"),
 }
@@ -183,6 +185,17 @@ def test_eval_of_the_right_kind_works(files, runs, tmp_path):
                                files["ml_train"], "--resume", str(runs["ml"] / "best_model.pth"), "--eval",
                                "--num_workers", "0", "--device", "cpu", "--output_dir", str(out)]) == 0
     assert "thresholds" in json.loads((out / "test_results.json").read_text())
+
+
+def test_eval_needs_no_training_file(files, runs, tmp_path):
+    """--eval takes the classes from the checkpoint and the shape from --val_file: the same results as with
+    --train_file."""
+    common = ["--val_file", files["val"], "--resume", str(runs["ft"] / "best_model.pth"), "--eval",
+              "--num_workers", "0", "--device", "cpu"]
+    assert main("finetune", [*common, "--output_dir", str(tmp_path / "without")]) == 0
+    assert main("finetune", [*common, "--train_file", files["train"], "--output_dir", str(tmp_path / "with")]) == 0
+    without, with_ = (json.loads((tmp_path / d / "val_results.json").read_text()) for d in ("without", "with"))
+    assert without["confusion_matrix"] == with_["confusion_matrix"] and without["loss"] == with_["loss"]
 
 
 # ----------------------------------------------------------------------------------------------- output folders

@@ -86,8 +86,9 @@ def _data_args(p: argparse.ArgumentParser, task: str) -> None:
         g.add_argument("--train_files", required=True, help="HDF5 files, separated by commas or whitespace")
         g.add_argument("--val_files", default="", help="validation HDF5 files (optional)")
     else:
-        g.add_argument("--train_file", dest="train_files", required=True,
-                       help="HDF5 file(s), separated by commas or whitespace")
+        g.add_argument("--train_file", dest="train_files", default="",
+                       help="HDF5 file(s), separated by commas or whitespace (required, except with --eval: the "
+                            "checkpoint gives the classes, --val_file the input shape)")
         g.add_argument("--val_file", dest="val_files", default="", required=(task == "multilabel"),
                        help="validation HDF5 file(s)" + ("" if task == "multilabel" else
                        "; empty: hold out --val_split_ratio of the training records (by record_id when the file has one)"))
@@ -394,6 +395,8 @@ def parse_args(task: str, argv: list[str] | None = None) -> argparse.Namespace:
             p.error("--eval evaluates the --resume checkpoint: pass --resume PATH")
         if args.eval and args.resume == "auto":
             p.error("--eval needs the checkpoint's path: --resume PATH")
+        if not args.eval and not args.train_files.strip():
+            p.error("the following arguments are required: --train_file (only --eval runs without training data)")
         if args.eval and not args.val_files.strip():
             p.error("--eval without --val_file would score a slice of the training file: pass the --val_file "
                     "(and --test_file) to evaluate on")

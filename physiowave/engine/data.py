@@ -151,36 +151,44 @@ def open_datasets(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     """Train/val/test data sets of a run → dict with ``train``, ``val``, ``test`` (Dataset or None), ``info`` and
     ``record_ids`` (``{"val", "test"}``: each sample's record, None without labels or without ``record_id``).
 
+    ``--eval`` may go without training files: the validation files then give the shape the model sees, the
+    checkpoint gives the classes (``train`` is None, ``info`` has no class counts).
+
     Raises ConfigError (naming the file or flag) for a missing file or key, a shape that differs between splits,
     an empty split (also one left empty by ``--val_split_ratio`` or ``--label_fraction``), or a bad ``--num_classes``.
     """
     flags = _split_flags(task)
     paths = {split: parse_file_paths(getattr(args, f"{split}_files", "")) for split in ("train", "val", "test")}
-    if not paths["train"]:
+    evaluating = bool(getattr(args, "eval", False))
+    if not paths["train"] and not (evaluating and paths["val"]):
         raise ConfigError(f"{flags['train']}: no file given")
     try:
         sets = {split: _open(files, args, task, split == "train") if files else None for split, files in paths.items()}
     except (FileNotFoundError, KeyError, OSError, ValueError) as err:
         raise ConfigError(str(err).strip("'\"")) from err
     train = sets["train"]
+    ref, ref_split = (train, "training") if train is not None else (sets["val"], "validation")  # fixes the shape
     _warn_shared_files(paths, flags)
     info: dict[str, Any] = {"train_files": paths["train"], "val_files": paths["val"], "test_files": paths["test"],
-                            "label_kind": train.label_kind, **_shape_info(train)}
+                            "label_kind": ref.label_kind, **_shape_info(ref)}
     if args.max_length and not modalities_of(args) and args.max_length > max(MAX_PADDED_LENGTH, info["stored_length"]):
         raise ConfigError(f"--max_length {args.max_length}: expected 1..{max(MAX_PADDED_LENGTH, info['stored_length'])} "
-                          f"(the training samples of {paths['train'][0]} are {info['stored_length']} long; longer "
+                          f"(the {ref_split} samples of {ref.file_paths[0]} are {info['stored_length']} long; longer "
                           "lengths only add zero padding)")
     for split in ("val", "test"):
         ds = sets[split]
         # the model sees channels × length after --max_length: longer stored training records (random crops) and
         # shorter evaluation windows agree when both come out at that length
-        if ds is not None and _model_shape(ds) != _model_shape(train):
-            raise ConfigError(f"{ds.file_paths[0]}: {split} samples are {_describe(ds)}, training samples {_describe(train)} "
-                              "(channels × length" + ("" if modalities_of(args) else " after --max_length") + ")")
+        if ds is not None and ds is not ref and _model_shape(ds) != _model_shape(ref):
+            raise ConfigError(f"{ds.file_paths[0]}: {split} samples are {_describe(ds)}, {ref_split} samples "
+                              f"{_describe(ref)} (channels × length"
+                              + ("" if modalities_of(args) else " after --max_length") + ")")
     if modalities_of(args):
         info["modalities"] = {m.name: {"source": m.source, "checkpoint": m.checkpoint, "channels": c, "length": t,
                                        "flagged_absent": train.absent_counts[m.name]}
-                              for m, (c, t) in zip(modalities_of(args), train.shapes.values())}
+                              for m, (c, t) in zip(modalities_of(args), ref.shapes.values())}
+    if train is None:  # --eval without training files: the checkpoint's head fixes the classes
+        return _evaluation_datasets(sets, info, task)
     train_set, val = _training_subsets(args, task, sets, info)
     for split, ds in (("train", train_set), ("val", val), ("test", sets["test"])):
         if ds is not None and len(ds) == 0:
@@ -193,6 +201,19 @@ def open_datasets(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     labelled = task.label_mode != "none"
     records = {split: record_ids_of(ds) if labelled else None for split, ds in (("val", val), ("test", sets["test"]))}
     return {"train": train_set, "val": val, "test": sets["test"], "info": info, "record_ids": records}
+
+
+def _evaluation_datasets(sets: dict[str, Any], info: dict[str, Any], task: Task) -> dict[str, Any]:
+    """:func:`open_datasets`' result for ``--eval`` without training files: validation and test sets as given."""
+    val, test = sets["val"], sets["test"]
+    for split, ds in (("val", val), ("test", test)):
+        if ds is not None and len(ds) == 0:
+            raise ConfigError(f"{', '.join(ds.file_paths)}: the {split} set has no samples")
+    labelled = task.label_mode != "none"
+    info.update(class_names=class_names_of(val.file_paths) if labelled else None,
+                preprocessing=preprocessing_of(val.file_paths[0]), train_samples=0, train_file_stamps=[])
+    records = {split: record_ids_of(ds) if labelled else None for split, ds in (("val", val), ("test", test))}
+    return {"train": None, "val": val, "test": test, "info": info, "record_ids": records}
 
 
 def data_report(info: dict[str, Any]) -> list[str]:
