@@ -43,6 +43,10 @@ def files(tmp_path_factory) -> dict[str, str]:
     typo[3] = 99
     out["label99"] = _write(d / "label99.h5", x, typo)
     out["one_class"] = _write(d / "zeros.h5", x, np.zeros_like(y))
+    for n in (3, 5):  # class names stored for the 3 classes, and for 5 (2 without a sample)
+        out[f"named{n}"] = _write(d / f"named{n}.h5", x, y)
+        with h5py.File(out[f"named{n}"], "a") as f:
+            f.attrs["class_names"] = [f"c{k}" for k in range(n)]
     return out
 
 
@@ -117,6 +121,8 @@ CASES = {
                   "every training label is 0"),
     "no training file without --eval": ("finetune", lambda f, o: ["--val_file", f["val"]],
                                         "required: --train_file (only --eval runs without training data)"),
+    "more class names than classes": ("finetune", lambda f, o: ["--train_file", f["named5"], "--val_file", f["val"]],
+                                      "names 5 classes, the model has 3 outputs (labels 0..2): pass --num_classes 5"),
     "eval without a val file": ("finetune", lambda f, o: ["--train_file", f["train"], "--eval", "--resume", f["not_ckpt"]],
                                 "--eval without --val_file"),
 }
@@ -196,6 +202,17 @@ def test_eval_needs_no_training_file(files, runs, tmp_path):
     assert main("finetune", [*common, "--train_file", files["train"], "--output_dir", str(tmp_path / "with")]) == 0
     without, with_ = (json.loads((tmp_path / d / "val_results.json").read_text()) for d in ("without", "with"))
     assert without["confusion_matrix"] == with_["confusion_matrix"] and without["loss"] == with_["loss"]
+
+
+def test_num_classes_beyond_the_stored_class_names_names_the_others(files, tmp_path, capsys):
+    """--num_classes 5 on a file naming 3 classes: the head has 5 outputs, the two unnamed ones are class_3, class_4."""
+    argv = ["--train_file", files["named3"], "--val_file", files["val"], "--num_classes", "5", *FT,
+            "--output_dir", str(tmp_path / "o"), "--dry_run"]
+    assert main("finetune", argv) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert report["config"]["data"]["class_names"] == ["c0", "c1", "c2", "class_3", "class_4"]
+    assert "names 3 classes and the model has 5: the others are called class_3, class_4" in captured.err
 
 
 # ----------------------------------------------------------------------------------------------- output folders

@@ -24,7 +24,7 @@ from .errors import ConfigError
 from .tasks import Task
 
 __all__ = ["Indexed", "Subset", "open_datasets", "check_labels", "find_nonfinite_values", "modalities_of", "record_ids_of",
-           "split_indices", "class_names_of"]
+           "split_indices", "class_names_of", "fit_class_names"]
 
 
 class Indexed(Dataset):
@@ -96,6 +96,27 @@ def class_names_of(paths: list[str]) -> list[str] | None:
             if names is not None:
                 return [n.decode() if isinstance(n, bytes) else str(n) for n in np.atleast_1d(names)]
     return None
+
+
+def fit_class_names(names: list[str] | None, num_classes: int, label_mode: str, where: str
+                    ) -> tuple[list[str] | None, str | None]:
+    """The stored class ``names`` fitted to a head of ``num_classes`` outputs → (names, a note for the log or None).
+
+    Single-label: ``--num_classes`` larger than the names stored (classes without a training sample) appends
+    ``class_K`` for each unnamed class K, and says so. More names than outputs, or a multi-label file whose names
+    do not match its label columns, is a ConfigError naming ``where`` (the file)."""
+    if names is None or len(names) == num_classes:
+        return names, None
+    if label_mode == "single" and len(names) < num_classes:
+        extra = [f"class_{k}" for k in range(len(names), num_classes)]
+        return names + extra, (f"note: {where} names {len(names)} classes and the model has {num_classes}: the "
+                               f"others are called {', '.join(extra)}")
+    if label_mode == "single":
+        raise ConfigError(f"{where}: its class_names attribute names {len(names)} classes, the model has {num_classes} "
+                          f"outputs (labels 0..{num_classes - 1}): pass --num_classes {len(names)} if the other classes "
+                          "exist, or fix the attribute")
+    raise ConfigError(f"{where}: its class_names attribute names {len(names)} classes, the model has {num_classes} "
+                      "label columns: fix the attribute (one name per label column)")
 
 
 def preprocessing_of(path: str) -> dict[str, Any] | None:

@@ -29,7 +29,8 @@ from ..fileio import to_jsonable
 from ..models import FusionModel
 from .args import MODEL_FLAGS, parse_args
 from .consensus import check_ranks_agree, check_world_size
-from .data import Indexed, check_labels, data_report, find_nonfinite_values, modalities_of, open_datasets
+from .data import (Indexed, check_labels, data_report, find_nonfinite_values, fit_class_names, modalities_of,
+                   open_datasets)
 from .distributed import DistEnv, all_reduce_sums, barrier, cleanup, init_distributed
 from .errors import ConfigError, NonFiniteLossError
 from .logger import RunLogger, scalars_of
@@ -81,6 +82,7 @@ def run(args: argparse.Namespace, env: DistEnv) -> dict[str, Any]:
     num_classes = model.config.get("num_classes")
     if task.label_mode != "none":
         check_labels(data, num_classes, task.label_mode)
+        _fit_class_names(info, num_classes, task, resume, env)
     task.attach(info, num_classes, model)
     _check_select_metric(args, task, has_val=data["val"] is not None,
                          val_records=data["record_ids"]["val"] is not None)
@@ -116,6 +118,19 @@ def run(args: argparse.Namespace, env: DistEnv) -> dict[str, Any]:
                                                           time.perf_counter() - t0))
         _log(env, f"done in {time.perf_counter() - t0:.1f} s; outputs in {out}")
     return {"test": test, "best": best}
+
+
+def _fit_class_names(info: dict[str, Any], num_classes: int, task: Task, resume: dict[str, Any] | None,
+                     env: DistEnv) -> None:
+    """``info["class_names"]``: one name per model output (:func:`physiowave.engine.data.fit_class_names`): the
+    data's names, or the ``--resume`` checkpoint's when those fit the head and the data's do not."""
+    names, where = info.get("class_names"), (info["train_files"] or info["val_files"])[0]
+    stored = ((resume or {}).get("data") or {}).get("class_names")
+    if stored is not None and len(stored) == num_classes and (names is None or len(names) != num_classes):
+        names, where = list(stored), "the --resume checkpoint"
+    info["class_names"], note = fit_class_names(names, num_classes, task.label_mode, where)
+    if note:
+        _log(env, note)
 
 
 def _resume_path(args: argparse.Namespace, latest: Path) -> Path | None:
