@@ -203,6 +203,19 @@ def test_csv_unlabelled_two_fractions_unchanged_and_three_write_test(tmp_path: P
     assert sum(map(len, splits.values())) == 16
 
 
+def test_a_split_that_gets_no_group_is_said_before_the_work(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """4 subjects cannot fill 0.8 0.1 0.1: val gets none, and one line says there will be no val.h5."""
+    root = tmp_path / "in"
+    _csv_tree(root)
+    out = tmp_path / "out"
+    assert folder_main(_csv_args(root, out, "--group_regex", r"^(s\d)/", "--split", "0.8", "0.1", "0.1")) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: --split 0.8 0.1 0.1: no val.h5 is written: the val split gets none of the 4 groups "
+                        "(subjects by --group_regex '^(s\\d)/'): too few for these fractions; give more groups or a "
+                        "larger val fraction"]
+    assert sorted(p.name for p in out.glob("*.h5")) == ["test.h5", "train.h5"]
+
+
 def test_bad_flags_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     root = tmp_path / "in"
     _csv_tree(root)

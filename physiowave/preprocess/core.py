@@ -269,6 +269,27 @@ def _assign_splits(source: Source, refs: list[RecordRef]) -> None:
     assign = split_groups([r.group for r in todo], fractions, source.args.seed, strata)
     for r in todo:
         r.split = assign[r.group]
+    _warn_empty_splits(source, refs, fractions)
+
+
+def _warn_empty_splits(source: Source, refs: list[RecordRef], fractions: dict[str, float]) -> None:
+    """One stderr line per split that asked for a share of the groups (fraction > 0) and got no group: its file
+    is not written. Said before any record is read."""
+    got = {r.split for r in refs}
+    n = len({r.group for r in refs})
+    regex = getattr(source.args, "group_regex", None)
+    if regex:
+        unit = f"groups (subjects by --group_regex '{regex}')"
+    elif source.name == "folder":
+        unit = "records (each is its own group without --group_regex)"
+    else:
+        unit = "groups (patients or subjects)"
+    given = " ".join(f"{f:g}" for f in source.args.split)
+    for split, frac in fractions.items():
+        if frac > 0 and split not in got:
+            print(f"warning: --split {given}: no {source.output_files()[split]} is written: the {split} split gets "
+                  f"none of the {n} {unit}: too few for these fractions; give more groups or a larger "
+                  f"{split} fraction", file=sys.stderr)
 
 
 def _label_array(source: Source, label: Any, n: int) -> np.ndarray | None:
