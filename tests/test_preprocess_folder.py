@@ -222,7 +222,9 @@ def test_bad_flags_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFix
     out = tmp_path / "out"
     cases = [(["--classes", "a,b"], "--classes needs --label_regex"),
              (["--label_regex", "_g(", "--split", "0.5", "0.5"], "--label_regex '_g('"),
-             (["--label_regex", r"_g(\d+)", "--classes", "2,9,2"], "2 listed more than once")]
+             (["--label_regex", r"_g(\d+)", "--classes", "2,9,2"], "2 listed more than once"),
+             (["--labels_csv", str(tmp_path / "nope.csv")], "nope.csv: no such file"),
+             (["--labels_csv", str(root / "s1/notes.csv"), "--label_regex", "x"], "pass one of them")]
     for extra, msg in cases:
         assert folder_main(_csv_args(root, out, *extra)) == 1
         err = capsys.readouterr().err.strip().splitlines()
@@ -233,6 +235,50 @@ def test_bad_flags_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFix
         assert e.value.code == 2
         assert "expected 2 to 3 fractions (TRAIN VAL [TEST])" in capsys.readouterr().err
     assert not list(out.glob("*.h5"))
+
+
+def _reference_folder(root: Path, table: str) -> Path:
+    """5 CSV recordings A1..A5 (channel 0 holds the record's number) and REFERENCE.csv (``table``) beside them."""
+    root.mkdir()
+    t = np.arange(200) / 100
+    for i in range(1, 6):
+        x = np.stack([np.full(200, float(i)), np.sin(2 * np.pi * i * t)], axis=1)
+        np.savetxt(root / f"A{i}.csv", x, delimiter=",", fmt="%.6f")
+    (root / "REFERENCE.csv").write_text(table)
+    return root
+
+
+def test_labels_csv_single_label_skips_unlisted_records_and_reports_unknown_rows(tmp_path: Path, capsys) -> None:
+    root = _reference_folder(tmp_path / "in", "Recording,First_label,Second_label\nA1,N,\nA2,AF,\nA3,N,\nA4,AF,\n"
+                                              "A9,N,\n")
+    out = tmp_path / "out"
+    assert folder_main(_csv_args(root, out, "--labels_csv", str(root / "REFERENCE.csv"), "--split", "0.5", "0.5")) == 0
+    assert "--labels_csv" in (err := capsys.readouterr().err) and "1 row(s) name no record under --input (e.g. A9)" in err
+    assert _skipped(out) == {"A5": "not in --labels_csv REFERENCE.csv"}  # and REFERENCE.csv is no recording
+    seen = {}
+    for d in _all_windows(out).values():
+        names = [str(n) for n in d["attrs"]["class_names"]]
+        assert names == ["AF", "N"] and d["label"].dtype == np.int64
+        for rid, lab, win in zip(d["record_id"], d["label"], d["data"]):
+            assert win[0, 0] == int(rid[1:])
+            seen[rid] = names[lab]
+    assert seen == {"A1": "N", "A2": "AF", "A3": "N", "A4": "AF"}
+
+
+def test_labels_csv_several_labels_per_record_give_multi_hot(tmp_path: Path, capsys) -> None:
+    """No header; A2 has two label columns, A3 two rows: multi-label output over AF, N, PAC."""
+    root = _reference_folder(tmp_path / "in", "A1,N,\nA2,AF,PAC\nA3,N,\nA3,PAC,\nA4,AF,\nA5,N,\n")
+    out = tmp_path / "out"
+    assert folder_main(_csv_args(root, out, "--labels_csv", str(root / "REFERENCE.csv"), "--split", "0.5", "0.5")) == 0
+    assert "2 record(s) have several labels, so the labels are multi-label" in capsys.readouterr().err
+    seen = {}
+    for d in _all_windows(out).values():
+        names = [str(n) for n in d["attrs"]["class_names"]]
+        assert names == ["AF", "N", "PAC"] and d["label"].dtype == np.float32
+        for rid, lab in zip(d["record_id"], d["label"]):
+            seen[rid] = {n for n, v in zip(names, lab) if v == 1}
+    assert seen == {"A1": {"N"}, "A2": {"AF", "PAC"}, "A3": {"N", "PAC"}, "A4": {"AF"}, "A5": {"N"}}
+    assert json.loads((out / "preprocess_info.json").read_text())["task"] == "multilabel"
 
 
 # ------------------------------------------------------------------------------------------------ tiny WFDB tree

@@ -1,9 +1,12 @@
 """Any folder of recordings (WFDB/Challenge records or CSV files, any channel count and rate: 1-lead ECG, PPG,
 EMG ...) → HDF5 with the same core: ``python -m physiowave.preprocess folder --input DIR ...``.
 
-Without ``--label_regex`` the output is unlabelled pretraining data; with it, the class of each record is parsed
-from its path (e.g. ``--label_regex 'C_(\\d+)'`` on ``R_3_C_2_EMG.csv`` → class ``"2"``) and the files carry
-int64 class indices and a ``class_names`` attribute. ``--split TRAIN VAL [TEST]`` draws 2 or 3 splits.
+Without ``--label_regex`` or ``--labels_csv`` the output is unlabelled pretraining data. With ``--label_regex`` the
+class of each record is parsed from its path (e.g. ``--label_regex 'C_(\\d+)'`` on ``R_3_C_2_EMG.csv`` → class
+``"2"``); with ``--labels_csv`` it comes from a table of record → label(s), as PhysioNet challenges ship
+``REFERENCE.csv`` (a record with several labels makes the output multi-label). The files carry int64 class indices
+(multi-label: float32 multi-hot rows) and a ``class_names`` attribute. ``--split TRAIN VAL [TEST]`` draws 2 or 3
+splits.
 
 Every WFDB record's rate is read from its own header when the records are listed; a rate that is not a number
 (``5OO``) or outside 1..100000 Hz skips the record with the reason. Every record is resampled to ``--target_fs``,
@@ -12,17 +15,20 @@ CSV files are all at ``--fs``."""
 from __future__ import annotations
 
 import argparse
+import csv
 import re
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
 
+import numpy as np
+
 from .core import Item, RecordRef, Source
 from .readers import ReadError, read_challenge, read_csv, read_header_fs, read_wfdb
 from .signal import MAX_FS, MIN_FS, SignalError, check_fs
 
-__all__ = ["FolderSource", "main", "sort_class_names"]
+__all__ = ["FolderSource", "main", "read_label_table", "sort_class_names"]
 
 _INT = re.compile(r"[+-]?\d+")
 
@@ -46,14 +52,32 @@ def _class_list(text: str) -> list[str]:
     return [c.strip() for c in text.split(",") if c.strip()]
 
 
+def read_label_table(path: str) -> list[tuple[int, str, list[str]]]:
+    """A label table (comma, semicolon or tab separated) → its rows as (line number, record id, the non-empty label
+    cells after the id); rows without an id are dropped. A missing or empty file is a one-line SystemExit."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise SystemExit(f"error: --labels_csv {path}: cannot read it ({getattr(e, 'strerror', None) or e})")
+    try:
+        dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
+    except csv.Error:  # one column, or nothing to tell the delimiter by
+        dialect = csv.excel
+    rows = [(n, cells[0].strip(), [c.strip() for c in cells[1:] if c.strip()])
+            for n, cells in enumerate(csv.reader(text.splitlines(), dialect), 1) if cells and cells[0].strip()]
+    if not rows:
+        raise SystemExit(f"error: --labels_csv {path}: no rows (expected: record id, label[, label ...] per row)")
+    return rows
+
+
 class FolderSource(Source):
     """Every record under ``--input`` (recursively), split by record or by ``--group_regex``; labelled by
     ``--label_regex`` when given (class names then known after :meth:`list_records`)."""
 
     name = "folder"
     description = ("Convert a folder of WFDB/Challenge records or CSV files into HDF5 (train.h5 / val.h5 "
-                   "[/ test.h5]): unlabelled pretraining data, or single-label classification data with "
-                   "--label_regex.")
+                   "[/ test.h5]): unlabelled pretraining data, or classification data labelled by --label_regex "
+                   "(single-label) or --labels_csv (single- or multi-label).")
     splits = ("train", "val", "test")
     min_splits = 2      # --split takes TRAIN VAL [TEST]; with two fractions there is no test split
     defaults = {"split": [0.9, 0.1]}
@@ -72,8 +96,15 @@ class FolderSource(Source):
                             "(or whole match) is the record's class, e.g. 'C_(\\d+)'; records that do not match "
                             "are skipped; unset: no labels (pretraining data)")
         g.add_argument("--classes", type=_class_list, default=None, metavar="A,B,...",
-                       help="with --label_regex: the class names in label-index order; records of other classes "
-                            "are skipped; unset: every class found, sorted (numerically when all are integers)")
+                       help="with --label_regex or --labels_csv: the class names in label-index order; records of "
+                            "other classes are skipped; unset: every class found, sorted (numerically when all are "
+                            "integers)")
+        g.add_argument("--labels_csv", default=None, metavar="PATH",
+                       help="labels from a table, as PhysioNet challenges ship REFERENCE.csv: per row a record id (its "
+                            "file name without extension, or its path relative to --input) then one or more labels; "
+                            "a record may also repeat over rows. A first row that names no record is a header. A "
+                            "record with several labels makes the output multi-label (multi-hot); records missing "
+                            "from the table are skipped, rows naming no record are reported")
 
     def __init__(self, args: argparse.Namespace):
         super().__init__(args)
@@ -86,10 +117,16 @@ class FolderSource(Source):
                              "(use --target_fs to resample)")
         self.group_re = _compile("--group_regex", args.group_regex)
         self.label_re = _compile("--label_regex", getattr(args, "label_regex", None))
+        self.labels_csv = getattr(args, "labels_csv", None)
+        if self.labels_csv and self.label_re is not None:
+            raise SystemExit("error: --labels_csv and --label_regex both give labels: pass one of them")
+        if self.labels_csv and not Path(self.labels_csv).is_file():
+            raise SystemExit(f"error: --labels_csv {self.labels_csv}: no such file")
         classes = getattr(args, "classes", None)
         if classes is not None:
-            if self.label_re is None:
-                raise SystemExit("error: --classes needs --label_regex (the regex that finds each record's class)")
+            if self.label_re is None and not self.labels_csv:
+                raise SystemExit("error: --classes needs --label_regex or --labels_csv (what gives each record's "
+                                 "class)")
             if not classes:
                 raise SystemExit("error: --classes: expected comma-separated class names, got none")
             dup = sorted({c for c in classes if classes.count(c) > 1})
@@ -108,8 +145,9 @@ class FolderSource(Source):
             return [root]
         if self.args.format == "wfdb":
             return sorted(root.rglob("*.hea"))
+        table = Path(self.labels_csv).resolve() if self.labels_csv else None  # the label table is no recording
         return sorted(p for ext in ("*.csv", "*.tsv", "*.txt") for p in root.rglob(ext)
-                      if not p.name.upper().startswith("README"))
+                      if not p.name.upper().startswith("README") and p.resolve() != table)
 
     @staticmethod
     def _match(regex: re.Pattern, rel: str) -> str | None:
@@ -119,7 +157,8 @@ class FolderSource(Source):
         return m.group(1) if m.groups() else m.group(0)
 
     def list_records(self) -> tuple[list[RecordRef], list[tuple[str, str]]]:
-        """Every record; with ``--label_regex`` also sets ``self.class_names`` and each ref's class index."""
+        """Every record; with ``--label_regex`` or ``--labels_csv`` also sets ``self.class_names`` and each ref's
+        label (class index, or multi-hot row when a record has several labels)."""
         refs: list[RecordRef] = []
         skipped: list[tuple[str, str]] = []
         names: list[str | None] = []
@@ -148,6 +187,8 @@ class FolderSource(Source):
                         continue
                 refs.append(RecordRef(rel, group, str(path)))
                 names.append(name)
+        if self.labels_csv:
+            return self._label_from_table(refs, skipped)
         if self.label_re is None:
             return refs, skipped
         classes = self.args.classes or sort_class_names(n for n in names if n is not None)
@@ -160,6 +201,69 @@ class FolderSource(Source):
             ref.label = index[name]
             kept.append(ref)
         self.class_names = list(classes)
+        return kept, skipped
+
+    def _label_from_table(self, refs: list[RecordRef], skipped: list[tuple[str, str]]
+                          ) -> tuple[list[RecordRef], list[tuple[str, str]]]:
+        """``refs`` labelled from ``--labels_csv`` (those it misses go to ``skipped``); rows naming no record
+        are reported on stderr."""
+        path = self.labels_csv
+        by_id = {r.id: [r] for r in refs}
+        by_stem: dict[str, list[RecordRef]] = {}
+        for r in refs:
+            by_stem.setdefault(r.id.rsplit("/", 1)[-1], []).append(r)
+
+        def find(key: str) -> list[RecordRef]:
+            key = key.replace("\\", "/")
+            for k in (key, Path(key).with_suffix("").as_posix() if Path(key).suffix else key):
+                if k in by_id or k in by_stem:
+                    return by_id.get(k) or by_stem[k]
+            return []
+
+        rows = read_label_table(path)
+        if not find(rows[0][1]):
+            rows = rows[1:]  # a header row (e.g. Recording,First_label,...)
+        labels: dict[str, list[str]] = {}
+        unknown: list[str] = []
+        for line, key, cells in rows:
+            found = find(key)
+            if len(found) > 1:
+                raise SystemExit(f"error: --labels_csv {path} line {line}: {key!r} names {len(found)} records "
+                                 f"({', '.join(r.id for r in found[:3])}): give their paths relative to --input")
+            if not found:
+                unknown.append(key)
+                continue
+            have = labels.setdefault(found[0].id, [])
+            have += [c for c in cells if c not in have]
+        if unknown:
+            print(f"warning: --labels_csv {path}: {len(unknown)} row(s) name no record under --input (e.g. "
+                  f"{', '.join(unknown[:5])}); they are ignored", file=sys.stderr)
+        classes = self.args.classes or sort_class_names(c for have in labels.values() for c in have)
+        index = {c: i for i, c in enumerate(classes)}
+        kept, chosen = [], []
+        for ref in refs:
+            have = labels.get(ref.id)
+            if have is None:
+                skipped.append((ref.id, f"not in --labels_csv {Path(path).name}"))
+            elif not have:
+                skipped.append((ref.id, f"no label in --labels_csv {Path(path).name}"))
+            elif not (known := [c for c in have if c in index]):
+                skipped.append((ref.id, f"class {', '.join(have)} is not in --classes"))
+            else:
+                kept.append(ref)
+                chosen.append(known)
+        self.class_names = list(classes)
+        self.multilabel = any(len(c) > 1 for c in chosen)
+        for ref, known in zip(kept, chosen):
+            if self.multilabel:
+                ref.label = np.zeros(len(classes), dtype=np.float32)
+                ref.label[[index[c] for c in known]] = 1.0
+            else:
+                ref.label = index[known[0]]
+        if self.multilabel:
+            several = sum(len(c) > 1 for c in chosen)
+            print(f"note: --labels_csv {path}: {several} record(s) have several labels, so the labels are "
+                  f"multi-label (multi-hot over {len(classes)} classes)", file=sys.stderr)
         return kept, skipped
 
     def output_rate(self, refs: list[RecordRef]) -> float | None:
