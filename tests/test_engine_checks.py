@@ -445,3 +445,23 @@ def test_the_log_says_what_the_run_trains_on_and_warns_about_shared_files(files,
     err = capsys.readouterr().err
     assert "training samples per class: 0: 1, 1: 1, 2: 1" in err  # at least one per class: said, with the share
     assert "--label_fraction 0.001 (drawn by sample): kept 3 of 40 samples (7.5 %)" in err
+
+
+@pytest.mark.parametrize("task", ["pretrain", "finetune", "multilabel"])
+def test_help_shows_defaults_and_the_current_name(task):
+    from physiowave.engine.args import build_parser
+
+    text = " ".join(build_parser(task).format_help().split())
+    assert "PhysioWave" in text and "BERT" not in text
+    assert f"--epochs EPOCHS training epochs (default: {100 if task == 'pretrain' else 30})" in text
+    assert "--seed SEED seed of every random draw (weights, splits, batches, masks) (default: 42)" in text
+
+
+def test_requirements_txt_lists_the_dependencies_of_pyproject():
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    wanted = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    listed = [line.strip() for line in (root / "requirements.txt").read_text().splitlines()
+              if line.strip() and not line.startswith("#")]
+    assert sorted(listed) == sorted(wanted)

@@ -35,8 +35,9 @@ MODEL_FLAGS = ("in_channels", "max_level", "wave_kernel_size", "wavelet_names", 
 ARCH_FLAGS = ("in_channels", "max_level", "wave_kernel_size", "wavelet_names", "use_separate_channel", "patch_size",
               "embed_dim", "depth", "num_heads", "mlp_ratio", "pos_embed_type", "input_norm", "objective")
 
-_DESCRIPTIONS = {"pretrain": "BERT Wavelet Transformer Pretraining", "finetune": "BERT Wavelet Transformer Finetuning",
-                 "multilabel": "Multi-Label Wavelet Transformer Fine-tuning"}
+_DESCRIPTIONS = {"pretrain": "PhysioWave pretraining (masked reconstruction)",
+                 "finetune": "PhysioWave fine-tuning: single-label classification",
+                 "multilabel": "PhysioWave fine-tuning: multi-label classification"}
 
 # Task-specific defaults of the shared flags: the recipe (batch, lr, weight decay, warmup, mask ratio, decoder,
 # pooling) measured on real sEMG by benchmarks/bench_ssl.py (README, "Pretraining that learns").
@@ -123,14 +124,14 @@ def _optim_args(p: argparse.ArgumentParser, task: str) -> None:
     d = _DEFAULTS[task]
     g = p.add_argument_group("optimisation")
     g.add_argument("--batch_size", type=int, default=d["batch_size"], help="per process")
-    g.add_argument("--epochs", type=int, default=d["epochs"])
+    g.add_argument("--epochs", type=int, default=d["epochs"], help="training epochs")
     if task == "pretrain":
         g.add_argument("--lr", type=float, default=d["lr"], help="peak learning rate")
     else:
         g.add_argument("--lr", type=float, default=None,
                        help=f"peak learning rate (default {d['lr']:g}; {PROBE_LR:g} with --freeze_encoder)")
     g.add_argument("--min_lr", type=float, default=d["min_lr"], help="floor of cosine/linear decay, eta_min of cosine_restarts")
-    g.add_argument("--weight_decay", type=float, default=d["weight_decay"])
+    g.add_argument("--weight_decay", type=float, default=d["weight_decay"], help="AdamW weight decay")
     g.add_argument("--grad_accumulation_steps", type=int, default=1, help="micro-batches per optimizer step")
     g.add_argument("--betas", type=float, nargs=2, default=None, metavar=("BETA1", "BETA2"),
                    help="AdamW betas (default: the recipe's; both recipes: 0.9 0.95 in pretraining, 0.9 0.999 in "
@@ -189,7 +190,7 @@ def _task_args(p: argparse.ArgumentParser, task: str) -> None:
                    help="record-level metrics (files with record_id): a record's probabilities are the mean or the "
                         "max of its windows' probabilities")
     g.add_argument("--head_hidden_dim", type=int, default=None, help="head hidden size (default embed_dim)")
-    g.add_argument("--head_dropout", type=float, default=0.1)
+    g.add_argument("--head_dropout", type=float, default=0.1, help="dropout in the classification head")
     g.add_argument("--pooling", choices=POOLINGS, default="bands",
                    help="token pooling: bands (default) = each band row's (wavelet band of one channel) mean token, "
                         "concatenated, so the head sees which channel and band carry what; mean = one mean token "
@@ -290,7 +291,7 @@ def _run_args(p: argparse.ArgumentParser, task: str) -> None:
                    help="validation metric that picks best_model.pth (loss, or e.g. acc, macro_f1, auroc, f1_macro; "
                         "record_<metric> for a record-level one, e.g. record_auroc_macro, when the files have "
                         "record_id); training loss when there is no validation set")
-    g.add_argument("--seed", type=int, default=42)
+    g.add_argument("--seed", type=int, default=42, help="seed of every random draw (weights, splits, batches, masks)")
     g.add_argument("--device", default=None, help="cuda, cuda:N, cpu, mps (default: cuda when available)")
     g.add_argument("--world_size", type=int, default=None,
                    help="expected number of processes; the WORLD_SIZE set by torchrun wins (a mismatch is reported)")
@@ -304,6 +305,20 @@ def _signals(text: str) -> str:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """``--help`` shows each flag's default as ``(default: X)``, unless the help already speaks of its default or
+    the default is None, False or empty (the value then comes from elsewhere, as the help says, or the flag is off)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        switch = action.nargs == 0 and not isinstance(action, argparse.BooleanOptionalAction)  # store_true: off
+        if (not action.option_strings or "default" in text.lower() or default is None or default is False
+                or default == "" or default is argparse.SUPPRESS or switch):
+            return text
+        return f"{text} (default: %(default)s)".lstrip()
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with the scripts' error convention: one line, exit status 1."""
 
@@ -315,7 +330,9 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     """The parser of ``pretrain.py`` (task "pretrain"), ``finetune.py`` ("finetune") or ``finetune_multilabel.py``."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    p = _Parser(description=_DESCRIPTIONS[task])
+    p = _Parser(description=f"{_DESCRIPTIONS[task]}. The defaults shown are those of --recipe physiowave; "
+                            "--recipe paper replaces the values its table lists (physiowave/engine/recipes.py).",
+                formatter_class=_DefaultsFormatter)
     _data_args(p, task)
     _optim_args(p, task)
     _model_args(p, task)
