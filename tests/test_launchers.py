@@ -315,8 +315,10 @@ def dry_inputs(tmp_path_factory) -> dict[str, Any]:
     return {"root": root, "python": str(fake), "files": files, "checkpoints": checkpoints}
 
 
-def _dry_run(script: str, recipe: str, inputs: dict[str, Any], capsys, out: Path) -> dict[str, Any]:
-    """The launcher's command line (through the fake python) run in-process with --dry_run → its JSON report."""
+def _dry_run(script: str, recipe: str, inputs: dict[str, Any], capsys, out: Path, extra: tuple[str, ...] = ()
+             ) -> dict[str, Any]:
+    """The launcher's command line (through the fake python; ``extra``: arguments given to the launcher) run
+    in-process with --dry_run → its JSON report."""
     from physiowave.engine import main
 
     files, argv_file = inputs["files"][script], inputs["root"] / "argv"
@@ -324,7 +326,7 @@ def _dry_run(script: str, recipe: str, inputs: dict[str, Any], capsys, out: Path
            "TRAIN_FILES": files["train"], "VAL_FILES": files["val"], "TRAIN_FILE": files["train"],
            "VAL_FILE": files["val"], "TEST_FILE": files["test"], "OUTPUT_DIR": str(out),
            "PRETRAINED": str(inputs["checkpoints"]["emg" if script.startswith("EMG") else "ecg"])}
-    _launch(script, env, ["--dry_run", "--device", "cpu", "--num_workers", "0"])
+    _launch(script, env, [*extra, "--dry_run", "--device", "cpu", "--num_workers", "0"])
     argv = argv_file.read_bytes().decode().split("\0")[:-1]
     i = next(k for k, w in enumerate(argv) if w in SCRIPTS)
     assert argv[:i] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1"]
@@ -359,3 +361,18 @@ def test_launcher_dry_run_physiowave(script: str, dry_inputs, capsys, tmp_path) 
         assert [config["model_config"][k] for k in MODEL_KEYS[:2]] == ["none", "original"]
         assert (config["lr"], config["batch_size"], config["pooling"]) == (1e-3, 32, "bands")
     assert report["parameters"] == PARAMETERS["physiowave"][script], report["parameters"]
+
+
+@pytest.mark.parametrize("script,hidden", [("ECG/finetune_ecg.sh", 1024), ("EMG/finetune_emg.sh", 512)])
+def test_finetune_launcher_with_freeze_encoder_probes_at_the_probe_lr_and_keeps_given_flags(
+        script: str, hidden: int, dry_inputs, capsys, tmp_path) -> None:
+    """--freeze_encoder through a launcher: the recipe's probe lr (not the fine-tuning 2e-4) and, with the paper
+    recipe's MLP probe, the launcher's head_hidden_dim; flags given to the launcher win over both."""
+    from physiowave.engine.recipes import recipe_values
+
+    config = _dry_run(script, "paper", dry_inputs, capsys, tmp_path / "a", ("--freeze_encoder",))["config"]
+    assert (config["lr"], config["probe"], config["head_hidden_dim"]) == (
+        recipe_values("paper", "finetune")["probe_lr"], "mlp", hidden)
+    given = ("--freeze_encoder", "--head_hidden_dim", "256", "--lr", "3e-3")
+    config = _dry_run(script, "paper", dry_inputs, capsys, tmp_path / "b", given)["config"]
+    assert (config["lr"], config["probe"], config["head_hidden_dim"]) == (3e-3, "mlp", 256)

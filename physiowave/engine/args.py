@@ -395,11 +395,11 @@ def parse_args(task: str, argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.task = task
     explicit = explicit_flags(task, argv)
+    apply_recipe(args, explicit)  # sets the probe kind with --freeze_encoder: the recipe's unless --probe is given
     if task != "pretrain" and args.freeze_encoder and "head_hidden_dim" in explicit \
             and (args.probe or "linear") == "linear" and args.head_hidden_dim is not None:
-        p.error("--head_hidden_dim sizes the MLP head's hidden layer; the linear probe of --freeze_encoder has none: "
-                "add --probe mlp, or drop --head_hidden_dim")
-    apply_recipe(args, explicit)
+        p.error(f"--head_hidden_dim sizes the MLP head's hidden layer; the linear probe of --freeze_encoder (--recipe "
+                f"{args.recipe}) has none: add --probe mlp, or drop --head_hidden_dim")
     _check_ranges(p, args)
     if task != "pretrain":
         if args.lr is None:  # not reached through a recipe; kept for a recipe without lr
