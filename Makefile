@@ -1,7 +1,8 @@
 # PhysioWave: two-command setup.
 #   make demo      make install, then the whole pipeline on the bundled real EMG recordings (demo/run.py);
 #                  DEMO_QUICK=1: 2 epochs per stage (CI), DEMO_OUTPUT=dir (default demo_output)
-#   make test      make install, then run the test suite (extra args: PYTEST_ARGS=...)
+#   make test      make install, then run the test suite on up to TEST_WORKERS cores (pytest-xdist, one thread
+#                  each; extra args: PYTEST_ARGS=...)
 #   make install   install torch (only if none is importable) and physiowave[test,export], editable
 #
 # Python: the active virtualenv / conda env if any, else ./.venv (created on demand).
@@ -11,6 +12,7 @@ TORCH_VERSION := 2.13.0
 SYSTEM_PYTHON := python3
 VENV          := .venv
 PYTEST_ARGS   ?=
+TEST_WORKERS  ?= 4
 DEMO_OUTPUT   ?= demo_output
 DEMO_QUICK    ?=
 
@@ -31,7 +33,7 @@ VENV_DEP := $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/bin/python)
 define INSTALL_CHECK
 import importlib.metadata as md, json, os, sys, urllib.parse, urllib.request
 sys.path[:] = [p for p in sys.path if p not in ("", ".", os.getcwd())]  # skip ./physiowave.egg-info
-import torch, numpy, h5py, pywt, scipy, wfdb, sklearn, tqdm, tensorboard, matplotlib, pytest
+import torch, numpy, h5py, pywt, scipy, wfdb, sklearn, tqdm, tensorboard, matplotlib, pytest, xdist
 import huggingface_hub, safetensors, onnx, onnxruntime, onnxscript
 dist = md.distribution("physiowave")
 info = json.loads(dist.read_text("direct_url.json") or "{}")
@@ -63,7 +65,7 @@ install: $(VENV_DEP)
 	$(PYTHON) -m pip install -e ".[test,export]"
 
 test: install
-	$(PYTHON) -m pytest -q tests $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -q -n auto --maxprocesses $(TEST_WORKERS) --dist worksteal tests $(PYTEST_ARGS)
 
 demo: install
 	DEMO_QUICK=$(DEMO_QUICK) $(PYTHON) demo/run.py --output $(DEMO_OUTPUT)
