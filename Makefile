@@ -33,7 +33,7 @@ VENV_DEP := $(if $(filter $(VENV)/bin/python,$(PYTHON)),$(VENV)/bin/python)
 define INSTALL_CHECK
 import importlib.metadata as md, json, os, sys, urllib.parse, urllib.request
 sys.path[:] = [p for p in sys.path if p not in ("", ".", os.getcwd())]  # skip ./physiowave.egg-info
-import torch, numpy, h5py, pywt, scipy, wfdb, sklearn, tqdm, tensorboard, matplotlib, pytest, xdist
+import torch, numpy, h5py, pywt, scipy, wfdb, sklearn, tqdm, tensorboard, matplotlib, pytest, xdist, ruff
 import huggingface_hub, safetensors, onnx, onnxruntime, onnxscript
 dist = md.distribution("physiowave")
 info = json.loads(dist.read_text("direct_url.json") or "{}")

@@ -33,7 +33,6 @@ repeats an uninterrupted one.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys

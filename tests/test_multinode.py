@@ -5,7 +5,6 @@ and ``--resume auto`` continues to the same weights, bit for bit."""
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys

@@ -15,7 +15,7 @@ from sklearn.metrics import roc_auc_score
 
 from physiowave import ptbxl_protocol as pp
 from physiowave.benchmark import main as benchmark_main
-from tests.test_preprocess_ptbxl import GAIN, LEADS, _write, _write_statements
+from tests.test_preprocess_ptbxl import LEADS, _write, _write_statements
 
 SUPER = ["CD", "HYP", "MI", "NORM", "STTC"]  # the classes in the order the task writes them (sorted)
 CODE = {"NORM": "NORM", "MI": "IMI", "STTC": "NDT", "CD": "CLBBB", "HYP": "LVH"}
