@@ -74,12 +74,12 @@ def measure(shape: tuple[int, ...], device: str) -> dict:
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     row = {}
     for name, fn in IMPLEMENTATIONS.items():
-        def infer() -> None:
+        def infer(fn=fn) -> None:
             with torch.inference_mode():
                 fn(q, k, v)
             sync()
 
-        def train() -> None:
+        def train(fn=fn) -> None:
             qq, kk, vv = (t.detach().requires_grad_() for t in (q, k, v))
             out = fn(qq, kk, vv)
             out.backward(torch.ones_like(out))
@@ -89,7 +89,7 @@ def measure(shape: tuple[int, ...], device: str) -> dict:
     if N == S:
         packed = torch.randn(B, N, 3, H, d, device=device)
         for layout in ("strided", "contiguous"):
-            def step() -> None:
+            def step(layout=layout) -> None:
                 x = packed.clone().requires_grad_()
                 views = [t.transpose(1, 2) for t in x.unbind(2)]
                 if layout == "contiguous":

@@ -198,7 +198,7 @@ def run_one(preset: str, mode: str, precision: str, device: str, steps: int, war
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     times, issued = [], []
-    for i in range(warmup + steps):
+    for _ in range(warmup + steps):
         sync()
         start = time.perf_counter()
         step()

@@ -361,7 +361,7 @@ def test_memory_does_not_grow_with_the_file(tmp_path):
         ds = H5Dataset(str(path), max_length=1024)
         loader = DataLoader(ds, batch_size=64, num_workers=0)
         total, quarter = 0, 0
-        for k, (x, y) in enumerate(loader):
+        for k, (x, _y) in enumerate(loader):
             total += len(x)
             if k == len(loader) // 4:  # handle open, allocator pools warm
                 quarter = _rss_bytes()

@@ -227,7 +227,7 @@ def pretrained(tmp_path_factory) -> dict[str, Path]:
 
 
 def test_pretrain_launchers(pretrained: dict[str, Path]) -> None:
-    for modality, out in pretrained.items():
+    for out in pretrained.values():
         summary = (out / "training_summary.txt").read_text()
         assert "pretrain run" in summary and "bf16" in summary  # --use_amp from the launcher
         assert "recipe: paper" in summary

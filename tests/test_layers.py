@@ -151,7 +151,7 @@ def test_paths_taken_under_torch_compile_compute_the_same(monkeypatch):
     h = torch.randn(4, 5, 8, dtype=torch.float64, requires_grad=True)
     outs = []
     for compiling in (False, True):
-        monkeypatch.setattr(torch.compiler, "is_compiling", lambda: compiling)
+        monkeypatch.setattr(torch.compiler, "is_compiling", lambda compiling=compiling: compiling)
         h.grad = None
         mlp.zero_grad()
         y = mlp(h)

@@ -193,7 +193,7 @@ def test_cpsc_resamples_250_and_50_hz_records_and_skips_5OO(tmp_path: Path) -> N
     assert list(skipped) == ["A0004"] and "A0004.hea: record line has sampling frequency '5OO'" in skipped["A0004"]
     windows, rates = _windows(out)
     assert rates == {500.0} and sorted(windows) == sorted(src)
-    for rid, w in windows.items():
+    for w in windows.values():
         assert w.shape == (10, 12, 500)  # 10 s at 500 Hz
     for rid in ("A0002", "A0003"):
         np.testing.assert_array_equal(_flat(windows[rid]), src[rid])

@@ -155,7 +155,7 @@ def evaluate(net: nn.Module, loader: Iterable, task: Task, env: DistEnv, precisi
     net.eval()
     indices: list[np.ndarray] = []
     parts: dict[str, list[np.ndarray]] = {}
-    for i, (idx, batch) in enumerate(tqdm(loader, desc=desc, disable=not env.is_main, dynamic_ncols=True, leave=False)):
+    for idx, batch in tqdm(loader, desc=desc, disable=not env.is_main, dynamic_ncols=True, leave=False):
         gen = _generator(env.device, seed, 7919, int(idx[0]))  # masks fixed per batch start: comparable across epochs
         with precision.autocast():
             out = task.eval_step(net, move_batch(batch, env.device), gen)

@@ -310,8 +310,9 @@ def train(args: argparse.Namespace, env: DistEnv, task: Task, model: nn.Module, 
     try:
         for epoch in range(progress.epoch, args.epochs):
             progress.epoch, t0 = epoch, time.perf_counter()
-            loader = _train_loader(args, env, sets["train"], sampler, epoch, progress.micro,
-                                   workers=not probe, refresh=lambda: _probe_train_set(args, env, model, data, precision, sets, epoch))
+            loader = _train_loader(
+                args, env, sets["train"], sampler, epoch, progress.micro, workers=not probe,
+                refresh=lambda epoch=epoch: _probe_train_set(args, env, model, data, precision, sets, epoch))
             train_metrics = train_one_epoch(
                 net, loader, optimizer, schedule, task, env, precision, epoch=epoch, seed=args.seed,
                 accum=args.grad_accumulation_steps, grad_clip=args.grad_clip, num_micro=num_micro,

@@ -32,7 +32,7 @@ class ChallengeSource(Source):
         assert self.class_codes is not None
         refs, skipped, seen = [], [], set()
         headers = [(root, h) for root in map(Path, self.args.input) for h in sorted(root.rglob("*.hea"))]
-        for root, hea in tqdm(headers, desc="headers", unit="rec", leave=False, dynamic_ncols=True):
+        for _root, hea in tqdm(headers, desc="headers", unit="rec", leave=False, dynamic_ncols=True):
             rid = hea.stem
             if not (hea.with_suffix(".mat").exists() or hea.with_suffix(".MAT").exists()):
                 skipped.append((rid, f"{hea}: no .mat signal file beside the header"))

@@ -45,7 +45,7 @@ def _compile(flag: str, pattern: str | None) -> re.Pattern | None:
     try:
         return re.compile(pattern) if pattern else None
     except re.error as e:
-        raise SystemExit(f"error: {flag} {pattern!r}: {e}")
+        raise SystemExit(f"error: {flag} {pattern!r}: {e}") from None
 
 
 def _class_list(text: str) -> list[str]:
@@ -58,7 +58,7 @@ def read_label_table(path: str) -> list[tuple[int, str, list[str]]]:
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
-        raise SystemExit(f"error: --labels_csv {path}: cannot read it ({getattr(e, 'strerror', None) or e})")
+        raise SystemExit(f"error: --labels_csv {path}: cannot read it ({getattr(e, 'strerror', None) or e})") from None
     try:
         dialect: type[csv.Dialect] | csv.Dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
     except csv.Error:  # one column, or nothing to tell the delimiter by
