@@ -9,7 +9,8 @@ __version__ = "0.1.0"
 __all__ = ["PhysioWave", "FusionModel", "create_model", "load_model", "PRESETS", "__version__"]
 
 # Imported on first use, so `physiowave.preprocess` (and its worker processes) never load torch.
-_LAZY = {"PhysioWave": ".models", "FusionModel": ".models", "create_model": ".models", "PRESETS": ".models", "load_model": ".checkpoint"}
+_LAZY = {"PhysioWave": ".models", "FusionModel": ".models", "create_model": ".models", "PRESETS": ".models",
+         "load_model": ".checkpoint"}
 
 
 def __getattr__(name: str) -> Any:

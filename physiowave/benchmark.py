@@ -265,7 +265,8 @@ def command(cell: Cell, cfg: argparse.Namespace, state: str) -> list[str]:
     if cell.mode == "pretrain":  # a pretraining cell: its script and flags say everything
         return [*(cell.script or []), *(cell.flags or []), "--output_dir", str(cell.folder),
                 *(["--resume", "auto"] if state != "new" else [])]
-    script = cell.script or ([cfg.python, str(RESNET_SCRIPT)] if cell.mode == "resnet" else _script(cfg.kind, cfg.python))
+    script = cell.script or ([cfg.python, str(RESNET_SCRIPT)] if cell.mode == "resnet"
+                             else _script(cfg.kind, cfg.python))
     train, val, test = cell.files or (cfg.train, cfg.val, cfg.test)
     cmd = [*script, "--train_file", str(train), "--val_file", str(val), "--test_file", str(test),
            "--label_fraction", f"{cell.fraction:g}", "--seed", str(cell.seed), "--output_dir", str(cell.folder)]

@@ -33,7 +33,8 @@ def _safe_globals() -> list[Any]:
     """Non-tensor types that original checkpoints contain and that are safe to rebuild."""
     core = getattr(np, "_core", None) or np.core
     types: list[Any] = [argparse.Namespace, np.dtype, np.ndarray, core.multiarray.scalar, core.multiarray._reconstruct]
-    return types + [type(np.dtype(t)) for t in ("float64", "float32", "float16", "int64", "int32", "int8", "uint8", "bool")]
+    return types + [type(np.dtype(t)) for t in ("float64", "float32", "float16", "int64", "int32", "int8", "uint8",
+                                                "bool")]
 
 
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
@@ -52,7 +53,8 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             unsafe = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(err))
             lines = [ln for ln in str(err).strip().splitlines() if ln.strip() and "weights_only" not in ln
                      and "Weights only load failed" not in ln]
-            reason = (f"it holds a pickled {unsafe.group(1)}, and only tensors, containers, Namespace and NumPy values are loaded"
+            reason = (f"it holds a pickled {unsafe.group(1)}, and only tensors, containers, "
+                      "Namespace and NumPy values are loaded"
                       if unsafe else (lines or [type(err).__name__])[0])
             raise ValueError(f"{path}: cannot be read as a weights-only checkpoint: {reason}") from err
 
@@ -66,7 +68,8 @@ def extract_state_dict(checkpoint: Any) -> dict[str, torch.Tensor]:
             return dict(checkpoint[key])
     if checkpoint and all(isinstance(v, torch.Tensor) for v in checkpoint.values()):
         return dict(checkpoint)
-    raise ValueError(f"no state dict found: expected 'model_state_dict', 'state_dict' or tensors, got keys {sorted(checkpoint)[:8]}")
+    raise ValueError("no state dict found: expected 'model_state_dict', 'state_dict' or tensors, "
+                     f"got keys {sorted(checkpoint)[:8]}")
 
 
 def clean_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -137,17 +140,20 @@ def _head_config(state_dict: Mapping[str, torch.Tensor]) -> dict[str, Any]:
                 head_hidden_dim=[state_dict[key.format(i)].shape[0] for i in linears[:-1]])
 
 
-def load_state_dict_checked(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+def load_state_dict_checked(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor],
+                            source: str = "checkpoint") -> None:
     """Strict load whose errors name the key and the expected and found shapes (or the missing/unexpected keys)."""
     own = model.state_dict()
     for key, value in state_dict.items():
         if key in own and own[key].shape != value.shape:
-            raise ValueError(f"{source}: key {key!r} has shape {tuple(value.shape)}, the model expects {tuple(own[key].shape)}")
+            raise ValueError(f"{source}: key {key!r} has shape {tuple(value.shape)}, "
+                             f"the model expects {tuple(own[key].shape)}")
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
     if missing or unexpected:
         raise ValueError(f"{source}: state dict does not fit the model: missing keys {missing[:5]}"
-                         f"{' …' if len(missing) > 5 else ''}, unexpected keys {unexpected[:5]}{' …' if len(unexpected) > 5 else ''}")
+                         f"{' …' if len(missing) > 5 else ''}, unexpected keys "
+                         f"{unexpected[:5]}{' …' if len(unexpected) > 5 else ''}")
     bad = next((k for k, v in state_dict.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
     if bad is not None:
         raise ValueError(f"{source}: weight {bad!r} holds NaN or inf values: the file is damaged or comes from a "
@@ -155,7 +161,8 @@ def load_state_dict_checked(model: torch.nn.Module, state_dict: Mapping[str, tor
     model.load_state_dict(state_dict, strict=True)
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu", **overrides: Any) -> PhysioWave | FusionModel:
+def load_model(path: str | Path, map_location: str | torch.device = "cpu",
+               **overrides: Any) -> PhysioWave | FusionModel:
     """Build a :class:`PhysioWave` from a checkpoint's own ``args`` (or its shapes), load its weights, return it in eval mode.
 
     ``overrides`` replace architecture values (e.g. ``num_heads`` for a file without ``args``);
@@ -169,7 +176,8 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu", **ove
     return model_from_checkpoint(read_checkpoint(path, map_location), path, **overrides)
 
 
-def model_from_checkpoint(checkpoint: Any, path: str | Path = "checkpoint", **overrides: Any) -> PhysioWave | FusionModel:
+def model_from_checkpoint(checkpoint: Any, path: str | Path = "checkpoint",
+                          **overrides: Any) -> PhysioWave | FusionModel:
     """:func:`load_model` for a checkpoint already read with :func:`read_checkpoint` (``path`` names it in messages)."""
     state_dict = clean_state_dict(extract_state_dict(checkpoint))
     args = model_args(checkpoint)
@@ -208,7 +216,8 @@ def save_checkpoint(obj: Mapping[str, Any], path: str | Path) -> None:
     os.replace(tmp, path)
 
 
-def load_encoder_weights(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> dict[str, Any]:
+def load_encoder_weights(model: torch.nn.Module, state_dict: Mapping[str, torch.Tensor],
+                         source: str = "checkpoint") -> dict[str, Any]:
     """Load pretrained weights for fine-tuning → report ``{loaded, total, skipped}``.
 
     Every tensor outside ``task_heads`` (wavelet front-end, patch embedding, mask token, encoder) must be present
@@ -220,10 +229,11 @@ def load_encoder_weights(model: torch.nn.Module, state_dict: Mapping[str, torch.
         if key.startswith("task_heads."):
             continue
         if key not in state_dict:
-            raise ValueError(f"{source}: encoder key {key!r} is missing: the checkpoint is not a compatible PhysioWave model")
+            raise ValueError(f"{source}: encoder key {key!r} is missing: the checkpoint is not a compatible PhysioWave "
+                             "model")
         if state_dict[key].shape != value.shape:
-            raise ValueError(f"{source}: encoder key {key!r} has shape {tuple(state_dict[key].shape)}, the model expects "
-                             f"{tuple(value.shape)}: the model flags do not match the checkpoint")
+            raise ValueError(f"{source}: encoder key {key!r} has shape {tuple(state_dict[key].shape)}, "
+                             f"the model expects {tuple(value.shape)}: the model flags do not match the checkpoint")
     usable = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(usable, strict=False)
     skipped = sorted(k for k in own if k not in usable)

@@ -22,7 +22,8 @@ from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import Bbox
 
 __all__ = ["save_figure", "save_formats", "figure_size_px", "figure_to_array", "wavelet_bands", "wavelet_filters",
-           "selector_weights", "masked_reconstruction", "confusion_matrix", "roc_pr_curves", "training_curves", "PALETTE"]
+           "selector_weights", "masked_reconstruction", "confusion_matrix", "roc_pr_curves", "training_curves",
+           "PALETTE"]
 
 # Okabe-Ito colour-blind-safe palette (black left out: it is used for signals/targets).
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#999999")

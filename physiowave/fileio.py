@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["FolderBusyError", "atomic_write_text", "check_free_space", "csv_text", "file_stamp", "folder_lock", "to_jsonable",
-           "write_failure", "write_json"]
+__all__ = ["FolderBusyError", "atomic_write_text", "check_free_space", "csv_text", "file_stamp", "folder_lock",
+           "to_jsonable", "write_failure", "write_json"]
 
 SPACE_MARGIN = 16 << 20  # bytes left free beyond what a write needs (HDF5 metadata, the file system's own)
 

@@ -40,9 +40,9 @@ from .models import FusionModel, PhysioWave
 if TYPE_CHECKING:  # pragma: no cover
     from .inference import TrainedModel
 
-__all__ = ["WEIGHTS", "CONFIG", "CARD", "FORMAT", "FORMAT_VERSION", "save_pretrained", "save_trained", "load_pretrained",
-           "resolve", "read_config", "model_from_folder", "build_config", "write_folder", "check_target", "is_pretrained",
-           "looks_like_repo_id", "model_card", "as_checkpoint"]
+__all__ = ["WEIGHTS", "CONFIG", "CARD", "FORMAT", "FORMAT_VERSION", "save_pretrained", "save_trained",
+           "load_pretrained", "resolve", "read_config", "model_from_folder", "build_config", "write_folder",
+           "check_target", "is_pretrained", "looks_like_repo_id", "model_card", "as_checkpoint"]
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
@@ -104,7 +104,8 @@ def read_config(folder: str | Path) -> dict[str, Any]:
     except (OSError, ValueError) as err:
         raise ValueError(f"{path}: cannot be read as JSON: {err}") from err
     if not isinstance(config, dict) or config.get("format") != FORMAT or "architecture" not in config:
-        raise ValueError(f"{path}: not a PhysioWave model config (expected \"format\": \"{FORMAT}\" and \"architecture\")")
+        raise ValueError(f"{path}: not a PhysioWave model config (expected \"format\": "
+                         f"\"{FORMAT}\" and \"architecture\")")
     _check_field_types(config, path)
     if int(config.get("format_version", 0)) > FORMAT_VERSION:
         raise ValueError(f"{path}: format_version {config['format_version']} is newer than this physiowave reads "
@@ -235,8 +236,9 @@ def _input_contract(model: PhysioWave, values: Mapping[str, Any]) -> dict[str, A
 
 
 def build_config(model: PhysioWave | FusionModel, *, input: Mapping[str, Any] | None = None, task: str | None = None,
-                 class_names: list[str] | None = None, thresholds: Any = None, training: Mapping[str, Any] | None = None,
-                 assumed: Mapping[str, str] | None = None, modalities: Mapping[str, Any] | None = None
+                 class_names: list[str] | None = None, thresholds: Any = None,
+                 training: Mapping[str, Any] | None = None, assumed: Mapping[str, str] | None = None,
+                 modalities: Mapping[str, Any] | None = None
                  ) -> dict[str, Any]:
     """The ``config.json`` of ``model`` with these facts (checked: class names fit the head, task is known)."""
     from . import __version__
@@ -337,11 +339,13 @@ def check_target(directory: str | Path, overwrite: bool = False) -> Path:
     if directory.exists() and not directory.is_dir():
         raise ValueError(f"{directory}: exists and is not a folder")
     if directory.is_dir() and any(directory.iterdir()) and not overwrite:
-        raise ValueError(f"{directory}: the folder exists and is not empty (pass --overwrite / overwrite=True to replace it)")
+        raise ValueError(f"{directory}: the folder exists and is not empty (pass --overwrite / overwrite=True to "
+                         "replace it)")
     return directory
 
 
-def write_folder(model: torch.nn.Module, config: Mapping[str, Any], directory: str | Path, overwrite: bool = False) -> Path:
+def write_folder(model: torch.nn.Module, config: Mapping[str, Any], directory: str | Path,
+                 overwrite: bool = False) -> Path:
     """model.safetensors, config.json and README.md into a temporary sibling folder, then renamed to ``directory``."""
     from safetensors.torch import save_file
     directory = check_target(directory, overwrite)
@@ -392,7 +396,8 @@ def model_card(config: Mapping[str, Any], n_params: int | None = None) -> str:
              f"model = physiowave.{config['model_type']}.from_pretrained(\"THIS_FOLDER_OR_REPO_ID\")  # eval mode",
              "```", ""]
     if not fusion:
-        lines += ["```bash", "physiowave predict THIS_FOLDER_OR_REPO_ID records/ -o predictions.csv  # applies the input contract",
+        lines += ["```bash",
+                  "physiowave predict THIS_FOLDER_OR_REPO_ID records/ -o predictions.csv  # applies the input contract",
                   "physiowave embed THIS_FOLDER_OR_REPO_ID records/ -o embeddings.h5", "```", ""]
     if inp:
         lines += ["## Input contract", "",
@@ -401,7 +406,8 @@ def model_card(config: Mapping[str, Any], n_params: int | None = None) -> str:
                   f"| sampling rate | {_fmt(inp['fs'])} Hz (records are resampled to it) |" if inp["fs"] is not None
                   else "| sampling rate | not known: each record's own rate is used |",
                   f"| channels | {inp['num_channels']}: "
-                  + (_fmt(inp["channels"]) + " (in this order)" if inp.get("channels") else "every channel of a record, in its order")
+                  + (_fmt(inp["channels"]) + " (in this order)" if inp.get("channels")
+                     else "every channel of a record, in its order")
                   + " |",
                   f"| window / step | {inp['window']} / {inp['step']} samples; model input length {inp['length']} |",
                   f"| preprocessing normalisation | {inp['normalize']} over each {inp['norm_scope']} |",
@@ -435,7 +441,8 @@ def model_card(config: Mapping[str, Any], n_params: int | None = None) -> str:
     if data.get("train_samples"):
         facts["training samples"] = data["train_samples"]
     if data.get("pretrained"):
-        facts["initialised from"] = data["pretrained"] if isinstance(data["pretrained"], str) else json.dumps(data["pretrained"])
+        facts["initialised from"] = data["pretrained"] if isinstance(data["pretrained"],
+                                                                     str) else json.dumps(data["pretrained"])
     if training.get("validation"):
         facts["validation"] = ", ".join(f"{k} {v:.4g}" for k, v in training["validation"].items()
                                         if isinstance(v, (int, float)))

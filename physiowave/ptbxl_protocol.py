@@ -91,8 +91,9 @@ BUDGETS = {
                   resnet_epochs={1.0: 10, 0.1: 30, 0.01: 100}, val_every={1.0: 1, 0.1: 5, 0.01: 10}),
     # The published ECG network's shape (ecg preset, 14.4 M parameters) on 2.5 s inputs, 1 × 50 patches.
     "cuda": Budget("cuda", ("--model", "ecg", "--patch_size", "50"), crop=250, eval_step=125, batch_size=64,
-                   pretrain_epochs=100, epochs={1.0: 30, 0.1: 60, 0.01: 100}, probe_epochs={1.0: 30, 0.1: 60, 0.01: 100},
-                   resnet_epochs={1.0: 30, 0.1: 60, 0.01: 200}, val_every={1.0: 1, 0.1: 2, 0.01: 5}),
+                   pretrain_epochs=100, epochs={1.0: 30, 0.1: 60, 0.01: 100},
+                   probe_epochs={1.0: 30, 0.1: 60, 0.01: 100}, resnet_epochs={1.0: 30, 0.1: 60, 0.01: 200},
+                   val_every={1.0: 1, 0.1: 2, 0.01: 5}),
 }
 
 
@@ -208,9 +209,9 @@ def _pretrain_cell(out: Path, data: Path, recipe: str, budget: Budget, device: s
     """Pretraining with ``recipe`` on the training records (labels unused); every recipe gets the same budget: the
     epochs, batch and crops of ``budget`` and a warmup over 10 % of the steps (``--warmup_epochs 0``)."""
     flags = ["--train_files", str(data / "records" / "train.h5"), "--val_files", str(data / "records" / "val.h5"),
-             "--recipe", recipe, *budget.model, "--max_length", str(budget.crop), "--batch_size", str(budget.batch_size),
-             "--epochs", str(budget.pretrain_epochs), "--warmup_epochs", "0", "--num_workers", "0",
-             "--save_every_steps", "50", "--seed", "0", "--device", device]
+             "--recipe", recipe, *budget.model, "--max_length", str(budget.crop), "--batch_size",
+             str(budget.batch_size), "--epochs", str(budget.pretrain_epochs), "--warmup_epochs", "0", "--num_workers",
+             "0", "--save_every_steps", "50", "--seed", "0", "--device", device]
     return Cell("pretrain", 1.0, 0, out / "pretrain" / recipe, script=[python, str(ROOT / "pretrain.py")], flags=flags,
                 done_file=_SUMMARY)
 
@@ -257,7 +258,8 @@ def plan_protocol(out: Path, data: dict[str, Path], cfg: argparse.Namespace) -> 
     budget, recipe = BUDGETS[cfg.device_kind], cfg.recipe
     recipes = [recipe] + ([r for r in RECIPES if r != recipe] if cfg.compare else [])
     pretrain = {r: _pretrain_cell(out, data[MAIN_TASK], r, budget, cfg.device, cfg.python) for r in recipes}
-    needed = cfg.compare or any(m in ("probe", "finetune") for m in cfg.modes + (cfg.other_modes if cfg.other_tasks else []))
+    needed = cfg.compare or any(m in ("probe",
+                                      "finetune") for m in cfg.modes + (cfg.other_modes if cfg.other_tasks else []))
     grid = [_cell(m, f, s, out / MAIN_TASK / "runs" / f"{m}_f{f:g}_s{s}", data[MAIN_TASK], budget, recipe, cfg.device,
                   pretrain[recipe]) for s in cfg.seeds for f in cfg.fractions for m in cfg.modes]
     plan = Plan(pretrain if needed else {}, grid)  # no pretraining when no method starts from it
@@ -269,7 +271,8 @@ def plan_protocol(out: Path, data: dict[str, Path], cfg: argparse.Namespace) -> 
             cells = []
             for m in ("probe", "finetune"):
                 same = [c for c in grid if r == recipe and c.mode == m and c.fraction == 0.1 and c.seed == cfg.seeds[0]]
-                cells.append(same[0] if same else _cell(m, 0.1, cfg.seeds[0], out / "recipes" / r / f"{m}_f0.1_s{cfg.seeds[0]}",
+                cells.append(same[0] if same else _cell(m, 0.1, cfg.seeds[0],
+                                                        out / "recipes" / r / f"{m}_f0.1_s{cfg.seeds[0]}",
                                                         data[MAIN_TASK], budget, r, cfg.device, pretrain[r]))
             plan.compare[r] = cells
     return plan
@@ -378,7 +381,8 @@ def draw_curves(curves: dict[str, list[tuple[int, float]]], path: Path, title: s
     return save_figure(fig, path)
 
 
-def report(plan: Plan, data: dict[str, Path], cfg: argparse.Namespace, fp: dict[str, Any], wall: float) -> dict[str, Any]:
+def report(plan: Plan, data: dict[str, Path], cfg: argparse.Namespace, fp: dict[str, Any],
+           wall: float) -> dict[str, Any]:
     """results.json / results.md, predictions and learning curves in ``cfg.out``."""
     out = cfg.out
     budget = BUDGETS[cfg.device_kind]
@@ -401,10 +405,12 @@ def report(plan: Plan, data: dict[str, Path], cfg: argparse.Namespace, fp: dict[
         winner = max(compare, key=lambda r: np.mean([v["val_record_auroc_macro"] for v in compare[r].values()]))
     curves = {c.name: val_curve(c.folder) for c in plan.grid if c.seed == cfg.seeds[0]}
     if any(curves.values()):
-        draw_curves(curves, out / "learning_curves.png", f"PTB-XL {MAIN_TASK}, seed {cfg.seeds[0]}: validation per epoch")
+        draw_curves(curves, out / "learning_curves.png",
+                    f"PTB-XL {MAIN_TASK}, seed {cfg.seeds[0]}: validation per epoch")
     runs = [{"task": task, "name": c.name, "mode": c.mode, "fraction": c.fraction, "seed": c.seed,
              "state": cell_state(c.folder), "wall_s": c.result.get("wall_s"), "value": c.result.get("value"),
-             "ci": c.result.get("ci"), "best_val_record_auroc_macro": max((v for _, v in val_curve(c.folder)), default=None),
+             "ci": c.result.get("ci"),
+             "best_val_record_auroc_macro": max((v for _, v in val_curve(c.folder)), default=None),
              "command": c.result.get("command")}
             for task, cells in [(MAIN_TASK, plan.grid), *plan.others.items()] for c in cells]
     result = {
@@ -442,7 +448,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="the PTB-XL folder: ptbxl_database.csv, scp_statements.csv, records100/")
     p.add_argument("--out", type=Path, required=True, help="output folder (data/, pretrain/, runs, results)")
     p.add_argument("--device", default="cpu", help="cpu (the CPU configuration) or cuda[:N] (the paper-size one)")
-    p.add_argument("--recipe", choices=RECIPES, default="physiowave", help="the recipe of the table (default physiowave)")
+    p.add_argument("--recipe", choices=RECIPES, default="physiowave",
+                   help="the recipe of the table (default physiowave)")
     p.add_argument("--modes", default="scratch,probe,finetune,resnet", help="methods of the main table")
     p.add_argument("--fractions", default="0.01,0.1,1", help="label fractions of the main table")
     p.add_argument("--seeds", default="0,1,2", help="seeds of the main table (the first one for the other parts)")

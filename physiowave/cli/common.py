@@ -21,7 +21,9 @@ INPUTS_HELP = "WFDB/Challenge records (.hea), CSV files, preprocessed HDF5 files
 
 def add_model_arguments(p: argparse.ArgumentParser, inputs: str | None = None) -> None:
     """The checkpoint, ``--device`` and, when ``inputs`` (their help text) is given, the INPUT... positionals."""
-    p.add_argument("checkpoint", help="PhysioWave checkpoint (.pth: ours or an original ecg.pth/emg.pth/best_model.pth), a folder written by save_pretrained or convert, or a Hub repo id")
+    p.add_argument("checkpoint",
+                   help="PhysioWave checkpoint (.pth: ours or an original ecg.pth/emg.pth/best_model.pth), "
+                        "a folder written by save_pretrained or convert, or a Hub repo id")
     if inputs is not None:
         p.add_argument("inputs", nargs="+", metavar="INPUT", help=inputs)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: cuda when available, else cpu)")
@@ -64,7 +66,8 @@ def check_apart(output: str | Path, reads: Iterable[str | Path], flag: str = "-o
     for source in reads:
         src = Path(source).resolve()
         if out == src:
-            raise ValueError(f"{flag} {output}: is the input {source}; writing there would destroy it: choose another name")
+            raise ValueError(f"{flag} {output}: is the input {source}; writing there would destroy it: "
+                             "choose another name")
         if src.is_dir() and src in out.parents:
             raise ValueError(f"{flag} {output}: lies inside the input folder {source}, where a later run would read it "
                              "as input: write it elsewhere")

@@ -22,7 +22,8 @@ __all__ = ["add_parser", "run"]
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="write a checkpoint as a shareable model folder (safetensors + config + card)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="PhysioWave checkpoint (.pth): ours or an original ecg.pth/emg.pth/best_model.pth")
+    p.add_argument("checkpoint",
+                   help="PhysioWave checkpoint (.pth): ours or an original ecg.pth/emg.pth/best_model.pth")
     p.add_argument("-o", "--output", required=True, help="folder to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty output folder")
     g = p.add_argument_group("input contract (default: as recorded in the checkpoint)")

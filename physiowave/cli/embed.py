@@ -84,8 +84,9 @@ def embed(trained: TrainedModel, inputs: list[str], output: Path, tokens: bool =
             rows_start += [s for _, s in keys]
             if f is not None:
                 if "tokens" not in f:
-                    f.create_dataset("tokens", shape=(0, *out["tokens"].shape[1:]), maxshape=(None, *out["tokens"].shape[1:]),
-                                     dtype="float32", chunks=(1, *out["tokens"].shape[1:]))
+                    f.create_dataset("tokens", shape=(0, *out["tokens"].shape[1:]),
+                                     maxshape=(None, *out["tokens"].shape[1:]), dtype="float32",
+                                     chunks=(1, *out["tokens"].shape[1:]))
                 writing = True
                 check_free_space(tmp, out["tokens"].nbytes)
                 _append(f["tokens"], out["tokens"])

@@ -33,7 +33,8 @@ MIN_DYNAMO_OPSET = 18  # torch.onnx's dynamo exporter writes this opset or newer
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX (checked in ONNX Runtime)", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("checkpoint", help="PhysioWave checkpoint (.pth): ours or an original ecg.pth/emg.pth/best_model.pth")
+    p.add_argument("checkpoint",
+                   help="PhysioWave checkpoint (.pth): ours or an original ecg.pth/emg.pth/best_model.pth")
     p.add_argument("-o", "--output", required=True, help="output file (.onnx)")
     p.add_argument("--what", choices=WHATS, default="logits",
                    help="logits [batch, K] (classification head) or features [batch, D] (pooled encoder output)")

@@ -52,8 +52,8 @@ def summarize(trained: TrainedModel) -> dict[str, Any]:
                      "validation": scalars_of(ckpt.get("val_metrics") or {})
                      or {k[4:]: v for k, v in ckpt.items() if k.startswith("val_") and isinstance(v, (int, float))}},
         "args": trained.args or None,
-        "data": {k: data[k] for k in ("train_files", "train_samples", "channels", "length", "modalities", "class_counts",
-                                      "pretrained") if k in data} or None,
+        "data": {k: data[k] for k in ("train_files", "train_samples", "channels", "length", "modalities",
+                                      "class_counts", "pretrained") if k in data} or None,
         "modality_weights": model.modality_weights() if fusion else None,
         "preprocessing": trained.preparation.as_dict() if trained.preparation else None, "assumed": trained.assumed,
         **({"folder_assumed": folder.get("assumed") or None, "source": (folder.get("training") or {}).get("source")}

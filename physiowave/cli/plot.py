@@ -125,7 +125,8 @@ def _figure(args: argparse.Namespace, skipped: Skipped):
         x = _one_window(trained, args, skipped)
         names = introspect.band_names(model.config["max_level"])
         if args.kind == "bands":
-            return figures.wavelet_bands(x[0, c].cpu().numpy(), introspect.wavelet_bands(model, x)[0, c], fs, label, names)
+            return figures.wavelet_bands(x[0, c].cpu().numpy(), introspect.wavelet_bands(model, x)[0, c], fs, label,
+                                         names)
         target, pred, mask = introspect.masked_reconstruction(model, x, args.mask_ratio, args.masking, seed=args.seed)
         return figures.masked_reconstruction(target[0, c], pred[0, c], mask[0, c], model.patch_size, names, fs)
     pred, found = predict(trained, args.inputs, args.batch_size)

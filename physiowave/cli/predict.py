@@ -31,9 +31,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_model_arguments(p, INPUTS_HELP)
     p.add_argument("-o", "--output", required=True, help="CSV file to write")
-    p.add_argument("--per_window", action="store_true", help="one row per window (with its start) instead of per record")
+    p.add_argument("--per_window", action="store_true",
+                   help="one row per window (with its start) instead of per record")
     p.add_argument("--threshold", type=float, default=None,
-                   help="multi-label decision threshold for every class (default: the checkpoint's tuned thresholds, else 0.5)")
+                   help="multi-label decision threshold for every class (default: the checkpoint's tuned thresholds, "
+                        "else 0.5)")
     add_preparation_arguments(p)
     p.set_defaults(run=run)
 
@@ -56,7 +58,8 @@ def predict(trained: TrainedModel, inputs: list[str], batch_size: int = 64, prog
     """Run the classifier over every usable window of ``inputs`` → (window predictions, what was skipped:
     records and windows with NaN/inf)."""
     if trained.task is None:
-        raise ValueError(f"{trained.path}: has no classification head (a pretraining checkpoint): use `physiowave embed`")
+        raise ValueError(f"{trained.path}: has no classification head (a pretraining checkpoint): "
+                         "use `physiowave embed`")
     skipped = Skipped()
     records, starts, probs, labels = [], [], [], []
     for keys, out, y in run_inputs(trained, inputs, batch_size, lambda model, x: {"logits": model(x)}, skipped,
@@ -86,7 +89,8 @@ def to_csv(pred: Predictions, trained: TrainedModel, per_window: bool, threshold
     w = csv.writer(buf, lineterminator="\n")
     if per_window:
         w.writerow(["record", "start", *(csv_text(f"prob_{n}") for n in names), "predicted"])
-        for r, s, p, label in zip(pred.records, pred.starts, pred.probs, decide(pred.probs, trained.task, names, thresholds)):
+        for r, s, p, label in zip(pred.records, pred.starts, pred.probs,
+                                  decide(pred.probs, trained.task, names, thresholds)):
             w.writerow([csv_text(r), s, *(f"{v:.6g}" for v in p), csv_text(label)])
     else:
         ids, counts, mean = pred.per_record()

@@ -8,5 +8,5 @@ from .h5 import DATA_KEYS, LABEL_KEYS, H5Dataset, parse_file_paths
 from .multimodal import Modality, MultiModalDataset, parse_modality
 from .scan import NonFinite, find_nonfinite
 
-__all__ = ["H5Dataset", "MultiModalDataset", "Modality", "parse_modality", "parse_file_paths", "Augmentation", "time_stretch",
-           "DATA_KEYS", "LABEL_KEYS", "label_fraction_indices", "NonFinite", "find_nonfinite"]
+__all__ = ["H5Dataset", "MultiModalDataset", "Modality", "parse_modality", "parse_file_paths", "Augmentation",
+           "time_stretch", "DATA_KEYS", "LABEL_KEYS", "label_fraction_indices", "NonFinite", "find_nonfinite"]

@@ -34,7 +34,8 @@ from torch.utils.data import Dataset
 
 from ..contract import ATTR_RUN_ID, ATTR_RUN_INFO, DATA_KEYS, LABEL_KEYS
 
-__all__ = ["parse_file_paths", "open_h5", "H5Dataset", "check_complete_set", "DATA_KEYS", "LABEL_KEYS", "crop_bounds", "standardize", "pad_right", "fit_length"]
+__all__ = ["parse_file_paths", "open_h5", "H5Dataset", "check_complete_set", "DATA_KEYS", "LABEL_KEYS", "crop_bounds",
+           "standardize", "pad_right", "fit_length"]
 
 _LABEL_MODES = ("auto", "none", "single", "multi")
 _CACHE_BYTES = 64 * 2**20
@@ -187,9 +188,10 @@ def check_complete_set(f: h5py.File, path: str) -> None:
         return
     marker = os.path.join(os.path.dirname(os.path.abspath(path)), str(f.attrs.get(ATTR_RUN_INFO)))
     if not os.path.isfile(marker):
-        raise ValueError(f"{path}: no {os.path.basename(marker)} beside it: the preprocessing run that wrote it did not "
-                         "finish (rerun that preprocessing, with --resume to continue it), or the file was copied "
-                         f"without it (copy {os.path.basename(marker)} too)")
+        raise ValueError(f"{path}: no {os.path.basename(marker)} beside it: "
+                         "the preprocessing run that wrote it did not finish (rerun that preprocessing, "
+                         "with --resume to continue it), or the file was copied without it (copy "
+                         f"{os.path.basename(marker)} too)")
     try:
         with open(marker) as m:
             marked = json.load(m).get("run_id")

@@ -45,9 +45,11 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "pretrain": dict(batch_size=64, epochs=100, lr=1e-3, weight_decay=0.05, grad_clip=1.0, warmup_epochs=0,
                      min_lr=0.0, output_dir="./pretrain_output", save_freq=20, max_length=None, label_smoothing=0.0),
     "finetune": dict(batch_size=32, epochs=30, lr=1e-3, weight_decay=0.05, grad_clip=0.0, warmup_epochs=0,
-                     min_lr=1e-6, output_dir="./bert_finetune_output", save_freq=0, max_length=None, label_smoothing=0.1),
+                     min_lr=1e-6, output_dir="./bert_finetune_output", save_freq=0, max_length=None,
+                     label_smoothing=0.1),
     "multilabel": dict(batch_size=32, epochs=30, lr=1e-3, weight_decay=0.05, grad_clip=0.0, warmup_epochs=0,
-                       min_lr=1e-6, output_dir="./multilabel_output", save_freq=0, max_length=None, label_smoothing=0.1),
+                       min_lr=1e-6, output_dir="./multilabel_output", save_freq=0, max_length=None,
+                       label_smoothing=0.1),
 }
 PROBE_LR = 1e-2  # --lr default with --freeze_encoder: a linear probe on frozen features wants a larger step
 
@@ -63,7 +65,8 @@ def _model_args(p: argparse.ArgumentParser, task: str) -> None:
     g.add_argument("--wave_kernel_size", type=int, default=None, help="learnable wavelet filter length")
     g.add_argument("--wavelet_names", nargs="+", default=None, help="initial wavelets of the learnable filter bank")
     g.add_argument("--use_separate_channel", action=argparse.BooleanOptionalAction, default=None,
-                   help="depthwise (per-channel) wavelet filters (default on; --no-use_separate_channel for dense filters)")
+                   help="depthwise (per-channel) wavelet filters (default on; "
+                        "--no-use_separate_channel for dense filters)")
     g.add_argument("--patch_size", type=int, default=None, help="patch length P: a token is a 1×P patch of one band")
     g.add_argument("--embed_dim", type=int, default=None, help="token width D")
     g.add_argument("--depth", type=int, default=None, help="transformer blocks")
@@ -92,7 +95,8 @@ def _data_args(p: argparse.ArgumentParser, task: str) -> None:
                             "checkpoint gives the classes, --val_file the input shape)")
         g.add_argument("--val_file", dest="val_files", default="", required=(task == "multilabel"),
                        help="validation HDF5 file(s)" + ("" if task == "multilabel" else
-                       "; empty: hold out --val_split_ratio of the training records (by record_id when the file has one)"))
+                       "; empty: hold out --val_split_ratio of the training records (by record_id when the file has "
+                       "one)"))
         g.add_argument("--test_file", dest="test_files", default="",
                        help="test HDF5 file(s), evaluated with the best model at the end")
         if task == "finetune":
@@ -130,7 +134,8 @@ def _optim_args(p: argparse.ArgumentParser, task: str) -> None:
     else:
         g.add_argument("--lr", type=float, default=None,
                        help=f"peak learning rate (default {d['lr']:g}; {PROBE_LR:g} with --freeze_encoder)")
-    g.add_argument("--min_lr", type=float, default=d["min_lr"], help="floor of cosine/linear decay, eta_min of cosine_restarts")
+    g.add_argument("--min_lr", type=float, default=d["min_lr"],
+                   help="floor of cosine/linear decay, eta_min of cosine_restarts")
     g.add_argument("--weight_decay", type=float, default=d["weight_decay"], help="AdamW weight decay")
     g.add_argument("--grad_accumulation_steps", type=int, default=1, help="micro-batches per optimizer step")
     g.add_argument("--betas", type=float, nargs=2, default=None, metavar=("BETA1", "BETA2"),
@@ -176,7 +181,8 @@ def _task_args(p: argparse.ArgumentParser, task: str) -> None:
         g.add_argument("--detach_target", action="store_true",
                        help="with --objective original: stop gradients through the target (the front-end output)")
         return
-    g.add_argument("--task_type", choices=("classification",) if task == "finetune" else ("multilabel", "classification"),
+    g.add_argument("--task_type",
+                   choices=("classification",) if task == "finetune" else ("multilabel", "classification"),
                    default="classification" if task == "finetune" else "multilabel",
                    help="classification: single-label softmax (as finetune.py); multilabel: sigmoid per label")
     if task == "finetune":
@@ -206,7 +212,8 @@ def _task_args(p: argparse.ArgumentParser, task: str) -> None:
                         "crops or augmentation), only the probe is trained")
     g.add_argument("--probe", choices=("linear", "mlp"), default=None,
                    help="with --freeze_encoder: linear = LayerNorm + Linear (default); mlp = the fine-tuning head")
-    g.add_argument("--eval", action="store_true", help="only evaluate the --resume checkpoint on the val and test files")
+    g.add_argument("--eval", action="store_true",
+                   help="only evaluate the --resume checkpoint on the val and test files")
 
 
 def _modality(spec: str) -> str:
@@ -220,18 +227,22 @@ def _modality(spec: str) -> str:
 
 def _fusion_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("multi-modal fusion (one PhysioWave branch per --modality)")
-    g.add_argument("--modality", action="append", type=_modality, default=None, metavar="NAME:KEY_OR_CHANNELS[:CHECKPOINT]",
+    g.add_argument("--modality", action="append", type=_modality, default=None,
+                   metavar="NAME:KEY_OR_CHANNELS[:CHECKPOINT]",
                    help="repeat once per modality: its HDF5 dataset (e.g. ecg:data_ecg), or inclusive channel ranges "
                         "of --data_key (e.g. emg:12-19); an optional checkpoint initialises its branch (its own "
                         "architecture); without one the branch is fresh, shaped by the model flags")
     g.add_argument("--fusion", choices=FUSIONS, default=None,
                    help="weighted: learned softmax modality weights (default); concat: concatenated projections")
-    g.add_argument("--fusion_dim", type=int, default=None, help="common width of the projected branches (default: the widest branch)")
+    g.add_argument("--fusion_dim", type=int, default=None,
+                   help="common width of the projected branches (default: the widest branch)")
     g.add_argument("--fusion_lr", type=float, default=None,
-                   help="peak learning rate (default 1e-2) of the modality weights' logits (no weight decay), on the --lr schedule. "
-                        "With Adam a logit moves about this much per step, so at --lr they would barely leave uniform")
+                   help="peak learning rate (default 1e-2) of the modality weights' logits (no weight decay), "
+                        "on the --lr schedule. With Adam a logit moves about this much per step, "
+                        "so at --lr they would barely leave uniform")
     g.add_argument("--freeze_branch", action="append", default=None, metavar="NAME",
-                   help="keep this modality's branch fixed (eval mode) while the others and the fusion train; repeatable")
+                   help="keep this modality's branch fixed (eval mode) while the others and the fusion train; "
+                        "repeatable")
 
 
 def _check_fusion(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -245,7 +256,8 @@ def _check_fusion(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         p.error(f"--modality: each name once, got {names}")
     for flag, why in (("pretrained_path", "give each branch its checkpoint as --modality NAME:SOURCE:CHECKPOINT"),
                       ("in_channels", "each branch takes its modality's channel count"),
-                      ("max_length", "each modality keeps its stored length (right-padded to its branch's patch size)")):
+                      ("max_length",
+                       "each modality keeps its stored length (right-padded to its branch's patch size)")):
         if getattr(args, flag):
             p.error(f"--{flag} does not apply with --modality: {why}")
     for name in args.freeze_branch or []:
@@ -266,16 +278,19 @@ def _run_args(p: argparse.ArgumentParser, task: str) -> None:
                         "launchers' values). A flag given on the command line wins over the recipe's value")
     g.add_argument("--dry_run", action="store_true",
                    help="resolve the configuration (flags, recipe, checkpoint), build the model, check the data files, "
-                        "print one JSON object {script, recipe, parameters, config} and exit, training and writing nothing")
+                        "print one JSON object {script, recipe, parameters, config} and exit, "
+                        "training and writing nothing")
     g.add_argument("--output_dir", default=d["output_dir"],
                    help="the run's folder; one that holds another run is refused unless --resume continues it or "
                         "--overwrite replaces it")
     g.add_argument("--overwrite", action="store_true",
                    help="delete another run's files (checkpoints, history, results, tensorboard) in --output_dir first")
-    g.add_argument("--resume", default=None, help="checkpoint to continue from, or 'auto' (the output dir's latest, if any)")
+    g.add_argument("--resume", default=None,
+                   help="checkpoint to continue from, or 'auto' (the output dir's latest, if any)")
     if task == "pretrain":
         g.add_argument("--pretrained_path", default="", help="initialise from a checkpoint (continue pretraining)")
-    g.add_argument("--save_freq", type=int, default=d["save_freq"], help="also keep checkpoint_epoch_N.pth every N epochs (0: never)")
+    g.add_argument("--save_freq", type=int, default=d["save_freq"],
+                   help="also keep checkpoint_epoch_N.pth every N epochs (0: never)")
     g.add_argument("--save_every_steps", type=int, default=0, metavar="N",
                    help="also rewrite the latest checkpoint every N optimizer steps inside an epoch, so --resume "
                         "continues from that step (for corpora where one epoch takes hours; 0: at epoch ends only)")
@@ -286,7 +301,8 @@ def _run_args(p: argparse.ArgumentParser, task: str) -> None:
                         "--resume auto continues exactly. Comma-separated names, or none (default: %(default)s)")
     g.add_argument("--val_every", type=int, default=1, metavar="N",
                    help="validate every N epochs and after the last one (default 1); best_model.pth is chosen among "
-                        "the validated epochs, so a larger N saves evaluation time on short epochs (small label fractions)")
+                        "the validated epochs, so a larger N saves evaluation time on short epochs (small label "
+                        "fractions)")
     g.add_argument("--select_metric", default="loss",
                    help="validation metric that picks best_model.pth (loss, or e.g. acc, macro_f1, auroc, f1_macro; "
                         "record_<metric> for a record-level one, e.g. record_auroc_macro, when the files have "
@@ -345,17 +361,21 @@ def build_parser(task: str) -> argparse.ArgumentParser:
 
 # (flag, test, what is expected): checked for every flag the script has, before anything else runs.
 _RANGES: list[tuple[str, Callable[[Any], bool], str]] = [
-    *[(f, lambda v: v >= 1, "≥ 1") for f in ("batch_size", "epochs", "grad_accumulation_steps", "max_length", "max_level",
+    *[(f, lambda v: v >= 1, "≥ 1") for f in ("batch_size", "epochs", "grad_accumulation_steps", "max_length",
+                                             "max_level",
                                               "patch_size", "embed_dim", "depth", "num_heads", "decoder_depth",
                                               "decoder_dim", "num_classes", "head_hidden_dim", "hidden_factor",
-                                              "T_0", "T_mult", "lr_step_size", "world_size", "fusion_dim", "val_every")],
-    *[(f, lambda v: v >= 0, "≥ 0") for f in ("lr", "min_lr", "weight_decay", "warmup_epochs", "num_workers", "save_freq",
+                                              "T_0", "T_mult", "lr_step_size", "world_size", "fusion_dim",
+                                              "val_every")],
+    *[(f, lambda v: v >= 0, "≥ 0") for f in ("lr", "min_lr", "weight_decay", "warmup_epochs", "num_workers",
+                                             "save_freq",
                                               "save_every_steps", "plateau_patience", "seed", "fusion_lr")],
     ("wave_kernel_size", lambda v: v >= 2, "≥ 2"),
     ("in_channels", lambda v: v >= 1, "≥ 1"),
     ("mlp_ratio", lambda v: v > 0, "> 0"),
     ("lr_gamma", lambda v: v > 0, "> 0"),
-    *[(f, lambda v: 0 <= v < 1, "in [0, 1)") for f in ("dropout", "head_dropout", "label_smoothing", "val_split_ratio")],
+    *[(f, lambda v: 0 <= v < 1, "in [0, 1)") for f in ("dropout", "head_dropout", "label_smoothing",
+                                                       "val_split_ratio")],
     ("importance_ratio", lambda v: 0 <= v <= 1, "in [0, 1]"),
     ("mask_ratio", lambda v: 0 < v < 1, "in (0, 1): the fraction of tokens the model must reconstruct"),
     ("threshold", lambda v: 0 < v < 1, "in (0, 1)"),

@@ -23,8 +23,8 @@ from ..fileio import file_stamp
 from .errors import ConfigError
 from .tasks import Task
 
-__all__ = ["Indexed", "Subset", "open_datasets", "check_labels", "find_nonfinite_values", "modalities_of", "record_ids_of",
-           "split_indices", "class_names_of", "fit_class_names"]
+__all__ = ["Indexed", "Subset", "open_datasets", "check_labels", "find_nonfinite_values", "modalities_of",
+           "record_ids_of", "split_indices", "class_names_of", "fit_class_names"]
 
 
 class Indexed(Dataset):
@@ -113,8 +113,8 @@ def fit_class_names(names: list[str] | None, num_classes: int, label_mode: str, 
                                f"others are called {', '.join(extra)}")
     if label_mode == "single":
         raise ConfigError(f"{where}: its class_names attribute names {len(names)} classes, the model has {num_classes} "
-                          f"outputs (labels 0..{num_classes - 1}): pass --num_classes {len(names)} if the other classes "
-                          "exist, or fix the attribute")
+                          f"outputs (labels 0..{num_classes - 1}): pass --num_classes {len(names)} if the other "
+                          "classes exist, or fix the attribute")
     raise ConfigError(f"{where}: its class_names attribute names {len(names)} classes, the model has {num_classes} "
                       "label columns: fix the attribute (one name per label column)")
 
@@ -164,8 +164,8 @@ MAX_PADDED_LENGTH = 65_536  # --max_length beyond the stored samples zero-pads t
 
 def _split_flags(task: Task) -> dict[str, str]:
     pretrain = task.label_mode == "none"
-    return {"train": "--train_files" if pretrain else "--train_file", "val": "--val_files" if pretrain else "--val_file",
-            "test": "--test_file"}
+    return {"train": "--train_files" if pretrain else "--train_file",
+            "val": "--val_files" if pretrain else "--val_file", "test": "--test_file"}
 
 
 def open_datasets(args: argparse.Namespace, task: Task) -> dict[str, Any]:
@@ -193,9 +193,9 @@ def open_datasets(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     info: dict[str, Any] = {"train_files": paths["train"], "val_files": paths["val"], "test_files": paths["test"],
                             "label_kind": ref.label_kind, **_shape_info(ref)}
     if args.max_length and not modalities_of(args) and args.max_length > max(MAX_PADDED_LENGTH, info["stored_length"]):
-        raise ConfigError(f"--max_length {args.max_length}: expected 1..{max(MAX_PADDED_LENGTH, info['stored_length'])} "
-                          f"(the {ref_split} samples of {ref.file_paths[0]} are {info['stored_length']} long; longer "
-                          "lengths only add zero padding)")
+        raise ConfigError(f"--max_length {args.max_length}: expected "
+                          f"1..{max(MAX_PADDED_LENGTH, info['stored_length'])} (the {ref_split} samples of "
+                          f"{ref.file_paths[0]} are {info['stored_length']} long; longer lengths only add zero padding)")
     for split in ("val", "test"):
         ds = sets[split]
         # the model sees channels × length after --max_length: longer stored training records (random crops) and
@@ -298,16 +298,16 @@ def _training_subsets(args: argparse.Namespace, task: Task, sets: dict[str, Any]
         tr_idx, va_idx = split_indices(len(train), args.val_split_ratio, args.seed, groups)
         info["val_split"] = {"by": by, "train": len(tr_idx), "val": len(va_idx)}
         if groups is None:
-            warnings.warn(f"{info['train_files'][0]}: no 'record_id' dataset, so the validation split is drawn by sample: "
-                          "overlapping windows of one recording can land on both sides; pass --val_file to avoid it",
-                          stacklevel=2)
+            warnings.warn(f"{info['train_files'][0]}: no 'record_id' dataset, "
+                          "so the validation split is drawn by sample: overlapping windows of one recording can land "
+                          "on both sides; pass --val_file to avoid it", stacklevel=2)
         train_set = Subset(train, tr_idx)
         val = Subset(_open(info["train_files"], args, task, train=False), va_idx)
         labels = labels[tr_idx]
         groups = groups[tr_idx] if groups is not None else None
     if task.label_mode != "none" and fraction < 1.0 and len(train_set):
-        train_set, labels, info["label_fraction"] = _label_fraction(train, train_set, labels, groups, fraction, args.seed,
-                                                                    by)
+        train_set, labels, info["label_fraction"] = _label_fraction(train, train_set, labels, groups, fraction,
+                                                                    args.seed, by)
     info["_labels"] = labels
     return train_set, val
 
@@ -356,10 +356,11 @@ def check_labels(data: dict[str, Any], num_classes: int, label_mode: str) -> Non
             continue
         where = base.file_paths[0] if len(base.file_paths) == 1 else ", ".join(base.file_paths)
         if label_mode == "single" and labels.max() >= num_classes:
-            raise ConfigError(f"{where}: {split} labels go up to {labels.max()}, but the model has {num_classes} classes "
-                              f"(0..{num_classes - 1})")
+            raise ConfigError(f"{where}: {split} labels go up to {labels.max()}, "
+                              f"but the model has {num_classes} classes (0..{num_classes - 1})")
         if label_mode == "multi" and labels.shape[1] != num_classes:
-            raise ConfigError(f"{where}: {split} samples have {labels.shape[1]} labels each, the model has {num_classes}")
+            raise ConfigError(f"{where}: {split} samples have {labels.shape[1]} labels each, "
+                              f"the model has {num_classes}")
 
 
 def find_nonfinite_values(data: dict[str, Any], args: argparse.Namespace, progress: bool) -> str | None:

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["derive_seed", "DistEnv", "pick_device", "launcher_env", "init_distributed", "cleanup", "seed_everything", "gather_by_index", "all_reduce_sums", "barrier"]
+__all__ = ["derive_seed", "DistEnv", "pick_device", "launcher_env", "init_distributed", "cleanup", "seed_everything",
+           "gather_by_index", "all_reduce_sums", "barrier"]
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,9 @@ def launcher_env(environ: dict[str, str] | None = None) -> tuple[int, int, int]:
     missing = [name for name in ("MASTER_ADDR", "MASTER_PORT") if not e.get(name)]
     if missing:
         raise RuntimeError(f"srun started {tasks} tasks of this script but {' and '.join(missing)} is not set: export "
-                           "MASTER_ADDR=$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | head -n 1) MASTER_PORT=29500 "
-                           "before srun, or start one torchrun per node (slurm/common.sh, docs/cluster.md)")
+                           "MASTER_ADDR=$(scontrol show hostnames \"$SLURM_JOB_NODELIST\" | head -n 1) "
+                           "MASTER_PORT=29500 before srun, or start one torchrun per node (slurm/common.sh, "
+                           "docs/cluster.md)")
     return int(e["SLURM_PROCID"]), int(e.get("SLURM_LOCALID", 0)), tasks
 
 
@@ -72,7 +74,8 @@ def init_distributed(device: str | None = None, expected_world_size: int | None 
         raise RuntimeError(f"--world_size {expected_world_size} needs several processes: launch with "
                            f"torchrun --nproc_per_node={expected_world_size} (plain python runs one process)")
     if expected_world_size and expected_world_size != world_size and rank == 0:
-        print(f"note: --world_size {expected_world_size} differs from torchrun's WORLD_SIZE={world_size}; using {world_size}")
+        print(f"note: --world_size {expected_world_size} differs from torchrun's WORLD_SIZE={world_size}; "
+              f"using {world_size}")
     env = DistEnv(rank, local_rank, world_size, pick_device(device, local_rank))
     if env.distributed and not dist.is_initialized():
         backend = "nccl" if env.device.type == "cuda" else "gloo"

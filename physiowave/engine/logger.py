@@ -16,7 +16,8 @@ __all__ = ["RunLogger", "write_json", "to_jsonable", "scalars_of"]
 
 def scalars_of(metrics: dict[str, Any]) -> dict[str, float]:
     """The scalar entries of a metrics dict (drops confusion matrices, per-class tables, thresholds)."""
-    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float, np.generic)) and not isinstance(v, bool)}
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float, np.generic)) and not isinstance(v, bool)}
 
 
 class RunLogger:

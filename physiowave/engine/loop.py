@@ -96,7 +96,8 @@ def train_one_epoch(net: nn.Module, loader: Iterable, optimizer: torch.optim.Opt
                     env: DistEnv, precision: Precision, *, epoch: int, seed: int, accum: int, grad_clip: float,
                     num_micro: int, start_micro: int = 0, sums: dict[str, float] | None = None,
                     params: list[nn.Parameter] | None = None,
-                    on_step: Callable[[int, dict[str, float]], None] | None = None, desc: str = "train") -> dict[str, float]:
+                    on_step: Callable[[int, dict[str, float]], None] | None = None,
+                    desc: str = "train") -> dict[str, float]:
     """Train over ``loader`` (already positioned at micro-batch ``start_micro`` of ``num_micro``) → averaged metrics.
 
     Every ``accum`` micro-batches (and once for a final partial group) the gradients are clipped and the optimizer
@@ -108,7 +109,8 @@ def train_one_epoch(net: nn.Module, loader: Iterable, optimizer: torch.optim.Opt
     params = params if params is not None else [p for p in net.parameters() if p.requires_grad]
     sums = dict(sums or {})
     samples, t0 = 0, time.perf_counter()
-    bar = tqdm(total=num_micro, initial=start_micro, desc=desc, disable=not env.is_main, dynamic_ncols=True, leave=False)
+    bar = tqdm(total=num_micro, initial=start_micro, desc=desc, disable=not env.is_main, dynamic_ncols=True,
+               leave=False)
     optimizer.zero_grad(set_to_none=True)
     micro = start_micro
     try:
@@ -131,7 +133,8 @@ def train_one_epoch(net: nn.Module, loader: Iterable, optimizer: torch.optim.Opt
             micro += 1
             samples += int(stats["count"])
             if last_in_group:
-                _optimizer_step(optimizer, schedule, precision, params, grad_clip, env, f"epoch {epoch + 1}, micro-batch {micro}")
+                _optimizer_step(optimizer, schedule, precision, params, grad_clip, env,
+                                f"epoch {epoch + 1}, micro-batch {micro}")
                 if on_step is not None:
                     on_step(micro, sums)
             if env.is_main:

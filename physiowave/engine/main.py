@@ -62,8 +62,9 @@ def run(args: argparse.Namespace, env: DistEnv) -> dict[str, Any]:
     """Train (or with ``--eval`` only evaluate) as the flags say → the final metrics."""
     t0 = time.perf_counter()
     if args.compile and env.device.type not in COMPILE_DEVICES:
-        raise ConfigError(f"--compile needs a CUDA device, got {env.device}: on CPU, torch's inductor crashes compiling "
-                          "the wavelet decomposition's backward and compiled blocks are slower than eager; drop --compile")
+        raise ConfigError(f"--compile needs a CUDA device, got {env.device}: on CPU, "
+                          "torch's inductor crashes compiling the wavelet decomposition's backward and compiled blocks "
+                          "are slower than eager; drop --compile")
     task = build_task(args)
     out = Path(args.output_dir)
     resume_path = _resume_path(args, out / task.latest_name)
@@ -153,7 +154,8 @@ def _read_resume(path: Path, task: Task) -> dict[str, Any]:
     kind = checkpoint_kind(ckpt)
     if kind != task.kind:
         if kind == "pretrain":
-            raise ConfigError(f"--resume {path}: a pretraining checkpoint; fine-tune from it with --pretrained_path {path}")
+            raise ConfigError(f"--resume {path}: a pretraining checkpoint; "
+                              f"fine-tune from it with --pretrained_path {path}")
         raise ConfigError(f"--resume {path}: a {kind} checkpoint, which {_SCRIPTS.get(kind, 'another script')} "
                           f"continues; this run is {task.kind} ({_SCRIPTS[task.kind]}"
                           f"{' --task_type ' + task.kind if task.kind != 'pretrain' else ''})")
@@ -198,8 +200,8 @@ def _build_model(args: argparse.Namespace, task: Task, info: dict[str, Any], res
         if state is not None:
             info["pretrained"] = load_pretrained(model, args.pretrained_path, state)
             _log(env, f"loaded {info['pretrained']['loaded']}/{info['pretrained']['total']} tensors from "
-                      f"{args.pretrained_path} (every encoder tensor; {len(info['pretrained']['skipped'])} head tensors "
-                      "newly initialised)")
+                      f"{args.pretrained_path} (every encoder tensor; {len(info['pretrained']['skipped'])} head "
+                      "tensors newly initialised)")
     if isinstance(model, FusionModel):
         for name, m in info["modalities"].items():
             P, C, T = model.branches[name].patch_size, m["channels"], m["length"]
@@ -223,8 +225,8 @@ def _check_resumed_settings(args: argparse.Namespace, task: Task, info: dict[str
         return
     given = [m.name for m in modalities_of(args)]
     if list(stored["modalities"]) != given:
-        raise ConfigError(f"--resume {path}: the checkpoint needs --modality flags for {', '.join(stored['modalities'])}, "
-                          f"got {', '.join(given) or 'none'}")
+        raise ConfigError(f"--resume {path}: the checkpoint needs --modality flags for "
+                          f"{', '.join(stored['modalities'])}, got {', '.join(given) or 'none'}")
 
 
 def _check_select_metric(args: argparse.Namespace, task: Task, has_val: bool, val_records: bool) -> None:
@@ -285,9 +287,11 @@ def train(args: argparse.Namespace, env: DistEnv, task: Task, model: nn.Module, 
         progress.sums = progress.sums if env.is_main else dict.fromkeys(progress.sums, 0.0)
     logger = RunLogger(out, env.is_main, progress.history)
     logger.text("args", "\n".join(f"    {k}: {v}" for k, v in sorted(vars(args).items())))
-    _log(env, f"{task.kind}: {data['info']['train_samples']} training samples, {num_micro} batches of {args.batch_size} "
+    _log(env,
+         f"{task.kind}: {data['info']['train_samples']} training samples, {num_micro} batches of {args.batch_size} "
               f"per process × {env.world_size} process(es), {steps_per_epoch} optimizer steps/epoch, "
-              f"{_count(named)} trainable of {_count(model.named_parameters())} parameters, {precision.name} on {env.device}")
+              f"{_count(named)} trainable of {_count(model.named_parameters())} parameters, "
+              f"{precision.name} on {env.device}")
 
     def save(metrics: dict[str, Any], *names: Path) -> None:
         if env.is_main:
@@ -316,7 +320,8 @@ def train(args: argparse.Namespace, env: DistEnv, task: Task, model: nn.Module, 
             train_metrics = train_one_epoch(
                 net, loader, optimizer, schedule, task, env, precision, epoch=epoch, seed=args.seed,
                 accum=args.grad_accumulation_steps, grad_clip=args.grad_clip, num_micro=num_micro,
-                start_micro=progress.micro, sums=progress.sums, on_step=after_step, desc=f"epoch {epoch + 1}/{args.epochs}")
+                start_micro=progress.micro, sums=progress.sums, on_step=after_step,
+                desc=f"epoch {epoch + 1}/{args.epochs}")
             progress.micro, progress.sums = 0, {}
             metrics = {"train": train_metrics}
             validate = (epoch + 1) % args.val_every == 0 or epoch + 1 == args.epochs
@@ -395,11 +400,13 @@ def _log_epoch(args: argparse.Namespace, env: DistEnv, task: Task, logger: RunLo
     row.update(learning_rates=lr, epoch=epoch + 1, epoch_time=time.perf_counter() - t0)
     row.update({f"modality_weight_{name}": w for name, w in (weights or {}).items()})
     logger.record_epoch(row)
-    for prefix, values in (("modality_weight", weights or {}), ("train", metrics["train"]), ("val", val), ("lr", {"lr": lr})):
+    for prefix, values in (("modality_weight", weights or {}), ("train", metrics["train"]), ("val", val),
+                           ("lr", {"lr": lr})):
         logger.scalars(prefix, values, epoch + 1)
     if env.is_main:
         sample = (data["val"] or data["train"])[0]
-        task.log_figures(logger, model, val, sample.unsqueeze(0).to(env.device) if torch.is_tensor(sample) else None, epoch + 1)
+        task.log_figures(logger, model, val, sample.unsqueeze(0).to(env.device) if torch.is_tensor(sample) else None,
+                         epoch + 1)
     shown = {k: v for k, v in row.items() if k.endswith(("loss", "acc", "auroc", "f1_macro", "macro_f1"))}
     shown.update({f"weight {name}": w for name, w in (weights or {}).items()})
     _log(env, f"epoch {epoch + 1}/{args.epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items())
@@ -415,11 +422,13 @@ def _train_loader(args: argparse.Namespace, env: DistEnv, ds: Any, sampler: Trai
     elif hasattr(ds, "set_epoch"):
         ds.set_epoch(epoch)
     sampler.set_epoch(epoch, skip=skip_micro * args.batch_size)
-    return DataLoader(Indexed(ds), batch_size=args.batch_size, sampler=sampler, num_workers=args.num_workers if workers else 0,
-                      pin_memory=env.device.type == "cuda", worker_init_fn=dataloader_worker_init)
+    return DataLoader(Indexed(ds), batch_size=args.batch_size, sampler=sampler,
+                      num_workers=args.num_workers if workers else 0, pin_memory=env.device.type == "cuda",
+                      worker_init_fn=dataloader_worker_init)
 
 
-def _probe_sets(args: argparse.Namespace, env: DistEnv, model: nn.Module, data: dict[str, Any], precision: Precision) -> dict[str, Any]:
+def _probe_sets(args: argparse.Namespace, env: DistEnv, model: nn.Module, data: dict[str, Any],
+                precision: Precision) -> dict[str, Any]:
     """Linear probing's sets: validation and test features computed once; training features per epoch (below)."""
     info = data["info"]
     stochastic = bool(args.use_augmentation or (args.max_length and info["stored_length"] > args.max_length))
@@ -428,8 +437,8 @@ def _probe_sets(args: argparse.Namespace, env: DistEnv, model: nn.Module, data: 
     return {**sets, "train": None, "stochastic": stochastic}
 
 
-def _probe_train_set(args: argparse.Namespace, env: DistEnv, model: nn.Module, data: dict[str, Any], precision: Precision,
-                     sets: dict[str, Any], epoch: int) -> Any:
+def _probe_train_set(args: argparse.Namespace, env: DistEnv, model: nn.Module, data: dict[str, Any],
+                     precision: Precision, sets: dict[str, Any], epoch: int) -> Any:
     """The training features: computed once, or every epoch when random crops or augmentation change them."""
     if sets["train"] is None or sets["stochastic"]:
         if hasattr(data["train"], "set_epoch"):
@@ -499,7 +508,8 @@ def evaluate_checkpoint(args: argparse.Namespace, env: DistEnv, task: Task, mode
     state = {"thresholds": (val or {}).get("thresholds") or resume.get("thresholds"),
              "record_thresholds": ((val or {}).get("record") or {}).get("thresholds") or resume.get("record_thresholds")}
     test, test_records = evaluate_split(args, env, task, net, data["test"], precision,
-                                        {k: v for k, v in state.items() if v is not None}, model, data["record_ids"]["test"])
+                                        {k: v for k, v in state.items() if v is not None}, model,
+                                        data["record_ids"]["test"])
     for name, result, records in (("val", val, val_records), ("test", test, test_records)):
         if result is not None and env.is_main:
             write_result(out / f"{name}_results.json", result)
@@ -519,7 +529,8 @@ def _summary(args: argparse.Namespace, env: DistEnv, model: nn.Module, info: dic
              f"parameters: {sum(p.numel() for p in model.parameters()):,}",
              f"train files: {len(info['train_files'])}, val files: {len(info['val_files'])}",
              f"pretrained: {source or 'none'}", f"freeze encoder: {getattr(args, 'freeze_encoder', False)}",
-             f"processes: {env.world_size}, device: {env.device}, precision: {precision.name}", f"wall time: {elapsed:.1f} s"]
+             f"processes: {env.world_size}, device: {env.device}, precision: {precision.name}",
+             f"wall time: {elapsed:.1f} s"]
     if isinstance(model, FusionModel) and (weights := model.modality_weights()):
         lines.append("modality weights: " + ", ".join(f"{n} {w:.4f}" for n, w in weights.items()))
     if test:

@@ -162,12 +162,14 @@ def build_fusion_model(args: argparse.Namespace, task: Task, info: dict[str, Any
     model flags), fused with the ``--fusion`` settings; ``info["pretrained"]`` records what each branch loaded."""
     branches: dict[str, PhysioWave] = {}
     reports: dict[str, Any] = {}
-    shapeless = argparse.Namespace(**{**vars(args), **{k: None for k in ARCH_FLAGS}, "model": None})  # a checkpoint's own
+    # a checkpoint's own
+    shapeless = argparse.Namespace(**{**vars(args), **{k: None for k in ARCH_FLAGS}, "model": None})
     for m in modalities_of(args):
         channels = info["channels"][m.name]
         if m.checkpoint:
             stored, state = _branch_checkpoint(m.name, m.checkpoint, channels)
-            branch = build_model({**resolve_config(shapeless, task, channels, stored, m.checkpoint), "num_classes": None})
+            branch = build_model({**resolve_config(shapeless, task, channels, stored, m.checkpoint),
+                                  "num_classes": None})
             reports[m.name] = load_pretrained(branch, m.checkpoint, state)
         else:
             branch = build_model({**resolve_config(args, task, channels), "num_classes": None})

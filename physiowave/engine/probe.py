@@ -57,16 +57,18 @@ class FeatureSet(Dataset):
         return self.features[i], self.labels[i]
 
 
-def eval_loader(ds: Dataset, args: argparse.Namespace, env: DistEnv, batch_size: int, workers: bool = True) -> DataLoader:
+def eval_loader(ds: Dataset, args: argparse.Namespace, env: DistEnv, batch_size: int,
+                workers: bool = True) -> DataLoader:
     """This rank's shard of ``ds`` in order, as ``(index, item)`` batches."""
     return DataLoader(Indexed(ds), batch_size=batch_size, sampler=EvalSampler(len(ds), env.rank, env.world_size),
                       num_workers=args.num_workers if workers else 0, pin_memory=env.device.type == "cuda",
                       worker_init_fn=dataloader_worker_init)  # workers ignore the signals training handles
 
 
-def compute_features(model: nn.Module, ds: Dataset, args: argparse.Namespace, env: DistEnv, precision: Precision) -> FeatureSet:
+def compute_features(model: nn.Module, ds: Dataset, args: argparse.Namespace, env: DistEnv,
+                     precision: Precision) -> FeatureSet:
     """The features of every sample of ``ds`` (gathered over processes, in dataset order)."""
     model.eval()
-    out = evaluate(model, eval_loader(ds, args, env, args.batch_size), _FeatureTask(args), env, precision, seed=args.seed,
-                   desc="features")
+    out = evaluate(model, eval_loader(ds, args, env, args.batch_size), _FeatureTask(args), env, precision,
+                   seed=args.seed, desc="features")
     return FeatureSet(out["features"].astype(np.float32), out["labels"])

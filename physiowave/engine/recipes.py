@@ -50,12 +50,12 @@ RECIPES: dict[str, dict[str, dict[str, dict[str, Any]]]] = {
     },
     "paper": {
         "pretrain": {
-            "*": dict(input_norm="none", objective="original", decoder="mlp", masking_strategy="frequency_guided_original",
-                      mask_ratio=0.6, importance_ratio=0.6, batch_size=32, epochs=100, lr=1e-4, weight_decay=0.01,
-                      betas=(0.9, 0.95), scheduler="cosine", min_lr=0.0, warmup_epochs=10, grad_clip=1.0,
-                      grad_accumulation_steps=1),
-            "ecg": dict(max_length=2048, batch_size=16, grad_accumulation_steps=2, epochs=20, lr=2e-5, weight_decay=1e-3,
-                        warmup_epochs=5, grad_clip=1.0, mask_ratio=0.7, importance_ratio=0.7),
+            "*": dict(input_norm="none", objective="original", decoder="mlp",
+                      masking_strategy="frequency_guided_original", mask_ratio=0.6, importance_ratio=0.6, batch_size=32,
+                      epochs=100, lr=1e-4, weight_decay=0.01, betas=(0.9, 0.95), scheduler="cosine", min_lr=0.0,
+                      warmup_epochs=10, grad_clip=1.0, grad_accumulation_steps=1),
+            "ecg": dict(max_length=2048, batch_size=16, grad_accumulation_steps=2, epochs=20, lr=2e-5,
+                        weight_decay=1e-3, warmup_epochs=5, grad_clip=1.0, mask_ratio=0.7, importance_ratio=0.7),
             "emg": dict(batch_size=32, grad_accumulation_steps=2, epochs=30, lr=1e-4, weight_decay=0.01,
                         warmup_epochs=10, grad_clip=1.0, mask_ratio=0.6, importance_ratio=0.6),
         },

@@ -46,9 +46,9 @@ class Progress:
         self.best = self.best or {"metric": self.select_metric}
 
 
-def make_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: LRSchedule, precision: Precision,
-                    args: argparse.Namespace, task: Task, info: dict[str, Any], progress: Progress,
-                    metrics: dict[str, Any], history: dict[str, list]) -> dict[str, Any]:
+def make_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: LRSchedule,
+                    precision: Precision, args: argparse.Namespace, task: Task, info: dict[str, Any],
+                    progress: Progress, metrics: dict[str, Any], history: dict[str, list]) -> dict[str, Any]:
     """Everything a resume needs, plus what readers of the file want (configuration, metrics, data, task).
     ``epoch`` is the last completed epoch (-1 for none), ``next_epoch``/``micro_in_epoch`` the position."""
     val = metrics.get("val") or {}
@@ -72,7 +72,8 @@ def restore(ckpt: dict[str, Any], source: str, optimizer: torch.optim.Optimizer,
     """Load the optimizer, schedule and scaler states of ``ckpt`` → the run's position."""
     try:
         optimizer.load_state_dict(ckpt["optimizer_state_dict"])
-    except (KeyError, ValueError) as err:  # e.g. one parameter group: written before weight decay spared norms and filters
+    # e.g. one parameter group: written before weight decay spared norms and filters
+    except (KeyError, ValueError) as err:
         raise ConfigError(f"--resume {source}: its optimizer state does not fit this version's ({err}); continue from "
                           "its weights with --pretrained_path instead") from err
     schedule.load_state_dict(ckpt["scheduler_state_dict"])

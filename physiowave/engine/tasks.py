@@ -35,7 +35,8 @@ class MaskedReconstruction(nn.Module):
     def __init__(self, model: nn.Module, mask_ratio: float, masking: str, importance_ratio: float, detach_target: bool):
         super().__init__()
         self.model = model
-        self.settings = dict(mask_ratio=mask_ratio, masking=masking, importance_ratio=importance_ratio, detach_target=detach_target)
+        self.settings = dict(mask_ratio=mask_ratio, masking=masking, importance_ratio=importance_ratio,
+                             detach_target=detach_target)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
         return self.model.pretrain_loss(x, generator=generator, **self.settings)
@@ -93,7 +94,8 @@ class Task:
         """The module trained (and DDP-wrapped): its ``forward`` is what ``train_step`` calls."""
         return model
 
-    def train_step(self, model: nn.Module, batch: Any, generator: torch.Generator | None) -> tuple[torch.Tensor, dict[str, float]]:
+    def train_step(self, model: nn.Module, batch: Any,
+                   generator: torch.Generator | None) -> tuple[torch.Tensor, dict[str, float]]:
         raise NotImplementedError
 
     def train_metrics(self, sums: dict[str, float]) -> dict[str, float]:
@@ -119,7 +121,8 @@ class Task:
             entries["record_thresholds"] = val["record"]["thresholds"]
         return entries
 
-    def log_figures(self, logger: RunLogger, model: nn.Module, val: dict[str, Any], sample: torch.Tensor, step: int) -> None:
+    def log_figures(self, logger: RunLogger, model: nn.Module, val: dict[str, Any], sample: torch.Tensor,
+                    step: int) -> None:
         """TensorBoard figures after an epoch (``sample``: one validation input ``[1, C, T]``)."""
 
 
@@ -178,7 +181,8 @@ class PretrainTask(Task):
         bands = introspect.band_names(model.config["max_level"])
         logger.figure("pretrain/reconstruction", lambda: figures.masked_reconstruction(
             target[0, 0], pred[0, 0], mask[0, 0], model.patch_size, bands), step)
-        logger.figure("pretrain/wavelet_filters", lambda: figures.wavelet_filters(*introspect.learned_filters(model)), step)
+        logger.figure("pretrain/wavelet_filters", lambda: figures.wavelet_filters(*introspect.learned_filters(model)),
+                      step)
 
 
 class _Classification(Task):
@@ -245,7 +249,8 @@ class SingleLabelTask(_Classification):
         return torch.tensor(np.where(counts > 0, n / (k * np.maximum(counts, 1)), 0.0), dtype=torch.float32)
 
     def loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), y, weight=self._weight(logits.device), label_smoothing=self.label_smoothing)
+        return F.cross_entropy(logits.float(), y, weight=self._weight(logits.device),
+                               label_smoothing=self.label_smoothing)
 
     def probabilities(self, logits):
         return softmax(logits.astype(np.float64), axis=1)
@@ -263,7 +268,8 @@ class SingleLabelTask(_Classification):
         return loss, {"loss_sum": loss.item() * len(y), "count": float(len(y)), "correct": float(correct)}
 
     def train_metrics(self, sums):
-        return {"loss": sums["loss_sum"] / max(sums["count"], 1.0), "acc": sums.get("correct", 0.0) / max(sums["count"], 1.0)}
+        return {"loss": sums["loss_sum"] / max(sums["count"], 1.0),
+                "acc": sums.get("correct", 0.0) / max(sums["count"], 1.0)}
 
     def eval_step(self, model, batch, generator):
         x, y = batch

@@ -4,4 +4,5 @@ from .fusion import FUSIONS, FusionModel
 from .physiowave import DECODERS, LEGACY_CONFIG, PhysioWave
 from .presets import PRESETS, create_model
 
-__all__ = ["PhysioWave", "FusionModel", "FUSIONS", "PRESETS", "create_model", "MaskedDecoder", "DECODERS", "LEGACY_CONFIG"]
+__all__ = ["PhysioWave", "FusionModel", "FUSIONS", "PRESETS", "create_model", "MaskedDecoder", "DECODERS",
+           "LEGACY_CONFIG"]

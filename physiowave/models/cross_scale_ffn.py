@@ -66,7 +66,8 @@ class CrossScaleAttention(nn.Module):
         w_q, w_kv = self.in_proj_weight.split([E, 2 * E])
         b_q, b_kv = self.in_proj_bias.split([E, 2 * E])
         q = F.linear(query, w_q, b_q).unflatten(-1, (self.num_heads, -1)).transpose(1, 2)  # [B, h, T, E/h]
-        k, v = F.linear(memory, w_kv, b_kv).unflatten(-1, (2, self.num_heads, -1)).permute(2, 0, 3, 1, 4)  # 2×[B, h, S, E/h]
+        # 2×[B, h, S, E/h]
+        k, v = F.linear(memory, w_kv, b_kv).unflatten(-1, (2, self.num_heads, -1)).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.out_proj(out.transpose(1, 2).reshape(B, T, E))
 
@@ -84,6 +85,7 @@ class CrossScaleFFN(nn.Module):
         """s ``[B, E, T]``; earlier ``[B, S, E]`` (inputs of the earlier levels, time-major) or None at level 0."""
         out = self.base(s)
         if earlier is None:
-            return out  # level 0: no earlier scale, so `attn` and `scale` never get input (dead parameters, as in the reference)
+            # level 0: no earlier scale, so `attn` and `scale` never get input (dead parameters, as in the reference)
+            return out
         attended = self.attn(out.transpose(1, 2), earlier)  # [B, T, E]
         return out + self.scale * attended.transpose(1, 2)

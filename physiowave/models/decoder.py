@@ -34,7 +34,8 @@ class MaskedDecoder(nn.Module):
             raise ValueError(f"decoder_dim and decoder_depth must be ≥ 1, got {decoder_dim} and {depth}")
         self.embed = nn.Linear(embed_dim, decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
-        self.transformer = TransformerEncoder(decoder_dim, depth, num_heads, mlp_ratio, dropout)  # blocks + final LayerNorm
+        # blocks + final LayerNorm
+        self.transformer = TransformerEncoder(decoder_dim, depth, num_heads, mlp_ratio, dropout)
         self.pred = nn.Linear(decoder_dim, patch_size)
         self._pos_cache: dict[tuple, torch.Tensor] = {}
         self.apply(init_weights)
@@ -44,17 +45,20 @@ class MaskedDecoder(nn.Module):
         """``[rows·cols, Dd]`` 2-D sin-cos code, cached per shape, device and dtype."""
         key = (rows, cols, device, dtype)
         if key not in self._pos_cache:
-            self._pos_cache[key] = sincos_2d(rows, cols, self.mask_token.shape[-1]).to(dtype).to(device)  # cast first: MPS has no float64
+            # cast first: MPS has no float64
+            self._pos_cache[key] = sincos_2d(rows, cols, self.mask_token.shape[-1]).to(dtype).to(device)
         return self._pos_cache[key]
 
-    def forward(self, visible: torch.Tensor, ids_keep: torch.Tensor, num_tokens: int, rows: int, cols: int) -> torch.Tensor:
+    def forward(self, visible: torch.Tensor, ids_keep: torch.Tensor, num_tokens: int, rows: int,
+                cols: int) -> torch.Tensor:
         """visible ``[B, V, D]`` at flat positions ``ids_keep`` long ``[B, V]`` of a ``rows × cols`` grid with
         ``num_tokens`` = rows·cols tokens → predictions ``[B, N, P]``."""
         B, V, _ = visible.shape
         if rows * cols != num_tokens:
             raise ValueError(f"rows·cols = {rows}·{cols} does not equal num_tokens {num_tokens}")
         if ids_keep.shape != (B, V) or V > num_tokens:
-            raise ValueError(f"ids_keep must be [B, V] = {(B, V)} with V ≤ num_tokens {num_tokens}, got {tuple(ids_keep.shape)}")
+            raise ValueError(f"ids_keep must be [B, V] = {(B, V)} with V ≤ num_tokens {num_tokens}, "
+                             f"got {tuple(ids_keep.shape)}")
         x = self.embed(visible)  # [B, V, Dd]
         Dd = x.shape[-1]
         full = self.mask_token.to(x.dtype).expand(B, num_tokens, Dd)

@@ -30,7 +30,8 @@ class SoftGatedWaveletDecomposition(nn.Module):
         super().__init__()
         self.channels = channels
         self.max_level = max_level
-        self.selector = AdaptiveWaveletSelector(channels, kernel_size, wavelet_names, separate_channels)  # shared by all levels
+        # shared by all levels
+        self.selector = AdaptiveWaveletSelector(channels, kernel_size, wavelet_names, separate_channels)
         self.gate = ChannelGate(channels)  # shared by all levels
         self.sub_ffn = nn.ModuleList(CrossScaleFFN(2 * channels, ffn_ratio, ffn_dropout) for _ in range(max_level))
         self.res_scales = nn.ParameterList(nn.Parameter(torch.zeros(1)) for _ in range(max_level))

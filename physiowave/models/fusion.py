@@ -53,7 +53,8 @@ class FusionHead(nn.Module):
         if fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {FUSIONS}, got {fusion!r}")
         self.names, self.dims, self.fusion = list(dims), [int(d) for d in dims.values()], fusion
-        self.projections = nn.ModuleDict({n: nn.Sequential(nn.LayerNorm(d), nn.Linear(d, fusion_dim)) for n, d in dims.items()})
+        self.projections = nn.ModuleDict({n: nn.Sequential(nn.LayerNorm(d),
+                                                           nn.Linear(d, fusion_dim)) for n, d in dims.items()})
         if fusion == "weighted":
             self.modality_logits = nn.Parameter(torch.zeros(len(self.names)))  # uniform weights at the start
         width = fusion_dim if fusion == "weighted" else fusion_dim * len(self.names)
@@ -74,7 +75,8 @@ class FusionHead(nn.Module):
             raise ValueError(f"expected branch features [B, {sum(self.dims)}], got shape {tuple(features.shape)}")
         parts = features.split(self.dims, dim=1)
         present = torch.stack([~torch.isnan(p).all(dim=1) for p in parts], dim=1)  # [B, M]
-        z = torch.stack([proj(torch.nan_to_num(p, nan=0.0)) for proj, p in zip(self.projections.values(), parts)], dim=1)
+        z = torch.stack([proj(torch.nan_to_num(p, nan=0.0)) for proj, p in zip(self.projections.values(), parts)],
+                        dim=1)
         z = torch.where(present.unsqueeze(-1), z, torch.zeros((), dtype=z.dtype, device=z.device))  # [B, M, fusion_dim]
         if self.fusion == "concat":
             return z.flatten(1)
@@ -93,8 +95,8 @@ class FusionModel(nn.Module):
     """
 
     def __init__(self, branches: Mapping[str, PhysioWave], num_classes: int, fusion: str = "weighted",
-                 fusion_dim: int | None = None, pooling: str = "mean", head_hidden_dim: int | Sequence[int] | None = None,
-                 head_dropout: float = 0.1):
+                 fusion_dim: int | None = None, pooling: str = "mean",
+                 head_hidden_dim: int | Sequence[int] | None = None, head_dropout: float = 0.1):
         super().__init__()
         if not branches:
             raise ValueError("FusionModel needs at least one branch")
@@ -122,7 +124,8 @@ class FusionModel(nn.Module):
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> "FusionModel":
         """A fresh model of the shape ``config`` (a ``FusionModel.config``) describes: for loading its state dict."""
-        branches = {n: PhysioWave(**{**LEGACY_CONFIG, **c, "num_classes": None}) for n, c in config["modalities"].items()}
+        branches = {n: PhysioWave(**{**LEGACY_CONFIG, **c,
+                                     "num_classes": None}) for n, c in config["modalities"].items()}
         return cls(branches, **{k: v for k, v in config.items() if k != "modalities"})
 
     @property
@@ -130,13 +133,15 @@ class FusionModel(nn.Module):
         """Modality names, in branch order."""
         return list(self.branches)
 
-    def features(self, inputs: Mapping[str, torch.Tensor], present: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def features(self, inputs: Mapping[str, torch.Tensor],
+                 present: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         """``{name: [B, C_m, T_m]}`` (optional ``present``: ``{name: bool [B]}``) → branch features ``[B, ΣD_m]``,
         each branch's slice NaN for the samples where its modality is absent."""
         if set(inputs) != set(self.branches):
             raise ValueError(f"expected inputs for modalities {self.names}, got {sorted(inputs)}")
         if present is not None and not set(present) <= set(self.branches):
-            raise ValueError(f"present: unknown modalities {sorted(set(present) - set(self.branches))}; have {self.names}")
+            raise ValueError(f"present: unknown modalities {sorted(set(present) - set(self.branches))}; "
+                             f"have {self.names}")
         out = []
         for name, branch in self.branches.items():
             x = inputs[name]
@@ -153,7 +158,8 @@ class FusionModel(nn.Module):
             out.append(torch.where(here.unsqueeze(1), f, torch.full((), float("nan"), dtype=f.dtype, device=f.device)))
         return torch.cat(out, dim=1)
 
-    def forward(self, inputs: Mapping[str, torch.Tensor], present: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(self, inputs: Mapping[str, torch.Tensor],
+                present: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
         """``{name: [B, C_m, T_m]}`` → logits ``[B, num_classes]``."""
         return self.fusion(self.features(inputs, present))
 

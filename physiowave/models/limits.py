@@ -18,7 +18,8 @@ INT_LIMITS: dict[str, tuple[int, int]] = {
     "depth": (1, 128), "num_heads": (1, 256), "num_classes": (1, 100_000), "decoder_depth": (0, 64),
     "decoder_dim": (1, 8192), "patch_size": (1, 100_000), "head_hidden_dim": (1, 65_536),
 }
-FLOAT_LIMITS: dict[str, tuple[float, float]] = {"mlp_ratio": (0.0, 64.0), "dropout": (0.0, 1.0), "head_dropout": (0.0, 1.0)}
+FLOAT_LIMITS: dict[str, tuple[float, float]] = {"mlp_ratio": (0.0, 64.0), "dropout": (0.0, 1.0),
+                                                "head_dropout": (0.0, 1.0)}
 MAX_PARAMETERS = 2_000_000_000  # 8 GB of fp32 weights
 _OPTIONAL = ("num_classes", "decoder_dim", "head_hidden_dim")
 
@@ -64,5 +65,5 @@ def check_architecture(config: Mapping[str, Any]) -> None:
                 raise ValueError(f"{field} {value}: outside its limits [{lo:g}, {hi:g}]")
     n = estimated_parameters(config)
     if n > MAX_PARAMETERS:
-        raise ValueError(f"embed_dim {config.get('embed_dim')} × depth {config.get('depth')}: about {n:.2e} parameters, "
-                         f"above the limit {MAX_PARAMETERS:.0e}")
+        raise ValueError(f"embed_dim {config.get('embed_dim')} × depth {config.get('depth')}: "
+                         f"about {n:.2e} parameters, above the limit {MAX_PARAMETERS:.0e}")

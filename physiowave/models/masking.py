@@ -8,7 +8,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["MASKING_STRATEGIES", "random_mask", "frequency_guided_mask", "frequency_guided_original_mask", "make_mask", "masked_mse_loss"]
+__all__ = ["MASKING_STRATEGIES", "random_mask", "frequency_guided_mask", "frequency_guided_original_mask", "make_mask",
+           "masked_mse_loss"]
 
 MASKING_STRATEGIES = ("random", "frequency_guided", "frequency_guided_original")
 

@@ -66,7 +66,8 @@ def patch_targets(patches: torch.Tensor) -> torch.Tensor:
     mean = patches.mean(dim=-1, keepdim=True)
     var = patches.var(dim=-1, unbiased=False, keepdim=True)
     ms = patches.square().mean(dim=-1, keepdim=True)
-    floor = _EPS * var.mean(dim=1, keepdim=True) + torch.finfo(patches.dtype).tiny  # [B, 1, 1]: scale-free, for silent patches
+    # [B, 1, 1]: scale-free, for silent patches
+    floor = _EPS * var.mean(dim=1, keepdim=True) + torch.finfo(patches.dtype).tiny
     shape = (patches - mean) / (var + floor).sqrt()
     return torch.cat([shape, 0.5 * torch.log(ms + floor)], dim=-1)
 
@@ -93,7 +94,8 @@ def objective_loss(objective: str, pred: torch.Tensor, target: torch.Tensor, mas
     shape_sq = _masked_sum((wave_p - wave_t).square(), mask)  # [B], with its gradient
     centred = (wave_t - wave_t.mean(dim=-1, keepdim=True)).square().detach()
     tokens = mask.sum(1).to(pred.dtype)
-    sums = {"shape_sq": shape_sq.detach(), "shape_var": _masked_sum(centred, mask), "tokens": tokens, "elements": tokens * P}
+    sums = {"shape_sq": shape_sq.detach(), "shape_var": _masked_sum(centred, mask), "tokens": tokens,
+            "elements": tokens * P}
     if objective == "original":
         loss = shape_sq.sum() / (tokens.sum() * P).clamp_min(1)  # plain MSE, as the original
         return loss, {k: v.double() for k, v in sums.items()}

@@ -97,13 +97,13 @@ class PhysioWave(nn.Module):
             raise ValueError(f"input_norm must be one of {INPUT_NORMS}, got {input_norm!r}")
         out_size = prediction_size(objective, self.patch_size)
         self.config = dict(
-            in_channels=in_channels, max_level=max_level, wave_kernel_size=wave_kernel_size, wavelet_names=wavelet_names,
-            patch_size=self.patch_size, embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
-            dropout=dropout, pos_embed_type=pos_embed_type, num_classes=num_classes,
+            in_channels=in_channels, max_level=max_level, wave_kernel_size=wave_kernel_size,
+            wavelet_names=wavelet_names, patch_size=self.patch_size, embed_dim=embed_dim, depth=depth,
+            num_heads=num_heads, mlp_ratio=mlp_ratio, dropout=dropout, pos_embed_type=pos_embed_type,
+            num_classes=num_classes,
             head_hidden_dim=list(head_hidden_dim) if isinstance(head_hidden_dim, Sequence) else head_hidden_dim,
-            head_dropout=head_dropout, pooling=pooling, use_separate_channel=use_separate_channel,
-            decoder=decoder, decoder_depth=decoder_depth, decoder_dim=decoder_dim, input_norm=input_norm,
-            objective=objective,
+            head_dropout=head_dropout, pooling=pooling, use_separate_channel=use_separate_channel, decoder=decoder,
+            decoder_depth=decoder_depth, decoder_dim=decoder_dim, input_norm=input_norm, objective=objective,
         )
         self.in_channels = in_channels
         self.num_bands = (max_level + 1) * in_channels  # F, rows of the spectrum
@@ -118,14 +118,16 @@ class PhysioWave(nn.Module):
         self.encoder = TransformerEncoder(embed_dim, depth, num_heads, mlp_ratio, dropout)
         if decoder == "transformer":
             width = embed_dim // 2 if decoder_dim is None else decoder_dim
-            pretrain: nn.Module = MaskedDecoder(embed_dim, out_size, width, decoder_depth, decoder_heads(width), mlp_ratio, dropout)
+            pretrain: nn.Module = MaskedDecoder(embed_dim, out_size, width, decoder_depth, decoder_heads(width),
+                                                mlp_ratio, dropout)
         else:
             pretrain = ReconstructionHead(embed_dim, out_size, [embed_dim], dropout)
         if objective != "original":
             self.target_transform = FixedWaveletTransform(in_channels, max_level, wave_kernel_size, wavelet_names[0])
         heads: dict[str, nn.Module] = {"pretrain": pretrain}
         if num_classes:
-            heads["classification"] = ClassificationHead(embed_dim, num_classes, head_hidden_dim, head_dropout, pooling, self.num_bands)
+            heads["classification"] = ClassificationHead(embed_dim, num_classes, head_hidden_dim, head_dropout, pooling,
+                                                         self.num_bands)
         self.task_heads = nn.ModuleDict(heads)
         self._pos_cache: dict[tuple, torch.Tensor] = {}
         self.apply(init_weights)
@@ -138,7 +140,8 @@ class PhysioWave(nn.Module):
             raise ValueError(f"expected input [B, C, T], got shape {tuple(x.shape)}")
         B, C, T = x.shape
         if C != self.in_channels:
-            raise ValueError(f"expected {self.in_channels} channels (in_channels), got {C} in input of shape {tuple(x.shape)}")
+            raise ValueError(f"expected {self.in_channels} channels (in_channels), "
+                             f"got {C} in input of shape {tuple(x.shape)}")
         P = self.patch_size
         if T < P or T % P:
             lower, upper = (T // P) * P, -(-T // P) * P
@@ -169,13 +172,15 @@ class PhysioWave(nn.Module):
             return self.pos_embed(rows * cols).to(dtype)
         key = (rows, cols, device, dtype)
         if key not in self._pos_cache:
-            self._pos_cache[key] = sincos_2d(rows, cols, self.mask_token.shape[-1]).to(dtype).to(device)  # cast first: MPS has no float64
+            # cast first: MPS has no float64
+            self._pos_cache[key] = sincos_2d(rows, cols, self.mask_token.shape[-1]).to(dtype).to(device)
         return self._pos_cache[key]
 
     def tokenize(self, spec: torch.Tensor) -> torch.Tensor:
         """Spectrum ``[B, F, T]`` → position-encoded tokens ``[B, N, D]``."""
         tokens = self.patch_embed(spec)
-        pos = self.positional_embedding(spec.shape[1], spec.shape[2] // self.patch_size, spec.device, table_dtype(tokens.dtype))
+        pos = self.positional_embedding(spec.shape[1], spec.shape[2] // self.patch_size, spec.device,
+                                        table_dtype(tokens.dtype))
         return tokens + pos
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -239,7 +244,8 @@ class PhysioWave(nn.Module):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """``[B, C, T]`` → (loss, per-sample float64 sums ``[B]`` of :func:`objective_loss` plus ``band_rms`` ``[B, L+1]``:
         the RMS of each band of the learnable front-end, whose fall would show a collapse)."""
-        pred, target, mask, spec = self._pretrain_pass(x, mask_ratio, masking, importance_ratio, generator, detach_target)
+        pred, target, mask, spec = self._pretrain_pass(x, mask_ratio, masking, importance_ratio, generator,
+                                                       detach_target)
         loss, sums = objective_loss(self.config["objective"], pred, target, mask)
         sums["band_rms"] = band_rms(spec, self.in_channels)
         return loss, sums

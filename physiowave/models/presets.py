@@ -14,8 +14,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "ecg": dict(in_channels=12, max_level=3, wave_kernel_size=24, wavelet_names=["db4", "db6", "sym4", "coif2"],
                 patch_size=64, embed_dim=384, depth=8, num_heads=12, mlp_ratio=4.0),
     # emg.pth: 8 channels (Myo armband), 1024-sample windows; 4,854,486 parameters without a classification head.
-    "emg": dict(in_channels=8, max_level=3, wave_kernel_size=16, wavelet_names=["sym4", "sym5", "db6", "coif3", "bior4.4"],
-                patch_size=64, embed_dim=256, depth=6, num_heads=8, mlp_ratio=4.0),
+    "emg": dict(in_channels=8, max_level=3, wave_kernel_size=16,
+                wavelet_names=["sym4", "sym5", "db6", "coif3", "bior4.4"], patch_size=64, embed_dim=256, depth=6,
+                num_heads=8, mlp_ratio=4.0),
     # The training scripts' default shape when neither --model nor a checkpoint gives one (any channel count).
     "base": dict(in_channels=12, max_level=3, wave_kernel_size=16, wavelet_names=["db4", "db6", "sym4"],
                  patch_size=20, embed_dim=256, depth=8, num_heads=8, mlp_ratio=4.0),

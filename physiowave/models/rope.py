@@ -62,7 +62,8 @@ class RotaryEmbedding(nn.Module):
         key = (length, device, dtype)
         if key not in self._cache:
             angles = torch.arange(length, dtype=torch.float64)[:, None] * self._theta()[None, :]
-            self._cache[key] = (angles.cos().to(dtype).to(device), angles.sin().to(dtype).to(device))  # cast before moving: MPS has no float64
+            # cast before moving: MPS has no float64
+            self._cache[key] = (angles.cos().to(dtype).to(device), angles.sin().to(dtype).to(device))
         return self._cache[key]
 
     def at(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:

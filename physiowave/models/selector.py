@@ -29,7 +29,8 @@ class AdaptiveWaveletSelector(nn.Module):
         n = len(self.wavelet_filters)
         # Sequential indices (2 and 4) are the original state-dict keys.
         self.selector = nn.Sequential(
-            nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(channels, 128), nn.ReLU(), nn.Linear(128, n), nn.Softmax(dim=-1)
+            nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(channels, 128), nn.ReLU(), nn.Linear(128, n),
+            nn.Softmax(dim=-1)
         )
 
     def wavelet_weights(self, x: torch.Tensor) -> torch.Tensor:

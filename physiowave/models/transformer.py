@@ -42,7 +42,8 @@ class Attention(nn.Module):
         B, N, D = x.shape
         # unbind, not slicing: its backward stacks the three gradients in one copy instead of zero-filling and adding
         q, k, v = (t.transpose(1, 2) for t in self.qkv(x).view(B, N, 3, self.num_heads, D // self.num_heads).unbind(2))
-        out = F.scaled_dot_product_attention(apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v)  # [B, H, N, hd]; scale (D/H)^−½
+        # [B, H, N, hd]; scale (D/H)^−½
+        out = F.scaled_dot_product_attention(apply_rotary(q, cos, sin), apply_rotary(k, cos, sin), v)
         return self.proj(out.transpose(1, 2).reshape(B, N, D))
 
 
@@ -79,8 +80,10 @@ class TransformerEncoder(nn.Module):
             cos, sin = self.rope.tables(x.shape[1], x.device, table_dtype(x.dtype))
         else:
             if positions.shape != x.shape[:2]:
-                raise ValueError(f"positions must be [B, N] = {tuple(x.shape[:2])} for tokens {tuple(x.shape)}, got {tuple(positions.shape)}")
-            cos, sin = (t.unsqueeze(1) for t in self.rope.at(positions, table_dtype(x.dtype)))  # [B, 1, N, hd/2]: broadcast over heads
+                raise ValueError(f"positions must be [B, N] = {tuple(x.shape[:2])} for tokens {tuple(x.shape)}, "
+                                 f"got {tuple(positions.shape)}")
+            # [B, 1, N, hd/2]: broadcast over heads
+            cos, sin = (t.unsqueeze(1) for t in self.rope.at(positions, table_dtype(x.dtype)))
         for block in self.blocks:
             if self.grad_checkpointing and torch.is_grad_enabled():
                 x = checkpoint(block, x, cos, sin, use_reentrant=False)  # RNG state is replayed: same dropout masks

@@ -35,7 +35,8 @@ def resample_filter(coeffs: np.ndarray, kernel_size: int, keep: str) -> np.ndarr
 def wavelet_filters(name: str, kernel_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Decomposition (low, high) filters of a PyWavelets wavelet, each with ``kernel_size`` taps."""
     if name not in pywt.wavelist(kind="discrete"):
-        raise ValueError(f"unknown wavelet {name!r}: expected a discrete PyWavelets name such as db4, sym4, coif3, bior4.4")
+        raise ValueError(f"unknown wavelet {name!r}: expected a discrete PyWavelets name such as db4, sym4, coif3, "
+                         "bior4.4")
     wavelet = pywt.Wavelet(name)
     low = resample_filter(np.asarray(wavelet.dec_lo), kernel_size, keep="sum")
     high = resample_filter(np.asarray(wavelet.dec_hi), kernel_size, keep="abs_sum")
@@ -52,13 +53,16 @@ class WaveletFilterPair(nn.Module):
     def __init__(self, channels: int, kernel_size: int, wavelet: str, separate_channels: bool = True):
         super().__init__()
         groups = channels if separate_channels else 1
-        self.low_filter = nn.Conv1d(channels, channels, kernel_size, padding=kernel_size // 2, groups=groups, bias=False)
-        self.high_filter = nn.Conv1d(channels, channels, kernel_size, padding=kernel_size // 2, groups=groups, bias=False)
+        self.low_filter = nn.Conv1d(channels, channels, kernel_size, padding=kernel_size // 2, groups=groups,
+                                    bias=False)
+        self.high_filter = nn.Conv1d(channels, channels, kernel_size, padding=kernel_size // 2, groups=groups,
+                                     bias=False)
         low, high = wavelet_filters(wavelet, kernel_size)
         with torch.no_grad():
             for conv, taps in ((self.low_filter, low), (self.high_filter, high)):
                 taps = torch.as_tensor(taps, dtype=conv.weight.dtype)
                 if separate_channels:
                     conv.weight.copy_(taps.expand_as(conv.weight))
-                else:  # dense filters: only weight[0, 0, :] gets the wavelet, the rest keep PyTorch's init (reference quirk)
+                # dense filters: only weight[0, 0, :] gets the wavelet, the rest keep PyTorch's init (reference quirk)
+                else:
                     conv.weight[0, 0].copy_(taps)

@@ -594,7 +594,8 @@ def _info(source: Source, state: _Run, refs: list[RecordRef], t0: float) -> dict
 
 def _process(source: Source, state: _Run, refs: list[RecordRef], progress: bool) -> None:
     """Every record not yet done, in order, into the shard writers."""
-    bar = tqdm(total=len(refs), initial=state.done, desc=source.name, unit="rec", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(refs), initial=state.done, desc=source.name, unit="rec", disable=not progress,
+               dynamic_ncols=True)
     for results in _ordered_map(source, refs[state.done:], source.args.workers):
         _stop_if_terminated()
         state.add(results)
@@ -644,7 +645,8 @@ def _run_locked(source: Source, out_dir: Path, progress: bool) -> Summary:
     state = _Run(source, out_dir, skipped)
     phase = state.resume() if args.resume else (state.start() or "process")
     _SIGTERM.clear()
-    previous = signal.signal(signal.SIGTERM, _note_sigterm) if threading.current_thread() is threading.main_thread() else None
+    previous = signal.signal(signal.SIGTERM,
+                             _note_sigterm) if threading.current_thread() is threading.main_thread() else None
     try:
         if phase == "process":
             _process(source, state, refs, progress)
