@@ -121,12 +121,13 @@ def main() -> None:
               flush=True)
     machine = describe(args.device)
     lines = [f"{label(machine)}; milliseconds, median of 5", "",
-             "| call | B, H, N, S, d | flash infer / train | math infer / train | explicit infer / train | views / contiguous (train) |",
-             "|---|---|---|---|---|---|"]
+             "| call | B, H, N, S, d | flash infer / train | math infer / train | explicit infer / train | views / "
+             "contiguous (train) |", "|---|---|---|---|---|---|"]
     for r in rows:
         layout = f"{r['layout_strided_train_ms']} / {r['layout_contiguous_train_ms']}" if "layout_strided_train_ms" in r else "–"
-        lines.append(f"| {r['shape']} | {', '.join(map(str, r['B_H_N_S_d']))} | {r['flash_infer_ms']} / {r['flash_train_ms']} | "
-                     f"{r['math_infer_ms']} / {r['math_train_ms']} | {r['explicit_infer_ms']} / {r['explicit_train_ms']} | {layout} |")
+        lines.append(f"| {r['shape']} | {', '.join(map(str, r['B_H_N_S_d']))} | {r['flash_infer_ms']} / "
+                     f"{r['flash_train_ms']} | {r['math_infer_ms']} / {r['math_train_ms']} | {r['explicit_infer_ms']} "
+                     f"/ {r['explicit_train_ms']} | {layout} |")
     out = args.out or ROOT / "benchmarks" / "results" / f"attention_{args.device.split(':')[0]}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".tmp")

@@ -93,7 +93,8 @@ def count_step(preset: str, decoder: str, mask_ratio: float, masking: str) -> di
     return dict(
         flops=counter.get_total_flops(), attention_flops=attention, attention_flops_analytic=expected,
         decoder_params=sum(p.numel() for p in model.task_heads["pretrain"].parameters()),
-        tokens=model.num_tokens(T), visible_tokens=int((~mask[0]).sum()) if decoder == "transformer" else model.num_tokens(T),
+        tokens=model.num_tokens(T),
+        visible_tokens=int((~mask[0]).sum()) if decoder == "transformer" else model.num_tokens(T),
     )
 
 
@@ -114,22 +115,24 @@ def main() -> None:
                 raise RuntimeError(f"{preset}/{dec}: counted attention FLOPs {row['attention_flops']} "
                                    f"differ from the analytic {row['attention_flops_analytic']}")
         results["presets"][preset] = dict(
-            input=list(WORKLOADS[preset]), flops_mlp=rows["mlp"]["flops"], flops_transformer=rows["transformer"]["flops"],
-            ratio=rows["mlp"]["flops"] / rows["transformer"]["flops"],
-            params_mlp_decoder=rows["mlp"]["decoder_params"], params_transformer_decoder=rows["transformer"]["decoder_params"],
-            details=rows,
+            input=list(WORKLOADS[preset]), flops_mlp=rows["mlp"]["flops"],
+            flops_transformer=rows["transformer"]["flops"], ratio=rows["mlp"]["flops"] / rows["transformer"]["flops"],
+            params_mlp_decoder=rows["mlp"]["decoder_params"],
+            params_transformer_decoder=rows["transformer"]["decoder_params"], details=rows,
         )
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"mask ratio {args.mask_ratio}, {args.masking} masking; one training step (forward + backward), GFLOPs")
-    print("| preset | input | mlp | transformer | ratio | attention mlp / transformer | decoder params mlp / transformer |")
+    print("| preset | input | mlp | transformer | ratio | attention mlp / transformer | decoder params mlp / "
+          "transformer |")
     print("|---|---|---|---|---|---|---|")
     for preset, r in results["presets"].items():
         d = r["details"]
-        print(f"| {preset} | {r['input']} | {r['flops_mlp'] / 1e9:.1f} | {r['flops_transformer'] / 1e9:.1f} | {r['ratio']:.2f}× "
-              f"| {d['mlp']['attention_flops'] / 1e9:.1f} / {d['transformer']['attention_flops'] / 1e9:.1f} "
-              f"| {r['params_mlp_decoder']:,} / {r['params_transformer_decoder']:,} |")
+        print(f"| {preset} | {r['input']} | {r['flops_mlp'] / 1e9:.1f} | {r['flops_transformer'] / 1e9:.1f} | "
+              f"{r['ratio']:.2f}× | {d['mlp']['attention_flops'] / 1e9:.1f} / "
+              f"{d['transformer']['attention_flops'] / 1e9:.1f} | {r['params_mlp_decoder']:,} / "
+              f"{r['params_transformer_decoder']:,} |")
     print(f"SDPA counted by a plain FlopCounterMode on CPU: {results['sdpa_counted_by_default_on_cpu']} "
           "(a formula is registered here; attention matches 4·B·H·Nq·Nk·hd per forward, 2× in backward)")
     print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")

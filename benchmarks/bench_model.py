@@ -131,7 +131,8 @@ def build_step(preset: str, mode: str, precision: str, device: str, batch: int, 
         model.compile_regions()
     graph = variant.endswith("graph")
     # A captured graph cannot use autocast's cache of cast weights (it would replay stale casts).
-    autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=precision == "bf16", cache_enabled=not graph)
+    autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=precision == "bf16",
+                              cache_enabled=not graph)
     if mode == "infer":
         model.eval()
         encode = torch.compile(model.encode) if variant == "compile" else model.encode
@@ -149,7 +150,8 @@ def build_step(preset: str, mode: str, precision: str, device: str, batch: int, 
 
         loss_fn = torch.compile(loss_of) if variant == "compile" else loss_of
         lr, wd = (1e-3, 0.05) if mode.startswith("pretrain") else (1e-4, 0.01)
-        opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=wd, fused=True, capturable=graph)
+        opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.95), weight_decay=wd, fused=True,
+                                capturable=graph)
 
         def step() -> None:
             with autocast:
@@ -206,7 +208,8 @@ def run_one(preset: str, mode: str, precision: str, device: str, steps: int, war
         sync()
         times.append(time.perf_counter() - start)
     median = statistics.median(times[warmup:])
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # before counting: the counter's step holds more
+    # before counting: the counter's step holds more
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     peak_cuda = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None
     # Compiled and captured steps hide their operations from the counter: FLOPs come from an eager step.
     flops = step_flops(step if variant == "eager" else build_step(preset, mode, precision, device, batch))
@@ -259,8 +262,8 @@ def matmul_tflops(device: str, n: int = 8192, repeats: int = 20) -> float:
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["| preset | step | precision | device | batch | variant | samples/s | ×original | peak RSS GiB | RSS ÷ original "
-             "| peak GPU GiB | GFLOP/step | TFLOP/s | MFU |",
+    lines = ["| preset | step | precision | device | batch | variant | samples/s | ×original | peak RSS GiB | RSS ÷ "
+             "original | peak GPU GiB | GFLOP/step | TFLOP/s | MFU |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['preset']} | {r['mode']} | {r['precision']} | {r['device']} | {r['batch']} | "
@@ -272,7 +275,8 @@ def markdown(rows: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", nargs="*", default=sorted(WORKLOADS), choices=sorted(WORKLOADS), help="presets to run")
+    parser.add_argument("--only", nargs="*", default=sorted(WORKLOADS), choices=sorted(WORKLOADS),
+                        help="presets to run")
     parser.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES)
     parser.add_argument("--precisions", nargs="*", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--batch", nargs="*", type=int, default=[BATCH], help="batch sizes (ratios: batch 8 only)")
@@ -286,7 +290,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=None, help="seconds one configuration may take")
     parser.add_argument("--devices", nargs="*", default=None, help="default: cpu, plus cuda when available")
-    parser.add_argument("--out", type=Path, default=None, help="results file (default benchmarks/results/<device>.json)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="results file (default benchmarks/results/<device>.json)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:

@@ -34,7 +34,8 @@ from physiowave.export import export_onnx  # noqa: E402
 from physiowave.models import create_model  # noqa: E402
 from machine import describe, label  # noqa: E402
 
-CASES = {"emg": dict(channels=8, length=1024, head_hidden_dim=512), "ecg": dict(channels=12, length=2048, head_hidden_dim=1024)}
+CASES = {"emg": dict(channels=8, length=1024, head_hidden_dim=512),
+         "ecg": dict(channels=12, length=2048, head_hidden_dim=1024)}
 
 
 def bench(name: str, batches: list[int], threads: int, repeats: int, warmup: int, folder: Path) -> list[dict]:
@@ -71,7 +72,8 @@ def bench(name: str, batches: list[int], threads: int, repeats: int, warmup: int
         rows.append({"preset": name, "input": f"{c['channels']}x{c['length']}", "batch": b,
                      "torch_ms_per_window": round(pt, 2), "onnxruntime_ms_per_window": round(ox, 2),
                      "speedup": round(pt / ox, 2), "max_rel_diff": diff, "repeats": repeats,
-                     "torch_runs_ms": [round(t * 1e3, 1) for t in t_pt], "ort_runs_ms": [round(t * 1e3, 1) for t in t_ort],
+                     "torch_runs_ms": [round(t * 1e3, 1) for t in t_pt],
+                     "ort_runs_ms": [round(t * 1e3, 1) for t in t_ort],
                      "export_check_max_rel_diff": report.max_rel_diff, "opset": report.opset,
                      "onnx_mb": round(path.stat().st_size / 2**20, 1), "export_s": report.seconds})
         print(f"{name} batch {b}: torch {pt:.2f} ms/window, onnxruntime {ox:.2f} ms/window ({pt / ox:.2f}x), "

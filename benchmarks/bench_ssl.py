@@ -151,7 +151,8 @@ def build_files(data_dir: Path, pretrain_subjects: list[str], eval_subjects: lis
     counts: dict[str, Any] = {}
     for split, part in parts.items():
         labels = np.concatenate(part["labels"]) if split != "pretrain" else None
-        write_h5(work / f"{split}.h5", np.concatenate(part["data"]), part["ids"], np.concatenate(part["starts"]), labels)
+        write_h5(work / f"{split}.h5", np.concatenate(part["data"]), part["ids"], np.concatenate(part["starts"]),
+                 labels)
         counts[split] = {"windows": int(sum(len(d) for d in part["data"])), "recordings": len(set(part["ids"]))}
         if labels is not None:
             counts[split]["class_counts"] = np.bincount(labels, minlength=len(GESTURES)).tolist()
@@ -198,8 +199,8 @@ def lda_run(work: Path, fraction: float, seed: int) -> dict[str, Any]:
     lda = LinearDiscriminantAnalysis().fit(hudgins_features(x[keep]), y[keep])
     pred = lda.predict(hudgins_features(x_test))
     return {"acc": float(accuracy_score(y_test, pred)), "balanced_acc": float(balanced_accuracy_score(y_test, pred)),
-            "macro_f1": float(f1_score(y_test, pred, average="macro", zero_division=0)), "train_samples": int(len(keep)),
-            "train_records": int(len(np.unique(groups[keep]))),
+            "macro_f1": float(f1_score(y_test, pred, average="macro", zero_division=0)),
+            "train_samples": int(len(keep)), "train_records": int(len(np.unique(groups[keep]))),
             "class_counts": np.bincount(y[keep], minlength=len(GESTURES)).tolist(), "seconds": time.perf_counter() - t0}
 
 
@@ -240,8 +241,8 @@ def plan_jobs(cfg: argparse.Namespace, work: Path) -> list[Job]:
                 name = f"{method}_f{fraction:g}_s{s}"
                 cmd = [sys.executable, str(ROOT / "finetune.py"), "--train_file", str(work / "train.h5"), "--val_file",
                        str(work / "val.h5"), "--test_file", str(work / "test.h5"), "--label_fraction", f"{fraction:g}",
-                       *(["--epochs", str(cfg.finetune_epochs)] if cfg.finetune_epochs else []), "--seed", str(s), *common, *arch,
-                       "--output_dir", str(runs / name)]
+                       *(["--epochs", str(cfg.finetune_epochs)] if cfg.finetune_epochs else []), "--seed", str(s),
+                       *common, *arch, "--output_dir", str(runs / name)]
                 after = None
                 if method != "scratch":
                     after = f"pretrain_s{s}"
@@ -432,7 +433,8 @@ def _progress(job: Job) -> None:
         print(f"{what}  FAILED ({r.get('error') or 'exit ' + str(r['returncode'])}), {r.get('seconds', 0):.0f} s"
               + "".join(f"\n    {ln}" for ln in r.get("log_tail", [])[-5:]), flush=True)
     elif job.method == "pretrain":
-        print(f"{what}  loss {r['train_loss_first']:.4f} → {r['train_loss_last']:.4f}  {r['seconds']:.0f} s", flush=True)
+        print(f"{what}  loss {r['train_loss_first']:.4f} → {r['train_loss_last']:.4f}  {r['seconds']:.0f} s",
+              flush=True)
     else:
         print(f"{what}  acc {r['acc']:.4f}  ({r['train_samples']} windows)  {r['seconds']:.0f} s", flush=True)
 
@@ -489,7 +491,8 @@ def main(argv: list[str] | None = None) -> int:
 
     lda_subsets = {(r["seed"], r["fraction"]): (r["train_samples"], r["class_counts"]) for r in results
                    if r["method"] == "lda"}
-    mismatched = [r["name"] for r in results if r["method"] in ("scratch", "probe", "finetune") and r.get("returncode") == 0
+    mismatched = [r["name"] for r in results if r["method"] in ("scratch", "probe",
+                                                                "finetune") and r.get("returncode") == 0
                   and (r["train_samples"], r["class_counts"]) != lda_subsets[(r["seed"], r["fraction"])]]
     summary = summarize(results)
     record = {

@@ -222,7 +222,8 @@ def run(s: Settings, work: Path, log: Any = print) -> dict[str, Any]:
     script = _fresh("script", argv=argv, output_dir=str(work / "e2e_out"))
     run_args = json.loads((work / "e2e_out" / "args.json").read_text())
     e2e_file.unlink()
-    log(f"b. pretrain.py: {script['train_samples_per_sec']:.3f} samples/s, tree peak RSS {script['tree_peak_rss_mb']:.0f} MB")
+    log(f"b. pretrain.py: {script['train_samples_per_sec']:.3f} samples/s, "
+        f"tree peak RSS {script['tree_peak_rss_mb']:.0f} MB")
 
     # a. loader vs step
     loader_file = work / "loader.h5"
@@ -237,7 +238,8 @@ def run(s: Settings, work: Path, log: Any = print) -> dict[str, Any]:
     log(f"a. step:   {step['samples_per_s']:.3f} samples/s ({step['median_step_s']:.2f} s per batch of {s.step_batch})")
     out["a_loader_vs_step"] = dict(loader=loader, step=step, ratio=loader["samples_per_s"] / step["samples_per_s"],
                                    target_ratio=10.0)
-    out["b_end_to_end"] = dict(script=script, model_config=run_args["model_config"], model_only_same_run=step["samples_per_s"],
+    out["b_end_to_end"] = dict(script=script, model_config=run_args["model_config"],
+                               model_only_same_run=step["samples_per_s"],
                                overhead_vs_same_run=1 - script["train_samples_per_sec"] / step["samples_per_s"])
 
     # c. memory vs data-set size
@@ -263,14 +265,15 @@ def run(s: Settings, work: Path, log: Any = print) -> dict[str, Any]:
 def markdown(r: dict[str, Any]) -> str:
     a, b, c = r["a_loader_vs_step"], r["b_end_to_end"], r["c_rss_vs_data"]
     lines = ["| measurement | value |", "|---|---|",
-             f"| a. loader samples/s (batch {r['settings']['loader_batch']}, {r['settings']['loader_workers']} workers) "
-             f"| {a['loader']['samples_per_s']:.1f} |",
-             f"| a. training step samples/s (batch {r['settings']['step_batch']}, fp32) | {a['step']['samples_per_s']:.3f} |",
+             f"| a. loader samples/s (batch {r['settings']['loader_batch']}, "
+             f"{r['settings']['loader_workers']} workers) | {a['loader']['samples_per_s']:.1f} |",
+             f"| a. training step samples/s (batch {r['settings']['step_batch']}, "
+             f"fp32) | {a['step']['samples_per_s']:.3f} |",
              f"| a. loader ÷ step (target ≥ {a['target_ratio']:.0f}) | {a['ratio']:.0f}× |",
              f"| b. pretrain.py samples/s | {b['script']['train_samples_per_sec']:.3f} |",
              f"| b. overhead vs the same step alone | {b['overhead_vs_same_run']:.1%} |"]
-    lines.append(f"| b. pretrain.py peak RSS, process tree / largest process (MB) | {b['script']['tree_peak_rss_mb']:.0f} / "
-                 f"{b['script']['max_single_process_rss_mb']:.0f} |")
+    lines.append("| b. pretrain.py peak RSS, process tree / largest process (MB) | "
+                 f"{b['script']['tree_peak_rss_mb']:.0f} / {b['script']['max_single_process_rss_mb']:.0f} |")
     for run_ in c["runs"]:
         lines.append(f"| c. {run_['file_mb']:.0f} MB file: peak RSS tree / PSS tree / largest process (MB), time | "
                      f"{run_['tree_peak_rss_mb']:.0f} / {run_['tree_peak_pss_mb']:.0f} / "
@@ -285,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="tiny sizes (< 1 min): proves the script runs, the numbers mean nothing")
     parser.add_argument("--out", type=Path, default=None,
                         help="result file (default benchmarks/results/train_cpu.json; with --quick, in the system temp)")
-    parser.add_argument("--workdir", type=Path, default=None, help="where the temporary HDF5 files go (default: system temp)")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="where the temporary HDF5 files go (default: system temp)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:

@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
                                "records of strat_fold 1-8 (records with a superdiagnostic statement), no labels; "
                                "fold 9 for the choice of epoch; fold 10 never seen",
                  protocol=f"python -m physiowave.benchmark ptbxl (CPU configuration), recipe {args.recipe}: masked "
-                          f"reconstruction on random {budget['crop']}-sample crops, {budget['pretrain_epochs']} epochs, "
-                          f"batch {budget['batch_size']}; {n_params:,} parameters")
+                          f"reconstruction on random {budget['crop']}-sample crops, "
+                          f"{budget['pretrain_epochs']} epochs, batch {budget['batch_size']}; {n_params:,} parameters")
     size = sum(f.stat().st_size for f in tmp.rglob("*") if f.is_file()) / 1e6
     if size > args.max_mb:
         shutil.rmtree(tmp)

@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
             "pretrained + fine-tune": out / "finetune"}
     tune = ["--epochs", ft_epochs]
     train("finetune.py", runs["from scratch"], *split, *MODEL, *tune)
-    train("finetune.py", runs["pretrained + linear probe"], *split, "--pretrained_path", pretrained, "--freeze_encoder", *tune)
+    train("finetune.py", runs["pretrained + linear probe"], *split, "--pretrained_path", pretrained, "--freeze_encoder",
+          *tune)
     train("finetune.py", runs["pretrained + fine-tune"], *split, "--pretrained_path", pretrained, *tune)
 
     # 4. The `physiowave` command: checkpoint summary, predictions on the raw test recordings, embeddings, figures.
@@ -133,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{m['auroc']:>6.3f}" for name, m in rows.items()]
     table = "\n".join(lines)
     summary = {"quick": args.quick, "wall_time_s": round(time.perf_counter() - t0, 1),
-               "metrics": {name: {k: m[k] for k in ("val_acc", "acc", "balanced_acc", "macro_f1", "auroc", "best_epoch")}
+               "metrics": {name: {k: m[k] for k in ("val_acc", "acc", "balanced_acc", "macro_f1", "auroc",
+                                                    "best_epoch")}
                            for name, m in rows.items()},
                "predict_records_correct": [correct, total]}
     (out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
