@@ -20,8 +20,8 @@ from sklearn.metrics import roc_auc_score
 from physiowave import benchmark as bm
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--max_level", "2", "--wave_kernel_size", "8", "--wavelet_names", "db4", "--patch_size", "32", "--embed_dim", "32",
-        "--depth", "1", "--num_heads", "4", "--num_workers", "0", "--device", "cpu"]
+TINY = ["--max_level", "2", "--wave_kernel_size", "8", "--wavelet_names", "db4", "--patch_size", "32", "--embed_dim",
+        "32", "--depth", "1", "--num_heads", "4", "--num_workers", "0", "--device", "cpu"]
 
 
 def _h5(path: Path, n_records: int, seed: int, windows: int = 2, multi: bool = False, K: int = 3) -> Path:

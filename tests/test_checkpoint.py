@@ -12,8 +12,10 @@ from physiowave.models import LEGACY_CONFIG
 
 from .conftest import randomize_
 
-ARGS = dict(in_channels=4, max_level=2, wave_kernel_size=8, wavelet_names=["db4", "bior4.4"], patch_size=16, embed_dim=32,
-            depth=2, num_heads=2, mlp_ratio=2.0, dropout=0.1, pos_embed_type="1d", **LEGACY_CONFIG)  # files as the original wrote them
+ARGS = dict(in_channels=4, max_level=2, wave_kernel_size=8, wavelet_names=["db4", "bior4.4"], patch_size=16,
+            embed_dim=32,
+            # files as the original wrote them
+            depth=2, num_heads=2, mlp_ratio=2.0, dropout=0.1, pos_embed_type="1d", **LEGACY_CONFIG)
 
 
 def _model(**kw) -> physiowave.PhysioWave:
@@ -30,8 +32,10 @@ def _same_function(a: physiowave.PhysioWave, b: physiowave.PhysioWave, length: i
 
 def test_pretraining_file_with_namespace_args(tmp_path):
     model = _model()
-    ns = argparse.Namespace(**ARGS, lr=1e-4, masking_strategy="frequency_guided", use_pos_embed=True, train_files="a.h5")
-    torch.save({"epoch": 3, "model_state_dict": model.state_dict(), "args": ns, "metrics": {"loss": 0.5}}, tmp_path / "p.pth")
+    ns = argparse.Namespace(**ARGS, lr=1e-4, masking_strategy="frequency_guided", use_pos_embed=True,
+                            train_files="a.h5")
+    torch.save({"epoch": 3, "model_state_dict": model.state_dict(), "args": ns, "metrics": {"loss": 0.5}},
+               tmp_path / "p.pth")
     loaded = physiowave.load_model(tmp_path / "p.pth")
     assert not loaded.training and loaded.config["num_heads"] == 2 and "classification" not in loaded.task_heads
     _same_function(model, loaded)
@@ -61,8 +65,8 @@ def test_bare_state_dict_infers_the_architecture(tmp_path):
     with pytest.warns(UserWarning, match="inferred from shapes"):
         loaded = physiowave.load_model(tmp_path / "bare.pth", num_heads=2)
     cfg = loaded.config
-    assert (cfg["in_channels"], cfg["max_level"], cfg["wave_kernel_size"], cfg["patch_size"], cfg["embed_dim"], cfg["depth"],
-            cfg["mlp_ratio"], cfg["pos_embed_type"], cfg["num_classes"], cfg["head_hidden_dim"]) == (
+    assert (cfg["in_channels"], cfg["max_level"], cfg["wave_kernel_size"], cfg["patch_size"], cfg["embed_dim"],
+            cfg["depth"], cfg["mlp_ratio"], cfg["pos_embed_type"], cfg["num_classes"], cfg["head_hidden_dim"]) == (
         4, 2, 8, 16, 32, 2, 2.0, "1d", 5, [24, 12])
     assert len(cfg["wavelet_names"]) == 2
     _same_function(model, loaded)
@@ -82,7 +86,8 @@ def test_wrong_shape_names_key_and_shapes(tmp_path):
     state = model.state_dict()
     state["encoder.blocks.1.mlp.0.weight"] = torch.zeros(10, 32)
     torch.save({"model_state_dict": state, "args": ARGS}, tmp_path / "bad.pth")
-    with pytest.raises(ValueError, match=r"'encoder\.blocks\.1\.mlp\.0\.weight' has shape \(10, 32\), the model expects \(64, 32\)"):
+    with pytest.raises(ValueError,
+                       match=r"'encoder\.blocks\.1\.mlp\.0\.weight' has shape \(10, 32\), the model expects \(64, 32\)"):
         physiowave.load_model(tmp_path / "bad.pth")
 
 

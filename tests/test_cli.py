@@ -98,7 +98,8 @@ def test_info_on_a_trained_checkpoint_shows_classes_and_recorded_preprocessing(m
 def test_embed_of_raw_csv_records_equals_model_encode_pooled(myo, tmp_path: Path) -> None:
     records = sorted(MYO.glob("R_3_*.csv"))[:2]
     out = tmp_path / "emb.h5"
-    assert cli(["embed", str(myo["pretrained"]), *map(str, records), "-o", str(out), "--tokens", "--batch_size", "7"]) == 0
+    assert cli(["embed", str(myo["pretrained"]), *map(str, records), "-o", str(out), "--tokens", "--batch_size",
+                "7"]) == 0
     model = load_model(myo["pretrained"])
     windows = _windows([myo["train"], myo["val"], myo["test"]])
     with h5py.File(out, "r") as f:
@@ -175,7 +176,8 @@ def test_predict_skips_unreadable_records_and_fails_without_a_head(myo, tmp_path
     assert "missing" in capsys.readouterr().err
 
 
-def test_predict_with_an_original_checkpoint_uses_flags_and_says_what_it_assumed(shared: Path, tmp_path, capsys) -> None:
+def test_predict_with_an_original_checkpoint_uses_flags_and_says_what_it_assumed(
+        shared: Path, tmp_path, capsys) -> None:
     ckpt = shared / "compat" / "ecg_small.pth"
     records = sorted((shared / "data" / "real" / "torch_ecg_cinc2021").glob("HR0600[0-1].hea"))
     out = tmp_path / "pred.csv"
@@ -205,7 +207,8 @@ def test_plot_writes_a_png_of_the_figure_size(kind: str, myo, tmp_path: Path, mo
 
     sizes: list[tuple[int, int]] = []
     save = figures.save_figure
-    monkeypatch.setattr(figures, "save_figure", lambda fig, path, dpi=100: (sizes.append(figures.figure_size_px(fig, dpi)),
+    monkeypatch.setattr(figures, "save_figure", lambda fig, path,
+                        dpi=100: (sizes.append(figures.figure_size_px(fig, dpi)),
                                                                           save(fig, path, dpi))[1])
     ckpt = str(myo["pretrained"] if kind in ("bands", "filters", "selector", "reconstruction") else myo["finetuned"])
     inputs = {"bands": [str(MYO / "R_0_C_1_EMG.csv"), "--channel", "3"], "filters": [],
@@ -252,7 +255,8 @@ def test_info_reads_namespace_args_and_bare_state_dicts(tmp_path: Path, capsys: 
                        objective="original")  # an original file's function: its args predate these settings
     ns = argparse.Namespace(in_channels=8, embed_dim=32, depth=1, num_heads=2, patch_size=16, max_level=2,
                             max_length=256, lr=3e-4)
-    torch.save({"model_state_dict": model.state_dict(), "args": ns}, tmp_path / "pretrain.pth")  # original pretraining layout
+    # original pretraining layout
+    torch.save({"model_state_dict": model.state_dict(), "args": ns}, tmp_path / "pretrain.pth")
     assert cli(["info", str(tmp_path / "pretrain.pth"), "--json"]) == 0
     s = json.loads(capsys.readouterr().out)
     assert s["args"] == vars(ns) and s["preprocessing"]["length"] == 256 and s["classes"] is None
@@ -571,7 +575,8 @@ def test_outputs_never_replace_or_sit_among_their_inputs(myo, tmp_path, capsys) 
     before = record.read_bytes(), h5.read_bytes()
     cases = [(["predict", str(myo["finetuned"]), str(record), "-o", str(record)], "is the input"),
              (["embed", str(myo["finetuned"]), str(h5), "-o", str(h5)], "is the input"),
-             (["embed", str(myo["finetuned"]), str(tmp_path), "-o", str(tmp_path / "emb.h5")], "inside the input folder"),
+             (["embed", str(myo["finetuned"]), str(tmp_path), "-o", str(tmp_path / "emb.h5")],
+              "inside the input folder"),
              (["predict", str(myo["finetuned"]), str(record), "-o", str(myo["finetuned"])], "is the input")]
     for argv, expect in cases:
         assert cli(argv) == 1
@@ -591,7 +596,8 @@ def tiny_disk(tmp_path):
     import subprocess
     folder = tmp_path / "disk"
     folder.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)], capture_output=True).returncode:
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder)],
+                      capture_output=True).returncode:
         pytest.skip("cannot mount a tmpfs here (needs root)")
     yield folder
     subprocess.run(["umount", str(folder)], check=True)

@@ -28,7 +28,8 @@ def test_ecg_small_fixture_matches_original_outputs(shared):
 def test_original_state_dict_loads_strictly_into_constructor_model(shared):
     ckpt = torch.load(shared / "compat" / "ecg_small.pth", weights_only=True)
     model = physiowave.PhysioWave(**{**physiowave.models.LEGACY_CONFIG, **{k: v for k, v in ckpt["args"].items()
-                                     if k not in {"use_pos_embed", "masking_strategy", "importance_ratio", "mask_ratio"}}})
+                                     if k not in {"use_pos_embed", "masking_strategy", "importance_ratio",
+                                                  "mask_ratio"}}})
     result = model.load_state_dict(ckpt["model_state_dict"])  # strict by default
     assert not result.missing_keys and not result.unexpected_keys
 

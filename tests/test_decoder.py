@@ -37,10 +37,12 @@ def reference_rope_block(block, x: torch.Tensor, positions: torch.Tensor) -> tor
     hd = D // H
     qkv = block.attn.qkv(block.norm1(x)).double().view(B, V, 3, H, hd)
     theta = 10000.0 ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)
-    turn = torch.polar(torch.ones(B, V, hd // 2, dtype=torch.float64), positions.double()[..., None] * theta)  # e^{i n θ_j}
+    # e^{i n θ_j}
+    turn = torch.polar(torch.ones(B, V, hd // 2, dtype=torch.float64), positions.double()[..., None] * theta)
 
     def rotate(t: torch.Tensor) -> torch.Tensor:  # [B, V, H, hd]: pairs (2j, 2j+1) as complex numbers
-        return torch.view_as_real(torch.view_as_complex(t.reshape(B, V, H, hd // 2, 2).contiguous()) * turn[:, :, None]).flatten(-2)
+        return torch.view_as_real(torch.view_as_complex(t.reshape(B, V, H, hd // 2,
+                                                                  2).contiguous()) * turn[:, :, None]).flatten(-2)
 
     q, k, v = rotate(qkv[:, :, 0]), rotate(qkv[:, :, 1]), qkv[:, :, 2]
     att = torch.einsum("bqhd,bkhd->bhqk", q, k) / hd**0.5
@@ -62,7 +64,8 @@ def test_rope_at_positions_equals_gathered_table_rows():
     rows = positions[:, None, :, None].expand(-1, 2, -1, 8)
     expected = apply_rotary(x, full_cos, full_sin).gather(2, rows)
     # Equal up to rounding: the complex product may take a different vector path for a broadcast table.
-    torch.testing.assert_close(apply_rotary(x.gather(2, rows), cos[:, None], sin[:, None]), expected, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(apply_rotary(x.gather(2, rows), cos[:, None], sin[:, None]), expected, rtol=1e-6,
+                               atol=1e-6)
 
 
 def test_encoder_with_arange_positions_equals_default():
@@ -237,7 +240,8 @@ def test_mask_ratio_zero_equals_reconstruct():
 # ------------------------------------------------------------------------------------------- config and checkpoints
 def test_config_rebuilds_the_model():
     model = randomize_(mae(decoder_dim=24, decoder_depth=1))
-    assert {k: model.config[k] for k in ("decoder", "decoder_dim", "decoder_depth")} == dict(decoder="transformer", decoder_dim=24, decoder_depth=1)
+    assert ({k: model.config[k] for k in ("decoder", "decoder_dim", "decoder_depth")}
+            == dict(decoder="transformer", decoder_dim=24, decoder_depth=1))
     rebuilt = physiowave.PhysioWave(**model.config)
     rebuilt.load_state_dict(model.state_dict())  # strict
     x = signal()

@@ -19,8 +19,8 @@ from physiowave.checkpoint import read_checkpoint
 from physiowave.engine import main
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--max_level", "2", "--wave_kernel_size", "8", "--wavelet_names", "db4", "--patch_size", "32", "--embed_dim", "32",
-        "--depth", "1", "--num_heads", "4", "--num_workers", "0", "--device", "cpu"]
+TINY = ["--max_level", "2", "--wave_kernel_size", "8", "--wavelet_names", "db4", "--patch_size", "32", "--embed_dim",
+        "32", "--depth", "1", "--num_heads", "4", "--num_workers", "0", "--device", "cpu"]
 
 
 def _write(path: Path, x: np.ndarray, y: np.ndarray | None = None, label_key: str = "label") -> str:
@@ -52,7 +52,8 @@ def toy(tmp_path_factory) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def pretrained(toy, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("pre")
-    assert main("pretrain", ["--train_files", toy["train"], "--max_length", "256", "--epochs", "1", "--batch_size", "16",
+    assert main("pretrain",
+                ["--train_files", toy["train"], "--max_length", "256", "--epochs", "1", "--batch_size", "16",
                              "--mask_ratio", "0.5", "--output_dir", str(out), *TINY]) == 0
     return out / "best_model.pth"
 
@@ -82,10 +83,10 @@ def test_pretraining_loss_decreases_on_real_ecg(shared, tmp_path):
     train, val = _write(tmp_path / "tr.h5", x[:40]), _write(tmp_path / "va.h5", x[40:])
     out = tmp_path / "out"
     assert main("pretrain", ["--train_files", train, "--val_files", val, "--max_length", "1024", "--patch_size", "64",
-                             "--max_level", "2", "--wave_kernel_size", "8", "--wavelet_names", "db4", "--embed_dim", "32",
-                             "--depth", "1", "--num_heads", "4", "--batch_size", "8", "--epochs", "4", "--lr", "2e-3",
-                             "--warmup_epochs", "1", "--mask_ratio", "0.5", "--num_workers", "0", "--device", "cpu",
-                             "--output_dir", str(out)]) == 0
+                             "--max_level", "2", "--wave_kernel_size", "8", "--wavelet_names", "db4", "--embed_dim",
+                             "32", "--depth", "1", "--num_heads", "4", "--batch_size", "8", "--epochs", "4", "--lr",
+                             "2e-3", "--warmup_epochs", "1", "--mask_ratio", "0.5", "--num_workers", "0", "--device",
+                             "cpu", "--output_dir", str(out)]) == 0
     h = _history(out)
     assert h["val_loss"][-1] < 0.9 * h["val_loss"][0], h["val_loss"]
     assert h["train_loss"][-1] < h["train_loss"][0], h["train_loss"]
@@ -93,18 +94,21 @@ def test_pretraining_loss_decreases_on_real_ecg(shared, tmp_path):
         assert (out / name).is_file(), name
     assert any((out / "tensorboard").iterdir())
     ckpt = torch.load(out / "latest_checkpoint.pth", weights_only=True)  # plain torch.load, no allow-list needed
-    assert ckpt["epoch"] == 3 and isinstance(ckpt["args"], dict) and "encoder.blocks.0.attn.qkv.weight" in ckpt["model_state_dict"]
+    assert ckpt["epoch"] == 3 and isinstance(ckpt["args"],
+                                             dict) and "encoder.blocks.0.attn.qkv.weight" in ckpt["model_state_dict"]
 
 
 # ------------------------------------------------------------------------------------------------- distributed
 def test_two_process_evaluation_equals_one_process(toy, pretrained, tmp_path):
     """Batch 4 divides neither 23 (val) nor 29 (test) nor their halves: metrics of the whole sets, gathered."""
     ft = tmp_path / "ft"
-    assert main("finetune", ["--train_file", toy["train"], "--val_file", toy["val"], "--epochs", "1", "--batch_size", "16",
+    assert main("finetune",
+                ["--train_file", toy["train"], "--val_file", toy["val"], "--epochs", "1", "--batch_size", "16",
                              "--pretrained_path", str(pretrained), "--output_dir", str(ft), "--num_workers", "0",
                              "--device", "cpu"]) == 0
     common = ["finetune.py", "--train_file", toy["train"], "--val_file", toy["val"], "--test_file", toy["test"],
-              "--resume", str(ft / "best_model.pth"), "--eval", "--batch_size", "2", "--num_workers", "0", "--device", "cpu"]
+              "--resume", str(ft / "best_model.pth"), "--eval", "--batch_size", "2", "--num_workers", "0", "--device",
+              "cpu"]
     one = _run(*common, "--output_dir", str(tmp_path / "one"), timeout=120)
     assert one.returncode == 0, one.stderr[-2000:]
     two = _run("-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *common, "--output_dir",
@@ -122,8 +126,9 @@ def test_two_process_evaluation_equals_one_process(toy, pretrained, tmp_path):
 
 # ------------------------------------------------------------------------------------------------- resume
 def test_killed_and_resumed_run_equals_uninterrupted(toy, tmp_path):
-    args = ["pretrain.py", "--train_files", toy["train"], "--val_files", toy["val"], "--max_length", "256", "--epochs", "5",
-            "--batch_size", "8", "--mask_ratio", "0.5", "--masking_strategy", "random", "--warmup_epochs", "1", *TINY]
+    args = ["pretrain.py", "--train_files", toy["train"], "--val_files", toy["val"], "--max_length", "256", "--epochs",
+            "5", "--batch_size", "8", "--mask_ratio", "0.5", "--masking_strategy", "random", "--warmup_epochs", "1",
+            *TINY]
     full = _run(*args, "--output_dir", str(tmp_path / "full"), timeout=300)
     assert full.returncode == 0, full.stderr[-2000:]
 
@@ -323,8 +328,8 @@ def test_detach_target_stops_gradient_through_the_target():
     from physiowave.engine.args import parse_args
     from physiowave.engine.tasks import PretrainTask
 
-    model = PhysioWave(in_channels=4, max_level=1, wave_kernel_size=8, wavelet_names=["db4"], patch_size=32, embed_dim=32,
-                       depth=1, num_heads=4, dropout=0.0, objective="original")
+    model = PhysioWave(in_channels=4, max_level=1, wave_kernel_size=8, wavelet_names=["db4"], patch_size=32,
+                       embed_dim=32, depth=1, num_heads=4, dropout=0.0, objective="original")
     x = torch.randn(2, 4, 128)
     taps = model.wavelet_decomp.selector.wavelet_filters[0].high_filter.weight
     grads = []

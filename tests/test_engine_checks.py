@@ -81,7 +81,8 @@ FT = ["--epochs", "1", "--batch_size", "16", *TINY]
 
 CASES = {
     # name: (script, argv builder, expected text)
-    "val label outside the classes": ("finetune", lambda f, o: ["--train_file", f["train"], "--val_file", f["val_label3"]],
+    "val label outside the classes": ("finetune", lambda f,
+                                      o: ["--train_file", f["train"], "--val_file", f["val_label3"]],
                                       "labels go up to 3, but the model has 3 classes"),
     "multilabel K=4 vs 3": ("multilabel", lambda f, o: ["--train_file", f["ml_train"], "--val_file", f["ml_val4"]],
                             "have 4 labels each, the model has 3"),
@@ -92,19 +93,25 @@ CASES = {
                                              "--val_split_ratio 0.1 of its 5 samples holds out none for validation"),
     "data key typo": ("finetune", lambda f, o: ["--train_file", f["two_keys"], "--data_key", "data_eemg"],
                       "no dataset 'data_eemg' (the file has: data, data_emg, label)"),
-    "label key typo": ("finetune", lambda f, o: ["--train_file", f["two_keys"], "--label_key", "labl"], "no dataset 'labl'"),
-    "patch size 0": ("finetune", lambda f, o: ["--train_file", f["train"], "--patch_size", "0"], "--patch_size must be ≥ 1"),
+    "label key typo": ("finetune", lambda f, o: ["--train_file", f["two_keys"], "--label_key", "labl"],
+                       "no dataset 'labl'"),
+    "patch size 0": ("finetune", lambda f, o: ["--train_file", f["train"], "--patch_size", "0"],
+                     "--patch_size must be ≥ 1"),
     "negative lr": ("finetune", lambda f, o: ["--train_file", f["train"], "--lr", "-1"], "--lr must be ≥ 0"),
     "val_split_ratio 1": ("finetune", lambda f, o: ["--train_file", f["train"], "--val_split_ratio", "1"],
                           "--val_split_ratio must be in [0, 1)"),
-    "mask ratio 0": ("pretrain", lambda f, o: ["--train_files", f["train"], "--mask_ratio", "0"], "--mask_ratio must be in (0, 1)"),
+    "mask ratio 0": ("pretrain", lambda f, o: ["--train_files", f["train"], "--mask_ratio", "0"],
+                     "--mask_ratio must be in (0, 1)"),
     "unknown select metric": ("finetune", lambda f, o: ["--train_file", f["train"], "--val_file", f["val"],
                                                         "--select_metric", "bogus"], "--select_metric bogus"),
-    "compile on cpu": ("pretrain", lambda f, o: ["--train_files", f["train"], "--compile"], "--compile needs a CUDA device"),
-    "cuda without cuda": ("finetune", lambda f, o: ["--train_file", f["train"], "--device", "cuda"], "CUDA is not available"),
+    "compile on cpu": ("pretrain", lambda f, o: ["--train_files", f["train"], "--compile"],
+                       "--compile needs a CUDA device"),
+    "cuda without cuda": ("finetune", lambda f, o: ["--train_file", f["train"], "--device", "cuda"],
+                          "CUDA is not available"),
     "not a checkpoint": ("finetune", lambda f, o: ["--train_file", f["train"], "--pretrained_path", f["not_ckpt"]],
                          "not a PyTorch checkpoint"),
-    "output is a file": ("finetune", lambda f, o: ["--train_file", f["train"], "--output_dir", f["train"]], "is a file"),
+    "output is a file": ("finetune", lambda f, o: ["--train_file", f["train"], "--output_dir", f["train"]],
+                         "is a file"),
     "empty output folder": ("finetune", lambda f, o: ["--train_file", f["train"], "--output_dir", ""],
                             "--output_dir is empty"),
     "resume and overwrite": ("finetune", lambda f, o: ["--train_file", f["train"], "--resume", "auto", "--overwrite"],
@@ -123,7 +130,8 @@ CASES = {
                                         "required: --train_file (only --eval runs without training data)"),
     "more class names than classes": ("finetune", lambda f, o: ["--train_file", f["named5"], "--val_file", f["val"]],
                                       "names 5 classes, the model has 3 outputs (labels 0..2): pass --num_classes 5"),
-    "eval without a val file": ("finetune", lambda f, o: ["--train_file", f["train"], "--eval", "--resume", f["not_ckpt"]],
+    "eval without a val file": ("finetune", lambda f,
+                                o: ["--train_file", f["train"], "--eval", "--resume", f["not_ckpt"]],
                                 "--eval without --val_file"),
 }
 
@@ -145,7 +153,8 @@ def test_read_only_output_folder(files, tmp_path, monkeypatch, capsys):
     locked = tmp_path / "locked"
     locked.mkdir()
     real_access = os.access
-    monkeypatch.setattr(outputs.os, "access", lambda p, mode: Path(p) != locked and real_access(p, mode))  # root ignores chmod
+    # root ignores chmod
+    monkeypatch.setattr(outputs.os, "access", lambda p, mode: Path(p) != locked and real_access(p, mode))
     _fails("finetune", ["--train_file", files["train"], *FT, "--output_dir", str(locked / "run")],
            f"{locked} is not writable", capsys)
     assert not (locked / "run").exists()
@@ -180,7 +189,8 @@ def test_checkpoint_of_another_task_is_refused(files, runs, tmp_path, capsys):
                           str(runs["ft"] / "best_model.pth"), *evaluate, "--output_dir", str(tmp_path / "b")],
            "a classification checkpoint, which finetune.py continues", capsys)
     _fails("finetune", ["--train_file", files["train"], "--resume", str(runs["pre"] / "best_model.pth"), *FT,
-                        "--output_dir", str(tmp_path / "c")], "a pretraining checkpoint; fine-tune from it with --pretrained_path",
+                        "--output_dir", str(tmp_path / "c")],
+                        "a pretraining checkpoint; fine-tune from it with --pretrained_path",
            capsys)
     assert not any((tmp_path / n).exists() for n in "abc")
 
@@ -238,7 +248,8 @@ def test_a_folder_with_another_run_is_refused_unless_overwritten(files, tmp_path
 
 def test_resume_auto_continues_its_own_folder(files, tmp_path, capsys):
     out = tmp_path / "run"
-    argv = ["--train_file", files["train"], "--val_file", files["val"], "--batch_size", "16", *TINY, "--output_dir", str(out)]
+    argv = ["--train_file", files["train"], "--val_file", files["val"], "--batch_size", "16", *TINY, "--output_dir",
+            str(out)]
     assert main("finetune", [*argv, "--epochs", "1", "--scheduler", "step"]) == 0
     assert main("finetune", [*argv, "--epochs", "2", "--scheduler", "step", "--resume", "auto"]) == 0
     assert json.loads((out / "training_history.json").read_text())["epoch"] == [1, 2]
@@ -260,7 +271,8 @@ def test_resume_refuses_a_setting_that_changes_the_trajectory(flag, files, runs,
     before = ckpt.read_bytes()
     value = RESUME_CHANGES[flag]
     line = _fails("finetune", ["--train_file", files["train"], "--val_file", files["val"], *FT, "--output_dir",
-                               str(runs["ft"]), "--resume", "auto", flag, value], f"{flag} {value}: the run being resumed", capsys)
+                               str(runs["ft"]), "--resume", "auto", flag, value],
+                               f"{flag} {value}: the run being resumed", capsys)
     assert "was saved with" in line
     assert ckpt.read_bytes() == before
 
@@ -281,7 +293,8 @@ def test_resume_refuses_other_training_data(files, tmp_path, capsys):
 # ----------------------------------------------------------------------------------------------- lengths and NaN
 def test_pretraining_takes_the_stored_length(files, tmp_path, capsys):
     out = tmp_path / "pre"
-    assert main("pretrain", ["--train_files", files["train"], *FT, "--output_dir", str(out)]) == 0  # 256 samples, patch 32
+    # 256 samples, patch 32
+    assert main("pretrain", ["--train_files", files["train"], *FT, "--output_dir", str(out)]) == 0
     assert json.loads((out / "args.json").read_text())["data"]["length"] == 256
 
 
@@ -320,8 +333,8 @@ def test_new_runs_get_the_new_model_settings_and_the_model_preset(files, runs, t
 def test_eval_never_writes_into_the_folder_of_the_run_it_evaluates(files, runs, capsys):
     before = (runs["ft"] / "args.json").read_text()
     _fails("finetune", ["--train_file", files["train"], "--val_file", files["val"], "--resume",
-                        str(runs["ft"] / "best_model.pth"), "--eval", "--overwrite", "--num_workers", "0", "--device", "cpu",
-                        "--output_dir", str(runs["ft"])], "the checkpoint this run starts from", capsys)
+                        str(runs["ft"] / "best_model.pth"), "--eval", "--overwrite", "--num_workers", "0", "--device",
+                        "cpu", "--output_dir", str(runs["ft"])], "the checkpoint this run starts from", capsys)
     assert (runs["ft"] / "args.json").read_text() == before and (runs["ft"] / "best_model.pth").is_file()
 
 
@@ -415,7 +428,8 @@ def test_a_folder_another_process_is_writing_is_refused_and_a_killed_ones_lock_i
     import sys
     out = tmp_path / "run"
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom physiowave.fileio import folder_lock\n"
-                               "with folder_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(60)", str(out)],
+                               "with folder_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(60)",
+                               str(out)],
                               stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -432,7 +446,8 @@ def test_a_folder_another_process_is_writing_is_refused_and_a_killed_ones_lock_i
 
 def test_a_refused_run_leaves_no_folder_behind(files, tmp_path, capsys):
     out = tmp_path / "new" / "run"
-    _fails("finetune", ["--train_file", files["train"], "--val_file", files["val_label3"], *FT, "--output_dir", str(out)],
+    _fails("finetune",
+           ["--train_file", files["train"], "--val_file", files["val_label3"], *FT, "--output_dir", str(out)],
            "labels go up to 3", capsys)
     assert not out.exists()
 

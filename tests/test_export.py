@@ -17,8 +17,8 @@ from physiowave.inference import Skipped, find_inputs, load_trained, read_units
 from physiowave.models.input_norm import normalize_input
 
 ECG = "data/real/torch_ecg_cinc2021"
-TINY = ["--max_level", "2", "--wave_kernel_size", "8", "--wavelet_names", "db4", "--patch_size", "32", "--embed_dim", "32",
-        "--depth", "1", "--num_heads", "4", "--num_workers", "0", "--device", "cpu"]
+TINY = ["--max_level", "2", "--wave_kernel_size", "8", "--wavelet_names", "db4", "--patch_size", "32", "--embed_dim",
+        "32", "--depth", "1", "--num_heads", "4", "--num_workers", "0", "--device", "cpu"]
 
 
 def _extra():

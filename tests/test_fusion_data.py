@@ -24,7 +24,8 @@ def _write(path: Path, **datasets: np.ndarray) -> str:
 
 def _signals(n: int, c: int, t: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return (rng.normal(size=(n, c, t)) * rng.uniform(0.5, 3, size=(1, c, 1)) + rng.normal(size=(1, c, 1))).astype(np.float32)
+    return (rng.normal(size=(n, c, t)) * rng.uniform(0.5, 3,
+                                                     size=(1, c, 1)) + rng.normal(size=(1, c, 1))).astype(np.float32)
 
 
 def _zscore(x: np.ndarray) -> np.ndarray:

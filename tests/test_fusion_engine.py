@@ -19,8 +19,8 @@ from physiowave.data import MultiModalDataset, parse_modality
 from physiowave.engine import main
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--max_level", "2", "--wave_kernel_size", "8", "--wavelet_names", "db4", "--patch_size", "32", "--embed_dim", "32",
-        "--depth", "1", "--num_heads", "4", "--num_workers", "0", "--device", "cpu", "--label_smoothing", "0",
+TINY = ["--max_level", "2", "--wave_kernel_size", "8", "--wavelet_names", "db4", "--patch_size", "32", "--embed_dim",
+        "32", "--depth", "1", "--num_heads", "4", "--num_workers", "0", "--device", "cpu", "--label_smoothing", "0",
         "--batch_size", "16"]
 MODALITIES = ["--modality", "sig:data_sig", "--modality", "noise:data_noise"]
 
@@ -60,7 +60,8 @@ def _files(data: dict[str, str]) -> list[str]:
 def fused(data, tmp_path_factory) -> Path:
     """The fused model trained from scratch on both modalities (10 epochs)."""
     out = tmp_path_factory.mktemp("fused")
-    assert main("finetune", [*_files(data), *MODALITIES, *TINY, "--epochs", "10", "--lr", "1e-3", "--output_dir", str(out)]) == 0
+    assert main("finetune",
+                [*_files(data), *MODALITIES, *TINY, "--epochs", "10", "--lr", "1e-3", "--output_dir", str(out)]) == 0
     return out
 
 
@@ -150,9 +151,11 @@ def test_physiowave_info_describes_a_fusion_checkpoint_and_predict_declines(fuse
     assert not (tmp_path / "p.csv").exists()
 
 
-def test_branch_from_checkpoint_gives_exactly_its_encode_and_frozen_branches_stay_bit_identical(data, sig_checkpoint, tmp_path):
+def test_branch_from_checkpoint_gives_exactly_its_encode_and_frozen_branches_stay_bit_identical(
+        data, sig_checkpoint, tmp_path):
     out = tmp_path / "probe"
-    assert main("finetune", [*_files(data), "--modality", f"sig:data_sig:{sig_checkpoint}", "--modality", "noise:data_noise",
+    assert main("finetune",
+                [*_files(data), "--modality", f"sig:data_sig:{sig_checkpoint}", "--modality", "noise:data_noise",
                              *TINY, "--epochs", "4", "--lr", "1e-2", "--freeze_encoder", "--save_freq", "1",
                              "--output_dir", str(out)]) == 0
     single = load_model(sig_checkpoint)
@@ -171,7 +174,8 @@ def test_branch_from_checkpoint_gives_exactly_its_encode_and_frozen_branches_sta
 
 def test_freeze_branch_keeps_that_branch_and_trains_the_other(data, sig_checkpoint, tmp_path):
     out = tmp_path / "fb"
-    assert main("finetune", [*_files(data), "--modality", f"sig:data_sig:{sig_checkpoint}", "--modality", "noise:data_noise",
+    assert main("finetune",
+                [*_files(data), "--modality", f"sig:data_sig:{sig_checkpoint}", "--modality", "noise:data_noise",
                              *TINY, "--epochs", "2", "--lr", "1e-3", "--freeze_branch", "sig", "--save_freq", "1",
                              "--output_dir", str(out)]) == 0
     single, first, last = _state(sig_checkpoint), _state(out / "checkpoint_epoch_1.pth"), _state(out / "latest_model.pth")
@@ -184,7 +188,8 @@ def test_freeze_branch_keeps_that_branch_and_trains_the_other(data, sig_checkpoi
 def test_branch_from_an_earlier_fusion_checkpoint(data, fused, tmp_path):
     out = tmp_path / "again"
     assert main("finetune", [*_files(data), "--modality", f"sig:data_sig:{fused / 'best_model.pth'}", "--modality",
-                             "extra:data_noise", *TINY, "--epochs", "1", "--freeze_encoder", "--output_dir", str(out)]) == 0
+                             "extra:data_noise", *TINY, "--epochs", "1", "--freeze_encoder", "--output_dir",
+                             str(out)]) == 0
     before, after = _state(fused / "best_model.pth"), _state(out / "latest_model.pth")
     sig = [k for k in before if k.startswith("branches.sig.")]
     assert sig and all(torch.equal(before[k], after[k]) for k in sig)
@@ -210,19 +215,21 @@ def test_multilabel_concat_fusion_of_channel_ranges(tmp_path):
         rng = np.random.default_rng(seed)
         y = (rng.random((n, 3)) < 0.4).astype(np.float32)
         t = np.arange(128) / 64
-        sig = rng.normal(0, 0.3, (n, 2, 128)) + sum(y[:, k, None, None] * np.sin(2 * np.pi * (k + 1) * t) for k in range(3))
+        sig = rng.normal(0, 0.3,
+                         (n, 2, 128)) + sum(y[:, k, None, None] * np.sin(2 * np.pi * (k + 1) * t) for k in range(3))
         with h5py.File(tmp_path / f"{name}.h5", "w") as f:
             f["data"] = np.concatenate([sig, rng.normal(0, 1, (n, 3, 128))], 1).astype(np.float32)
             f["label"] = y
         files.append(str(tmp_path / f"{name}.h5"))
     out = tmp_path / "ml"
     assert main("multilabel", ["--train_file", files[0], "--val_file", files[1], "--test_file", files[1], "--modality",
-                               "sig:0-1", "--modality", "noise:2-4", "--fusion", "concat", *TINY, "--epochs", "8", "--lr",
-                               "1e-3", "--output_dir", str(out)]) == 0
+                               "sig:0-1", "--modality", "noise:2-4", "--fusion", "concat", *TINY, "--epochs", "8",
+                               "--lr", "1e-3", "--output_dir", str(out)]) == 0
     test = json.loads((out / "test_results.json").read_text())
     assert test["f1_macro"] > 0.8 and "modality_weights" not in test
     config = json.loads((out / "args.json").read_text())["model_config"]
-    assert config["fusion"] == "concat" and {n: c["in_channels"] for n, c in config["modalities"].items()} == {"sig": 2, "noise": 3}
+    assert config["fusion"] == "concat"
+    assert {n: c["in_channels"] for n, c in config["modalities"].items()} == {"sig": 2, "noise": 3}
 
 
 def test_two_process_fusion_evaluation_equals_one_process(fused, data, tmp_path):
@@ -231,8 +238,8 @@ def test_two_process_fusion_evaluation_equals_one_process(fused, data, tmp_path)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     results = []
     for name, launcher in (("one", []), ("two", ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"])):
-        proc = subprocess.run([sys.executable, *launcher, *common, "--output_dir", str(tmp_path / name)], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=180)
+        proc = subprocess.run([sys.executable, *launcher, *common, "--output_dir", str(tmp_path / name)], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=180)
         assert proc.returncode == 0, proc.stderr[-2000:]
         results.append(json.loads((tmp_path / name / "test_results.json").read_text()))
     one, two = results
@@ -244,15 +251,22 @@ def test_two_process_fusion_evaluation_equals_one_process(fused, data, tmp_path)
 @pytest.mark.parametrize("case", ["pretrained_path", "max_length", "missing_key", "channels", "wrong_channels",
                                   "fusion_branch", "resume_names", "freeze_unknown", "fusion_alone"])
 def test_bad_fusion_input_gives_one_line_error(case, data, sig_checkpoint, fused, tmp_path, capsys):
-    base = ["--train_file", data["train"], "--val_file", data["val"], *TINY, "--epochs", "1", "--output_dir", str(tmp_path)]
+    base = ["--train_file", data["train"], "--val_file", data["val"], *TINY, "--epochs", "1", "--output_dir",
+            str(tmp_path)]
     argv, expected = {
-        "pretrained_path": ([*MODALITIES, "--pretrained_path", str(sig_checkpoint)], "--pretrained_path does not apply"),
+        "pretrained_path": ([*MODALITIES, "--pretrained_path", str(sig_checkpoint)],
+                            "--pretrained_path does not apply"),
         "max_length": ([*MODALITIES, "--max_length", "128"], "--max_length does not apply"),
-        "missing_key": (["--modality", "sig:data_sig", "--modality", "emg:data_emg"], "no dataset 'data_emg' for modality 'emg'"),
-        "channels": (["--modality", "sig:data_sig", "--modality", "x:0-3", "--data_key", "data_noise"], "asks for channel 3"),
-        "wrong_channels": (["--modality", f"noise:data_noise:{sig_checkpoint}"], "trained on 2 channels, the modality has 3"),
-        "fusion_branch": (["--modality", f"emg:data_sig:{fused / 'best_model.pth'}"], "fusion checkpoint without a 'emg' branch"),
-        "resume_names": (["--modality", "sig:data_sig", "--resume", str(fused / "best_model.pth")], "needs --modality flags for sig, noise"),
+        "missing_key": (["--modality", "sig:data_sig", "--modality", "emg:data_emg"],
+                        "no dataset 'data_emg' for modality 'emg'"),
+        "channels": (["--modality", "sig:data_sig", "--modality", "x:0-3", "--data_key", "data_noise"],
+                     "asks for channel 3"),
+        "wrong_channels": (["--modality", f"noise:data_noise:{sig_checkpoint}"],
+                           "trained on 2 channels, the modality has 3"),
+        "fusion_branch": (["--modality", f"emg:data_sig:{fused / 'best_model.pth'}"],
+                          "fusion checkpoint without a 'emg' branch"),
+        "resume_names": (["--modality", "sig:data_sig", "--resume", str(fused / "best_model.pth")],
+                         "needs --modality flags for sig, noise"),
         "freeze_unknown": ([*MODALITIES, "--freeze_branch", "ecg"], "--freeze_branch ecg: no such --modality"),
         "fusion_alone": (["--fusion", "concat"], "--fusion applies to multi-modal fusion"),
     }[case]
@@ -261,7 +275,8 @@ def test_bad_fusion_input_gives_one_line_error(case, data, sig_checkpoint, fused
     except SystemExit as exit_:  # argparse errors
         code = exit_.code
     assert code not in (0, None)
-    err = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines() if "error: " in line or "Traceback" in line]
+    err = [line for line in capsys.readouterr().err.replace("\r",
+                                                            "\n").splitlines() if "error: " in line or "Traceback" in line]
     assert len(err) == 1 and expected in err[0], err
 
 
@@ -282,14 +297,16 @@ def test_original_checkpoint_branch_on_real_ecg_and_emg(shared, tmp_path):
     ckpt = shared / "compat" / "ecg_small.pth"
     out = tmp_path / "out"
     assert main("finetune", ["--train_file", str(path), "--val_file", str(path), "--modality", f"ecg:data_ecg:{ckpt}",
-                             "--modality", "emg:data_emg", *TINY, "--patch_size", "40", "--freeze_encoder", "--epochs", "1",
-                             "--output_dir", str(out)]) == 0
+                             "--modality", "emg:data_emg", *TINY, "--patch_size", "40", "--freeze_encoder", "--epochs",
+                             "1", "--output_dir", str(out)]) == 0
     fused, original = load_model(out / "latest_model.pth"), load_model(ckpt)
     with torch.no_grad():
-        assert torch.equal(fused.branches["ecg"].encode(torch.from_numpy(ecg[:4])), original.encode(torch.from_numpy(ecg[:4])))
+        assert torch.equal(fused.branches["ecg"].encode(torch.from_numpy(ecg[:4])),
+                           original.encode(torch.from_numpy(ecg[:4])))
     config = fused.config["modalities"]
     assert (config["ecg"]["embed_dim"], config["ecg"]["patch_size"]) == (64, 64)  # the checkpoint's own architecture
-    assert (config["emg"]["embed_dim"], config["emg"]["patch_size"], config["emg"]["in_channels"]) == (32, 40, 8)  # the flags
+    # the flags
+    assert (config["emg"]["embed_dim"], config["emg"]["patch_size"], config["emg"]["in_channels"]) == (32, 40, 8)
 
 
 def test_load_model_without_head_gives_a_fusion_ready_branch(shared):

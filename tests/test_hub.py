@@ -89,7 +89,8 @@ def test_fine_tuned_model_round_trips_bit_identically_in_a_fresh_process(run, tm
     with torch.no_grad():
         expected = reference(x).numpy()
     trained = load_trained(run["ckpt"], "cpu")
-    for folder in (run["folder"], reference.save_pretrained(tmp_path / "api", fs=200.0, class_names=trained.class_names)):
+    for folder in (run["folder"],
+                   reference.save_pretrained(tmp_path / "api", fs=200.0, class_names=trained.class_names)):
         facts = _outputs_in_fresh_process(str(folder), x_path, tmp_path / "out.npy")
         np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)  # bit-identical
         assert facts["classes"] == trained.class_names == ["0", "1", "2", "3", "4"] and facts["task"] == "single"
@@ -158,7 +159,8 @@ def test_fusion_model_round_trips_and_is_refused_by_physiowave_from_pretrained(t
 
 
 # ---------------------------------------------------------------------------------------------------- convert
-def test_convert_of_an_original_checkpoint_requires_fs_then_gives_the_original_outputs(shared, tmp_path, capsys) -> None:
+def test_convert_of_an_original_checkpoint_requires_fs_then_gives_the_original_outputs(
+        shared, tmp_path, capsys) -> None:
     ckpt, out = shared / "compat" / "ecg_small.pth", tmp_path / "ecg_small"
     assert cli(["convert", str(ckpt), "-o", str(out)]) == 1
     err = capsys.readouterr().err.strip().splitlines()

@@ -14,8 +14,8 @@ from physiowave.engine.args import parse_args
 from physiowave.engine.data import open_datasets, split_indices
 from physiowave.engine.tasks import build_task
 
-TINY = ["--max_level", "1", "--wave_kernel_size", "4", "--wavelet_names", "db2", "--patch_size", "32", "--embed_dim", "16",
-        "--depth", "1", "--num_heads", "2", "--num_workers", "0", "--device", "cpu"]
+TINY = ["--max_level", "1", "--wave_kernel_size", "4", "--wavelet_names", "db2", "--patch_size", "32", "--embed_dim",
+        "16", "--depth", "1", "--num_heads", "2", "--num_workers", "0", "--device", "cpu"]
 
 
 def _records(per_class: list[int], windows: int = 3, shuffle: bool = True) -> tuple[np.ndarray, np.ndarray]:
@@ -129,7 +129,8 @@ def files(tmp_path_factory) -> dict[str, str]:
 
 
 def test_open_datasets_carves_validation_first_then_subsamples(files):
-    args = parse_args("finetune", ["--train_file", files["train"], "--label_fraction", "0.25", "--val_split_ratio", "0.2",
+    args = parse_args("finetune",
+                      ["--train_file", files["train"], "--label_fraction", "0.25", "--val_split_ratio", "0.2",
                                    "--seed", "7", *TINY])
     data = open_datasets(args, build_task(args))
     labels, groups = files["labels"], files["groups"]

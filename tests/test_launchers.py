@@ -92,7 +92,8 @@ def _splits(folder: Path, channels: int, labels: Any, seed: int) -> dict[str, st
 def _launch(script: str, env: dict[str, str], extra: list[str]) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "NUM_GPUS": "1", "EPOCHS": "1", "PYTHON": sys.executable, "OMP_NUM_THREADS": "1",
                 "CUDA_VISIBLE_DEVICES": "", **env}  # 1 thread: 2 OpenMP threads on a busy 2-core box run ~50× slower
-    proc = subprocess.run(["bash", str(ROOT / script), *extra], env=full_env, capture_output=True, text=True, timeout=180)
+    proc = subprocess.run(["bash", str(ROOT / script), *extra], env=full_env, capture_output=True, text=True,
+                          timeout=180)
     assert proc.returncode == 0, f"{script} exited {proc.returncode}:\n{proc.stdout[-1500:]}\n{proc.stderr[-3000:]}"
     return proc
 

@@ -87,7 +87,8 @@ def test_rope_rotates_interleaved_pairs():
     out = apply_rotary(x, cos, sin)
     n = torch.arange(3, dtype=torch.float64)
     theta = torch.tensor([1.0, 10000 ** (-2 / 4)], dtype=torch.float64)
-    expected = torch.stack([torch.cos(n * theta[0]), torch.sin(n * theta[0]), torch.cos(n * theta[1]), torch.sin(n * theta[1])], 1)
+    expected = torch.stack([torch.cos(n * theta[0]), torch.sin(n * theta[0]), torch.cos(n * theta[1]),
+                            torch.sin(n * theta[1])], 1)
     torch.testing.assert_close(out, expected)
 
 
@@ -138,8 +139,10 @@ def test_dropped_preactivation_gives_exact_zeros(dtype):
 
 def test_lean_mlp_gradcheck():
     x = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
-    w1, b1 = torch.randn(8, 4, dtype=torch.float64, requires_grad=True), torch.randn(8, dtype=torch.float64, requires_grad=True)
-    w2, b2 = torch.randn(4, 8, dtype=torch.float64, requires_grad=True), torch.randn(4, dtype=torch.float64, requires_grad=True)
+    w1 = torch.randn(8, 4, dtype=torch.float64, requires_grad=True)
+    b1 = torch.randn(8, dtype=torch.float64, requires_grad=True)
+    w2 = torch.randn(4, 8, dtype=torch.float64, requires_grad=True)
+    b2 = torch.randn(4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda *a: _MlpFunction.apply(*a, 0.0), (x, w1, b1, w2, b2))
 
 

@@ -33,7 +33,8 @@ def test_frequency_guided_masks_the_high_energy_patches():
 
 def test_frequency_guided_noise_share_follows_importance_ratio():
     patches = torch.randn(4, 200, 16) * torch.linspace(0.1, 3, 200)[None, :, None]
-    masks = [frequency_guided_mask(patches, 0.5, r, torch.Generator().manual_seed(s)) for r in (0.9, 0.1) for s in (0, 1)]
+    masks = [frequency_guided_mask(patches, 0.5, r, torch.Generator().manual_seed(s))
+             for r in (0.9, 0.1) for s in (0, 1)]
     agree_high = (masks[0] == masks[1]).float().mean()
     agree_low = (masks[2] == masks[3]).float().mean()
     assert agree_high > agree_low  # more noise, less agreement between seeds

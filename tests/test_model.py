@@ -15,7 +15,8 @@ from physiowave.models import LEGACY_CONFIG
 from .conftest import randomize_
 
 TINY = dict(max_level=2, wave_kernel_size=8, wavelet_names=["db4", "sym4"], patch_size=16, embed_dim=32, depth=2,
-            num_heads=4, dropout=0.0, head_dropout=0.0, **LEGACY_CONFIG)  # the original function; new settings: test_objective.py
+            # the original function; new settings: test_objective.py
+            num_heads=4, dropout=0.0, head_dropout=0.0, **LEGACY_CONFIG)
 
 
 def tiny(channels: int = 4, **kw) -> physiowave.PhysioWave:
@@ -283,7 +284,8 @@ def test_1d_positions_beyond_5000_tokens_switch_to_the_concatenated_code():
     model = tiny(1, pos_embed_type="1d", max_level=0, patch_size=1)  # F = 1 row, one token per sample
     code = model.positional_embedding(1, 5001, torch.device("cpu"), torch.float32)
     torch.testing.assert_close(code, sincos_1d(torch.arange(5001), 32).float())
-    torch.testing.assert_close(model.positional_embedding(1, 100, torch.device("cpu"), torch.float32), model.pos_embed.pos_embed[0, :100])
+    torch.testing.assert_close(model.positional_embedding(1, 100, torch.device("cpu"), torch.float32),
+                               model.pos_embed.pos_embed[0, :100])
 
 
 @pytest.mark.parametrize("decoder", ["transformer", "mlp"])

@@ -53,12 +53,14 @@ def _env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", **extra}
 
 
-def _two_nodes(worker: Path, args: list[str], env: dict[str, str], timeout: float = 120) -> list[subprocess.CompletedProcess]:
+def _two_nodes(worker: Path, args: list[str], env: dict[str, str],
+               timeout: float = 120) -> list[subprocess.CompletedProcess]:
     """Two launchers (``--nnodes 2``), one process each, rendezvous c10d on a free localhost port."""
     port = _free_port()
     procs = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node_rank", str(r),
-                               "--nproc_per_node", "1", "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}",
-                               "--rdzv_id", "test", str(worker), *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               "--nproc_per_node", "1", "--rdzv_backend", "c10d", "--rdzv_endpoint",
+                               f"127.0.0.1:{port}", "--rdzv_id", "test", str(worker), *args], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for r in range(2)]
     try:
         results = [(p, *p.communicate(timeout=timeout)) for p in procs]
@@ -115,7 +117,8 @@ def test_launcher_env_reads_torchrun_then_srun():
     srun = {"SLURM_PROCID": "5", "SLURM_LOCALID": "1", "SLURM_STEP_NUM_TASKS": "8"}
     assert launcher_env({**srun, "MASTER_ADDR": "n1", "MASTER_PORT": "29500"}) == (5, 1, 8)
     assert launcher_env({**srun, "SLURM_STEP_NUM_TASKS": "1"}) == (0, 0, 1)  # srun -n1 python ...: one process
-    with pytest.raises(RuntimeError, match="srun started 8 tasks of this script but MASTER_ADDR and MASTER_PORT is not set"):
+    with pytest.raises(RuntimeError,
+                       match="srun started 8 tasks of this script but MASTER_ADDR and MASTER_PORT is not set"):
         launcher_env(srun)
 
 

@@ -73,8 +73,10 @@ def test_parse_signals():
 
 
 @pytest.mark.parametrize("step, sig", [(STEPS_PER_EPOCH + 3, signal.SIGUSR1),  # inside epoch 2
-                                       (STEPS_PER_EPOCH, signal.SIGTERM)])  # the last step of epoch 1, before validation
-def test_signal_stops_after_the_step_and_resume_is_exact(step, sig, files, uninterrupted, tmp_path, monkeypatch, capsys):
+                                       # the last step of epoch 1, before validation
+                                       (STEPS_PER_EPOCH, signal.SIGTERM)])
+def test_signal_stops_after_the_step_and_resume_is_exact(step, sig, files, uninterrupted, tmp_path, monkeypatch,
+                                                         capsys):
     out = tmp_path / "run"
     _signal_at_step(monkeypatch, step, sig)
     handler = signal.getsignal(sig)
@@ -145,7 +147,8 @@ def test_sigterm_to_every_process_with_dataloader_workers_stops_cleanly(files, u
 
     out = tmp_path / "run"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "finetune.py", *_args(files, out, "--num_workers", "2", "--save_every_steps", "1")],
+    proc = subprocess.Popen([sys.executable, "finetune.py",
+                             *_args(files, out, "--num_workers", "2", "--save_every_steps", "1")],
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (out / "latest_model.pth").exists():

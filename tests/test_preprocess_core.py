@@ -374,8 +374,8 @@ def test_preprocessing_never_imports_torch() -> None:
     import sys
     from physiowave.preprocess import SOURCES
     code = ("import sys, importlib, physiowave.preprocess.cli, physiowave.preprocess.__main__; "
-            f"[importlib.import_module('physiowave.preprocess.' + m) for m in {sorted(v.split(':')[0] for v in SOURCES.values())!r}]; "
-            "print('torch' in sys.modules)")
+            "[importlib.import_module('physiowave.preprocess.' + m) for m in "
+            f"{sorted(v.split(':')[0] for v in SOURCES.values())!r}]; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
     assert out.stdout.strip() == "False", out.stderr[-2000:]
 
@@ -387,7 +387,8 @@ def test_a_second_run_into_an_output_folder_being_written_is_refused(tmp_path, c
     from physiowave.preprocess.__main__ import main as preprocess
     out = tmp_path / "out"
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom physiowave.fileio import folder_lock\n"
-                               "with folder_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(60)", str(out)],
+                               "with folder_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(60)",
+                               str(out)],
                               stdout=subprocess.PIPE, text=True)
     myo = Path(__file__).resolve().parents[1] / "demo" / "data" / "myo"
     argv = ["folder", "--input", str(myo), "--format", "csv", "--fs", "200", "--label_regex", r"C_(\d+)",

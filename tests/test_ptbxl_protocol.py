@@ -51,7 +51,8 @@ def _tree(root: Path, records=None, rate_of=lambda ecg_id: 100, columns=None) ->
         w.writerow(columns)
         for ecg_id, patient, fold, codes in records:
             row = {"ecg_id": ecg_id, "patient_id": f"{patient}.0", "scp_codes": repr(codes), "strat_fold": fold,
-                   "filename_lr": f"records100/00000/{ecg_id:05d}_lr", "filename_hr": f"records500/00000/{ecg_id:05d}_hr"}
+                   "filename_lr": f"records100/00000/{ecg_id:05d}_lr",
+                   "filename_hr": f"records500/00000/{ecg_id:05d}_hr"}
             w.writerow([row[c] for c in columns])
             fs = rate_of(ecg_id)
             shift = sum(SUPER.index(c) + 1 for c, code in CODE.items() if code in codes)

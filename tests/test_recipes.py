@@ -45,7 +45,8 @@ def test_default_recipe_changes_nothing(task: str) -> None:
     args = vars(parse_args(task, FILE[task]))
     if task != "pretrain":
         raw["lr"] = 1e-3  # the finetuning --lr default, resolved after parsing as before
-    assert raw.pop("betas") is None  # new: the optimizer's betas, which the task fixed before, now resolved and recorded
+    # new: the optimizer's betas, which the task fixed before, now resolved and recorded
+    assert raw.pop("betas") is None
     assert {k: args[k] for k in raw} == raw
     assert args["recipe"] == "physiowave" and args["betas"] == ([0.9, 0.95] if task == "pretrain" else [0.9, 0.999])
     assert set(args) - set(raw) == {"task", "betas"}
@@ -137,11 +138,13 @@ def test_head_size_a_linear_probe_would_drop_is_an_error(capsys) -> None:
     assert exc.value.code == 1 and "--probe mlp" in capsys.readouterr().err
     ok = parse_args("finetune", FILE["finetune"] + ["--freeze_encoder", "--probe", "mlp", "--head_hidden_dim", "64"])
     assert ok.head_hidden_dim == 64
-    factor = parse_args("multilabel", FILE["multilabel"] + ["--recipe", "paper", "--model", "ecg", "--hidden_factor", "2"])
+    factor = parse_args("multilabel",
+                        FILE["multilabel"] + ["--recipe", "paper", "--model", "ecg", "--hidden_factor", "2"])
     assert (factor.hidden_factor, factor.head_hidden_dim) == (2, None)  # no clash with the recipe's hidden size
 
 
-@pytest.mark.parametrize("recipe, task, betas", [("paper", "pretrain", (0.9, 0.95)), ("paper", "finetune", (0.9, 0.999)),
+@pytest.mark.parametrize("recipe, task, betas",
+                         [("paper", "pretrain", (0.9, 0.95)), ("paper", "finetune", (0.9, 0.999)),
                                                  ("physiowave", "pretrain", (0.9, 0.95))])
 def test_optimizer_betas_follow_the_recipe(recipe: str, task: str, betas: tuple[float, float]) -> None:
     args = parse_args(task, FILE[task] + ["--recipe", recipe])
@@ -156,7 +159,8 @@ def test_summary_names_the_recipe() -> None:
     args = parse_args("pretrain", FILE["pretrain"] + ["--recipe", "paper"])
     model = build_model({**resolve_config(args, build_task(args), 2), "embed_dim": 16, "depth": 1, "num_heads": 2})
     env = SimpleNamespace(world_size=1, device="cpu")
-    text = _summary(args, env, model, {"train_files": ["x"], "val_files": []}, {}, None, SimpleNamespace(name="fp32"), 1.0)
+    text = _summary(args, env, model, {"train_files": ["x"], "val_files": []}, {}, None, SimpleNamespace(name="fp32"),
+                    1.0)
     assert "recipe: paper\n" in text
 
 

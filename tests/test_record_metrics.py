@@ -38,7 +38,8 @@ def test_multilabel_record_metrics_equal_a_hand_computation() -> None:
     logits = np.array([[2.0, -1.0], [0.0, -3.0], [-2.0, 1.0], [-1.0, 2.0], [1.0, 1.0], [3.0, 0.0]])
     labels = np.array([[1, 0], [1, 0], [0, 1], [0, 1], [1, 1], [1, 1]], dtype=np.float32)
     ids = np.array(["A", "A", "B", "B", "C", "D"])
-    result, arrays = task.record_metrics({"logits": logits, "labels": labels}, ids, "mean", {"record_thresholds": [0.5, 0.5]})
+    result, arrays = task.record_metrics({"logits": logits, "labels": labels}, ids, "mean",
+                                         {"record_thresholds": [0.5, 0.5]})
     p = expit(logits)
     probs = np.array([p[:2].mean(0), p[2:4].mean(0), p[4], p[5]])  # by hand: records A, B, C, D
     y = np.array([[1, 0], [0, 1], [1, 1], [1, 1]])
@@ -51,7 +52,8 @@ def test_multilabel_record_metrics_equal_a_hand_computation() -> None:
     pred = probs >= 0.5
     f1 = [2 * (pred[:, k] & (y[:, k] == 1)).sum() / (pred[:, k].sum() + y[:, k].sum()) for k in range(2)]
     assert result["tuned"]["f1_macro"] == pytest.approx(np.mean(f1)) == result["f1_macro_tuned"]
-    assert [c["auroc"] for c in result["per_class"]] == pytest.approx([roc_auc_score(y[:, k], probs[:, k]) for k in range(2)])
+    assert [c["auroc"] for c in result["per_class"]] == pytest.approx([roc_auc_score(y[:, k],
+                                                                                     probs[:, k]) for k in range(2)])
 
 
 def test_single_label_record_metrics_equal_a_hand_computation() -> None:
@@ -109,7 +111,8 @@ def test_record_level_metrics_select_the_best_model(tmp_path: Path, capsys) -> N
     y = np.repeat(y[::3], 3)
     records = [f"r{i // 3}" for i in range(30)]
     train = _write(tmp_path / "train.h5", x, y, records)
-    val = _write(tmp_path / "val.h5", *_toy(12, 1)[:1], np.repeat(_toy(12, 1)[1][::3], 3), [f"v{i // 3}" for i in range(12)])
+    val = _write(tmp_path / "val.h5", *_toy(12, 1)[:1], np.repeat(_toy(12, 1)[1][::3], 3),
+                 [f"v{i // 3}" for i in range(12)])
     out = tmp_path / "sel"
     argv = ["--train_file", train, "--val_file", val, "--epochs", "2", "--batch_size", "8", *TINY]
     assert main("finetune", [*argv, "--select_metric", "record_auroc", "--output_dir", str(out)]) == 0

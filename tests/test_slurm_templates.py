@@ -34,8 +34,9 @@ def _sbatch(template: str, tmp_path: Path, env: dict[str, str], *args: str, time
     sbatch_opts = [a for a in args if a.startswith("--nodes=")]
     script_args = [a for a in args if not a.startswith("--nodes=")]
     full_env = {**os.environ, "PATH": f"{FAKE}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(ROOT),
-                "OMP_NUM_THREADS": "1", "GPUS_PER_NODE": "1", "RDZV_PORT": str(_free_port()), "FAKE_SLURM_JOB_ID": "4242",
-                "PHYSIOWAVE_DIR": str(ROOT), "PYTHON": os.environ.get("PYTHON", sys.executable), **env}
+                "OMP_NUM_THREADS": "1", "GPUS_PER_NODE": "1", "RDZV_PORT": str(_free_port()),
+                "FAKE_SLURM_JOB_ID": "4242", "PHYSIOWAVE_DIR": str(ROOT),
+                "PYTHON": os.environ.get("PYTHON", sys.executable), **env}
     proc = subprocess.run([str(FAKE / "sbatch"), *sbatch_opts, f"--output={log}", f"slurm/{template}", *script_args],
                           cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
     return proc.returncode, (log.read_text() if log.exists() else "") + proc.stderr
@@ -58,7 +59,8 @@ def test_pretrain_on_two_nodes_stops_at_the_time_limit_signal_requeues_and_finis
     ckpt = torch.load(out / "latest_checkpoint.pth", weights_only=True)
     assert ckpt["epoch"] == 1 and ckpt["global_step"] == 2 * 6 and len(_history(out)["epoch"]) == 2
     args = json.loads((out / "args.json").read_text())
-    assert args["train_files"] == str(cache / "train.h5") and (cache / "val.h5").is_file()  # read from node-local copies
+    # read from node-local copies
+    assert args["train_files"] == str(cache / "train.h5") and (cache / "val.h5").is_file()
 
 
 def test_finetune_on_one_node(files, tmp_path):
@@ -78,6 +80,6 @@ def test_a_global_batch_the_gpus_cannot_share_is_refused_before_launching(files,
     status, log = _sbatch("pretrain.sbatch", tmp_path, env, "--nodes=2")
     assert status == 1
     errors = [line for line in log.splitlines() if line.startswith("error:")]
-    assert errors == ["error: GLOBAL_BATCH=9 is not a multiple of 2 GPUs × ACCUM=1: change GLOBAL_BATCH (and LR with it) "
-                      "or ACCUM"], log
+    assert errors == ["error: GLOBAL_BATCH=9 is not a multiple of 2 GPUs × ACCUM=1: "
+                      "change GLOBAL_BATCH (and LR with it) or ACCUM"], log
     assert not (tmp_path / "run").exists()

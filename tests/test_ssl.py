@@ -196,7 +196,8 @@ def _pretrain(shared_windows: np.ndarray, out: Path, *extra: str) -> dict:
     for path, part in ((train, shared_windows[:-16]), (val, shared_windows[-16:])):
         with h5py.File(path, "w") as f:
             f["data"] = part
-    assert main("pretrain", ["--train_files", str(train), "--val_files", str(val), "--patch_size", "64", "--max_level", "2",
+    assert main("pretrain",
+                ["--train_files", str(train), "--val_files", str(val), "--patch_size", "64", "--max_level", "2",
                              "--wave_kernel_size", "8", "--wavelet_names", "db4", "--embed_dim", "32", "--depth", "1",
                              "--num_heads", "4", "--batch_size", "8", "--epochs", "8", "--num_workers", "0",
                              "--device", "cpu", "--output_dir", str(out), *extra]) == 0

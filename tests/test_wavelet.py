@@ -62,8 +62,10 @@ def test_selector_mixes_wavelets_by_softmax_weights():
     assert torch.allclose(w.sum(-1), torch.ones(3, dtype=torch.float64))
     approx, detail = sel(x)
     conv = torch.nn.functional.conv1d
-    ref_a = sum(w[:, i, None, None] * conv(x, f.low_filter.weight, padding=4, groups=4)[..., ::2] for i, f in enumerate(sel.wavelet_filters))
-    ref_d = sum(w[:, i, None, None] * conv(x, f.high_filter.weight, padding=4, groups=4)[..., ::2] for i, f in enumerate(sel.wavelet_filters))
+    ref_a = sum(w[:, i, None, None] * conv(x, f.low_filter.weight, padding=4,
+                                           groups=4)[..., ::2] for i, f in enumerate(sel.wavelet_filters))
+    ref_d = sum(w[:, i, None, None] * conv(x, f.high_filter.weight, padding=4,
+                                           groups=4)[..., ::2] for i, f in enumerate(sel.wavelet_filters))
     torch.testing.assert_close(approx, ref_a)
     torch.testing.assert_close(detail, ref_d)
 
