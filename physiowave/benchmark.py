@@ -558,7 +558,8 @@ def markdown(summary: list[dict[str, Any]], cells: list[Cell], cfg: argparse.Nam
             if not e["n"]:
                 row.append("—")
                 continue
-            text = f"{_fmt(e['mean'])} ± {_fmt(e['sd'])}" + (f" [{_fmt(e['ci'][0])}, {_fmt(e['ci'][1])}]" if e["ci"] else "")
+            text = (f"{_fmt(e['mean'])} ± {_fmt(e['sd'])}"
+                    + (f" [{_fmt(e['ci'][0])}, {_fmt(e['ci'][1])}]" if e["ci"] else ""))
             text += " (window-level)" if "window" in e["levels"] else ""
             row.append(text + (f" (n = {e['n']})" if e["n"] != len(cfg.seeds) else ""))
         lines.append(f"| {MODES[mode]} | " + " | ".join(row) + " |")

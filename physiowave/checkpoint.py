@@ -83,7 +83,8 @@ def clean_state_dict(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.
 
 
 def model_args(checkpoint: Any) -> dict[str, Any] | None:
-    """The stored model flags as a dict (``model_config``, else ``args`` as a dict or ``argparse.Namespace``), or None."""
+    """The stored model flags as a dict (``model_config``, else ``args`` as a dict or ``argparse.Namespace``), or
+    None."""
     if not isinstance(checkpoint, Mapping):
         return None
     args = checkpoint.get("model_config") or checkpoint.get("args")
@@ -163,7 +164,8 @@ def load_state_dict_checked(model: torch.nn.Module, state_dict: Mapping[str, tor
 
 def load_model(path: str | Path, map_location: str | torch.device = "cpu",
                **overrides: Any) -> PhysioWave | FusionModel:
-    """Build a :class:`PhysioWave` from a checkpoint's own ``args`` (or its shapes), load its weights, return it in eval mode.
+    """Build a :class:`PhysioWave` from a checkpoint's own ``args`` (or its shapes), load its weights, return it in
+    eval mode.
 
     ``overrides`` replace architecture values (e.g. ``num_heads`` for a file without ``args``);
     ``num_classes=None`` leaves out a fine-tuned file's classification head (a fusion branch needs none).

@@ -68,7 +68,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def to_jsonable(obj: Any) -> Any:
-    """Plain Python values (NumPy scalars/arrays and tuples converted) so JSON and ``weights_only`` loads accept them."""
+    """Plain Python values (NumPy scalars/arrays and tuples converted) so JSON and ``weights_only`` loads accept
+    them."""
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
@@ -111,7 +112,8 @@ def write_failure(path: str | Path, err: BaseException) -> str:
     free = shutil.disk_usage(base).free / 2**20
     if getattr(err, "errno", None) == errno.ENOSPC or "unexpected pos" in text or "No space left" in text \
             or "errno = 28" in text or free < 1:
-        return f"cannot write {path}: the disk is full ({free:.1f} MiB free); the previous file of that name, if any, is intact"
+        return (f"cannot write {path}: the disk is full ({free:.1f} MiB free); "
+                "the previous file of that name, if any, is intact")
     reason = getattr(err, "strerror", None) or (text.strip().splitlines() or [type(err).__name__])[0]
     return f"cannot write {path}: {reason}"
 

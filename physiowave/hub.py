@@ -430,7 +430,8 @@ def model_card(config: Mapping[str, Any], n_params: int | None = None) -> str:
             lines.append("Decision thresholds (tuned on validation data): "
                          + ", ".join(f"{c} {t:.3f}" for c, t in zip(config["class_names"], config["thresholds"])) + ".")
     else:
-        lines.append("No classification head: encoder embeddings (`model.encode`, `model.features`) and reconstruction.")
+        lines.append("No classification head: encoder embeddings (`model.encode`, `model.features`) "
+                     "and reconstruction.")
     lines += ["", "## Training", ""]
     facts = {"source checkpoint": training.get("source"), "written by": training.get("source_written_by"),
              "training data": training.get("training_data"), "protocol": training.get("protocol"),

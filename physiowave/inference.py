@@ -103,7 +103,8 @@ def _task_of(ckpt: Mapping[str, Any], args: Mapping[str, Any], has_head: bool) -
     kind = (ckpt.get("data") or {}).get("label_kind")
     if kind in ("single", "multi"):
         return kind
-    if args.get("task") == "multilabel" or args.get("task_type") == "multilabel" or "hamming_loss" in (ckpt.get("val_metrics") or {}):
+    if (args.get("task") == "multilabel" or args.get("task_type") == "multilabel"
+            or "hamming_loss" in (ckpt.get("val_metrics") or {})):
         return "multi"
     return "single"
 

@@ -157,7 +157,8 @@ def fingerprint(folder: Path, rows: list[dict[str, str]], cache: Path) -> dict[s
     ``cache`` while the files' sizes and modification times are unchanged."""
     files = [folder / _DB, folder / _STATEMENTS] + [folder / f"{r['filename_lr'].strip()}.{ext}"
                                                      for r in rows for ext in ("hea", "dat")]
-    stamp = hashlib.sha256("\n".join(f"{p} {p.stat().st_size} {p.stat().st_mtime_ns}" for p in files).encode()).hexdigest()
+    listing = "\n".join(f"{p} {p.stat().st_size} {p.stat().st_mtime_ns}" for p in files)
+    stamp = hashlib.sha256(listing.encode()).hexdigest()
     if cache.is_file():
         old = json.loads(cache.read_text())
         if old.get("stamp") == stamp:

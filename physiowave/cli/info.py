@@ -34,7 +34,8 @@ def summarize(trained: TrainedModel) -> dict[str, Any]:
     model, ckpt = trained.model, trained.checkpoint
     folder = ckpt.get("pretrained_folder")  # a save_pretrained / convert folder: its config.json
     fusion = isinstance(model, FusionModel)
-    heads = {"fusion": _count(model.fusion)} if fusion else {name: _count(head) for name, head in model.task_heads.items()}
+    heads = ({"fusion": _count(model.fusion)} if fusion
+             else {name: _count(head) for name, head in model.task_heads.items()})
     data = ckpt.get("data") or {}
     epoch = ckpt.get("epoch")
     return to_jsonable({

@@ -88,7 +88,8 @@ def pad_right(x: np.ndarray, L: int) -> np.ndarray:
 
 
 def fit_length(x: np.ndarray, L: int, normalize: bool) -> np.ndarray:
-    """What evaluation does to a stored sample: ``[..., C, T]`` → centre crop, optional z-score, right pad → ``[..., C, L]``."""
+    """What evaluation does to a stored sample: ``[..., C, T]`` → centre crop, optional z-score, right pad →
+    ``[..., C, L]``."""
     start, stop = crop_bounds(x.shape[-1], L)
     x = np.asarray(x[..., start:stop], dtype=np.float32)
     return pad_right(standardize(x) if normalize else x, L)

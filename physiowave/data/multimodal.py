@@ -62,7 +62,8 @@ def parse_modality(spec: str) -> Modality:
     name, sep, rest = spec.partition(":")
     source, _, checkpoint = rest.partition(":")
     if not sep or not source:
-        raise ValueError(f"{spec!r}: expected NAME:KEY_OR_CHANNELS[:CHECKPOINT], e.g. ecg:data_ecg:ecg.pth or emg:12-19")
+        raise ValueError(f"{spec!r}: expected NAME:KEY_OR_CHANNELS[:CHECKPOINT], "
+                         "e.g. ecg:data_ecg:ecg.pth or emg:12-19")
     try:
         check_modality_name(name)
     except ValueError as err:

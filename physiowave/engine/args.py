@@ -410,7 +410,8 @@ def explicit_flags(task: str, argv: list[str] | None = None) -> set[str]:
 
 def parse_args(task: str, argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and check flag values and combinations; errors are argparse one-liners naming the flag. The
-    ``--recipe``'s values replace the defaults of the flags not given (:func:`physiowave.engine.recipes.apply_recipe`)."""
+    ``--recipe``'s values replace the defaults of the flags not given
+    (:func:`physiowave.engine.recipes.apply_recipe`)."""
     p = build_parser(task)
     args = p.parse_args(argv)
     args.task = task

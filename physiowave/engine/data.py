@@ -16,7 +16,8 @@ import h5py
 import numpy as np
 from torch.utils.data import Dataset
 
-from ..data import Augmentation, H5Dataset, Modality, MultiModalDataset, find_nonfinite, parse_file_paths, parse_modality
+from ..data import (Augmentation, H5Dataset, Modality, MultiModalDataset, find_nonfinite, parse_file_paths,
+                    parse_modality)
 from ..contract import ATTR_CLASS_NAMES, ATTR_FS, ATTR_PREPROCESSING, GROUP_ID, LABEL_KEYS, RECORD_ID
 from ..data.fractions import label_fraction_indices
 from ..fileio import file_stamp
@@ -195,7 +196,8 @@ def open_datasets(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     if args.max_length and not modalities_of(args) and args.max_length > max(MAX_PADDED_LENGTH, info["stored_length"]):
         raise ConfigError(f"--max_length {args.max_length}: expected "
                           f"1..{max(MAX_PADDED_LENGTH, info['stored_length'])} (the {ref_split} samples of "
-                          f"{ref.file_paths[0]} are {info['stored_length']} long; longer lengths only add zero padding)")
+                          f"{ref.file_paths[0]} are {info['stored_length']} long; "
+                          "longer lengths only add zero padding)")
     for split in ("val", "test"):
         ds = sets[split]
         # the model sees channels × length after --max_length: longer stored training records (random crops) and
@@ -250,7 +252,8 @@ def data_report(info: dict[str, Any]) -> list[str]:
         kept = "; ".join(f"{v['kept']} of {v['of']} {unit} ({100 * v['kept'] / max(1, v['of']):.1f} %)"
                          for unit, v in fraction.items()
                          if isinstance(v, dict) and "kept" in v)
-        lines.append(f"--label_fraction {fraction['fraction']:g} (drawn by {fraction.get('by', 'sample')}): kept {kept}")
+        lines.append(f"--label_fraction {fraction['fraction']:g} (drawn by {fraction.get('by', 'sample')}): "
+                     f"kept {kept}")
     return lines
 
 

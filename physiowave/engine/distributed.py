@@ -85,7 +85,8 @@ def init_distributed(device: str | None = None, expected_world_size: int | None 
         except (RuntimeError, ValueError) as err:  # e.g. DistNetworkError: an address that cannot be reached
             where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
             first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-            raise RuntimeError(f"rank {rank} of {world_size} could not join the process group at {where}: {first}") from err
+            raise RuntimeError(f"rank {rank} of {world_size} could not join the process group at {where}: "
+                               f"{first}") from err
     return env
 
 

@@ -182,8 +182,9 @@ def _build_model(args: argparse.Namespace, task: Task, info: dict[str, Any], res
         except ValueError as err:
             raise ConfigError(str(err)) from err
         verb = "evaluating" if getattr(args, "eval", False) else "resuming from"
-        _log(env, f"{verb} {resume_path} (saved after epoch {resume.get('epoch', -1) + 1}"
-                  + (f", step {resume['micro_in_epoch']} of epoch {resume['next_epoch'] + 1}" if resume.get("micro_in_epoch") else "") + ")")
+        mid_epoch = (f", step {resume['micro_in_epoch']} of epoch {resume['next_epoch'] + 1}"
+                     if resume.get("micro_in_epoch") else "")
+        _log(env, f"{verb} {resume_path} (saved after epoch {resume.get('epoch', -1) + 1}" + mid_epoch + ")")
     elif info.get("modalities"):
         model = build_fusion_model(args, task, info)
         for name, report in (info.get("pretrained") or {}).items():
@@ -368,7 +369,8 @@ def _nonfinite_facts(args: argparse.Namespace, latest: Path) -> str:
                  "optimisation (then try a lower --lr or --grad_clip 1.0)")
     if latest.is_file():
         ckpt = read_checkpoint(latest)
-        where = f"after epoch {ckpt['epoch'] + 1}" + (f", step {ckpt['micro_in_epoch']} of the next" if ckpt.get("micro_in_epoch") else "")
+        where = f"after epoch {ckpt['epoch'] + 1}" + (f", step {ckpt['micro_in_epoch']} of the next"
+                                                     if ckpt.get("micro_in_epoch") else "")
         return f"{cause}. The last checkpoint, {latest} ({where}), is intact"
     return f"{cause}. No checkpoint was written"
 
@@ -506,7 +508,8 @@ def evaluate_checkpoint(args: argparse.Namespace, env: DistEnv, task: Task, mode
     val, val_records = evaluate_split(args, env, task, net, data["val"], precision, {}, model,
                                       data["record_ids"]["val"])
     state = {"thresholds": (val or {}).get("thresholds") or resume.get("thresholds"),
-             "record_thresholds": ((val or {}).get("record") or {}).get("thresholds") or resume.get("record_thresholds")}
+             "record_thresholds": (((val or {}).get("record") or {}).get("thresholds")
+                                   or resume.get("record_thresholds"))}
     test, test_records = evaluate_split(args, env, task, net, data["test"], precision,
                                         {k: v for k, v in state.items() if v is not None}, model,
                                         data["record_ids"]["test"])

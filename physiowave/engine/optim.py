@@ -21,7 +21,8 @@ def decays(name: str, param: nn.Parameter) -> bool:
 def build_optimizer(named_params: list[tuple[str, nn.Parameter]], args: argparse.Namespace, task: Task,
                     modality_logits: nn.Parameter | None = None) -> torch.optim.Optimizer:
     """AdamW over the trainable parameters with ``--betas`` (the recipe's unless given; else the task's),
-    ``--weight_decay`` on the parameters :func:`decays` says, none on the rest. A fusion model's modality logits get their own group: ``--fusion_lr``,
+    ``--weight_decay`` on the parameters :func:`decays` says, none on the rest. A fusion model's modality logits get
+    their own group: ``--fusion_lr``,
     no weight decay (which would pull them to uniform)."""
     special = modality_logits if modality_logits is not None and modality_logits.requires_grad else None
     rest = [(n, p) for n, p in named_params if p is not special]

@@ -125,7 +125,8 @@ class Preemption:
         if self.env.distributed:
             dist.barrier()
         name = signal.Signals(signum).name
-        seen = f"received {time.monotonic() - self.at:.1f} s ago" if self.at is not None else "received by another process"
+        seen = (f"received {time.monotonic() - self.at:.1f} s ago" if self.at is not None
+                else "received by another process")
         return Preempted(signum, f"{name} ({seen}): stopped {where}; {checkpoint} is written. Run the same command "
                                  f"with --resume auto to continue (exit status {exit_status(signum)})",
                          report=self.env.is_main)

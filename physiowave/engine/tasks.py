@@ -43,7 +43,8 @@ class MaskedReconstruction(nn.Module):
 
 
 def _per_sample(sums: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
-    """:meth:`PhysioWave.pretrain_loss` sums → per-sample arrays, ``band_rms`` ``[B, L+1]`` split into ``band_rms_<k>``."""
+    """:meth:`PhysioWave.pretrain_loss` sums → per-sample arrays, ``band_rms`` ``[B, L+1]`` split into
+    ``band_rms_<k>``."""
     out = {k: v.cpu().numpy() for k, v in sums.items() if k != "band_rms"}
     bands = sums["band_rms"].cpu().numpy()
     out.update({f"band_rms_{k}": bands[:, k] for k in range(bands.shape[1])})

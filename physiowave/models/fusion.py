@@ -65,7 +65,8 @@ class FusionHead(nn.Module):
         return torch.softmax(self.modality_logits.float(), dim=0) if self.fusion == "weighted" else None
 
     def sample_weights(self, present: torch.Tensor) -> torch.Tensor:
-        """Presence bool ``[B, M]`` → per-sample weights ``[B, M]``: the learned weights renormalised over present modalities."""
+        """Presence bool ``[B, M]`` → per-sample weights ``[B, M]``: the learned weights renormalised over present
+        modalities."""
         w = self.weights().to(present.device) * present  # [B, M]
         return w / w.sum(dim=1, keepdim=True).clamp_min(torch.finfo(w.dtype).tiny)
 
@@ -199,12 +200,14 @@ class FusionModel(nn.Module):
         return self
 
     def save_pretrained(self, directory, **facts) -> "Path":  # noqa: F821
-        """Write a shareable folder (model.safetensors, config.json, README.md): :func:`physiowave.hub.save_pretrained`."""
+        """Write a shareable folder (model.safetensors, config.json, README.md):
+        :func:`physiowave.hub.save_pretrained`."""
         from ..hub import save_pretrained
         return save_pretrained(self, directory, **facts)
 
     @classmethod
     def from_pretrained(cls, source, **kwargs) -> "FusionModel":
-        """A folder or Hugging Face Hub repo id written by :meth:`save_pretrained`: :func:`physiowave.hub.load_pretrained`."""
+        """A folder or Hugging Face Hub repo id written by :meth:`save_pretrained`:
+        :func:`physiowave.hub.load_pretrained`."""
         from ..hub import load_pretrained
         return load_pretrained(source, expect=cls, **kwargs)

@@ -23,7 +23,8 @@ def hidden_sizes(hidden: int | Sequence[int] | None, default: int) -> list[int]:
 
 
 class ReconstructionHead(nn.Module):
-    """Tokens ``[B, N, D]`` → patch predictions ``[B, N, P]``: [Linear, GELU, Dropout, LayerNorm] per hidden size, then Linear."""
+    """Tokens ``[B, N, D]`` → patch predictions ``[B, N, P]``: [Linear, GELU, Dropout, LayerNorm] per hidden size, then
+    Linear."""
 
     def __init__(self, dim: int, patch_size: int, hidden: Sequence[int] | None = None, dropout: float = 0.1):
         super().__init__()

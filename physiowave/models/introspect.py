@@ -61,7 +61,8 @@ def selector_weights(model: PhysioWave, x: torch.Tensor) -> np.ndarray:
 def masked_reconstruction(model: PhysioWave, x: torch.Tensor, mask_ratio: float = 0.7,
                           masking: str = "frequency_guided", importance_ratio: float = 0.7, seed: int = 0
                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One masked pretraining pass → (target ``[B, C, L+1, T]``, prediction ``[B, C, L+1, T]``, mask ``[B, C, L+1, T/P]``).
+    """One masked pretraining pass → (target ``[B, C, L+1, T]``, prediction ``[B, C, L+1, T]``, mask ``[B, C, L+1,
+    T/P]``).
 
     The model's pretraining head predicts every patch; the caller shows it where the mask is True. With the
     ``bands`` objective these are the standardised patch shapes (the predicted log-RMS is left out)."""

@@ -58,7 +58,8 @@ class _MlpFunction(torch.autograd.Function):
 
 
 class Mlp(nn.Sequential):
-    """``[B, N, D]`` → ``[B, N, D]``. Children at indices 0 and 3 are the Linears (original keys ``mlp.0``, ``mlp.3``)."""
+    """``[B, N, D]`` → ``[B, N, D]``. Children at indices 0 and 3 are the Linears (original keys ``mlp.0``,
+    ``mlp.3``)."""
 
     def __init__(self, dim: int, hidden: int, dropout: float = 0.1):
         super().__init__(nn.Linear(dim, hidden), nn.GELU(), Dropout(dropout), nn.Linear(hidden, dim), Dropout(dropout))

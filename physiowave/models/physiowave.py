@@ -188,7 +188,8 @@ class PhysioWave(nn.Module):
         return self.encoder(self.tokenize(self.decompose(x)))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, C, T]`` → pooled encoder features ``[B, D]`` (``[B, F·D]`` for ``bands``; the ``pooling`` of the config), the
+        """``[B, C, T]`` → pooled encoder features ``[B, D]`` (``[B, F·D]`` for ``bands``; the ``pooling`` of the
+        config), the
         classification head's input."""
         return pool_tokens(self.encode(x), self.config["pooling"], self.num_bands)
 
@@ -198,7 +199,8 @@ class PhysioWave(nn.Module):
         return isinstance(self.task_heads["pretrain"], MaskedDecoder)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, C, T]`` → reconstruction head output ``[B, N, K]`` (K of :meth:`forward_pretrain`) on the unmasked encoder output."""
+        """``[B, C, T]`` → reconstruction head output ``[B, N, K]`` (K of :meth:`forward_pretrain`) on the unmasked
+        encoder output."""
         if not self.mae:
             return self.task_heads["pretrain"](self.encode(x))
         spec = self.decompose(x)
@@ -210,7 +212,8 @@ class PhysioWave(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, T]`` → logits ``[B, num_classes]``."""
         if "classification" not in self.task_heads:
-            raise RuntimeError("this model has no classification head (num_classes=None): use encode() or reconstruct()")
+            raise RuntimeError("this model has no classification head (num_classes=None): "
+                               "use encode() or reconstruct()")
         return self.task_heads["classification"](self.encode(x))
 
     def forward_pretrain(
@@ -242,7 +245,8 @@ class PhysioWave(nn.Module):
         generator: torch.Generator | None = None,
         detach_target: bool = False,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """``[B, C, T]`` → (loss, per-sample float64 sums ``[B]`` of :func:`objective_loss` plus ``band_rms`` ``[B, L+1]``:
+        """``[B, C, T]`` → (loss, per-sample float64 sums ``[B]`` of :func:`objective_loss` plus
+        ``band_rms`` ``[B, L+1]``:
         the RMS of each band of the learnable front-end, whose fall would show a collapse)."""
         pred, target, mask, spec = self._pretrain_pass(x, mask_ratio, masking, importance_ratio, generator,
                                                        detach_target)
@@ -272,7 +276,8 @@ class PhysioWave(nn.Module):
 
     def _decode_visible(self, tokens: torch.Tensor, mask: torch.Tensor, visible_count: int, rows: int, cols: int
                         ) -> torch.Tensor:
-        """MAE pass: position-encoded tokens ``[B, N, D]``, mask bool ``[B, N]`` with ``visible_count`` unmasked tokens in
+        """MAE pass: position-encoded tokens ``[B, N, D]``, mask bool ``[B, N]`` with ``visible_count`` unmasked tokens
+        in
         every sample → predictions ``[B, N, P]``. A stable sort puts the unmasked positions first, in increasing order
         (the count comes from the mask ratio, not from the mask, so the step has no host sync).
         """
@@ -283,14 +288,16 @@ class PhysioWave(nn.Module):
         return self.task_heads["pretrain"](self.encoder(visible, positions=ids_keep), ids_keep, N, rows, cols)
 
     def set_grad_checkpointing(self, enable: bool = True) -> "PhysioWave":
-        """Recompute encoder (and transformer-decoder) blocks in backward (activation checkpointing): training memory drops ~2-3×."""
+        """Recompute encoder (and transformer-decoder) blocks in backward (activation checkpointing): training memory
+        drops ~2-3×."""
         self.encoder.grad_checkpointing = enable
         if self.mae:
             self.task_heads["pretrain"].transformer.grad_checkpointing = enable
         return self
 
     def compile_regions(self, **compile_kwargs: Any) -> "PhysioWave":
-        """``torch.compile`` the repeated regions in place: the wavelet decomposition and each transformer block (encoder,
+        """``torch.compile`` the repeated regions in place: the wavelet decomposition and each transformer block
+        (encoder,
         and the transformer decoder's). Blocks of one stack share their code, so a stack compiles once; heads, masking
         and the loss stay eager, and parameter names (the state dict) are unchanged. ``compile_kwargs`` go to
         ``torch.compile`` (e.g. ``backend``)."""
@@ -304,7 +311,8 @@ class PhysioWave(nn.Module):
     def unused_parameter_names(self) -> list[str]:
         """Parameters that never receive a gradient: level 0's cross-scale attention and its scale (no earlier level);
         with the transformer decoder also the encoder's ``mask_token`` (the encoder never sees masked tokens)."""
-        dead = [f"wavelet_decomp.sub_ffn.0.{n}" for n, _ in self.wavelet_decomp.sub_ffn[0].named_parameters() if not n.startswith("base.")]
+        dead = [f"wavelet_decomp.sub_ffn.0.{n}" for n, _ in self.wavelet_decomp.sub_ffn[0].named_parameters()
+                if not n.startswith("base.")]
         return dead + ["mask_token"] if self.mae else dead
 
     # ----------------------------------------------------------------------------------------------- sharing

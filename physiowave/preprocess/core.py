@@ -371,7 +371,8 @@ class _Run:
         """The flags that shape the windows (stored in every output file, and from there in checkpoints, so that
         ``physiowave predict`` can prepare raw recordings the same way)."""
         skip = {"input", "output", "workers", "resume", "checkpoint_s", "limit", "split", "seed"}
-        return to_jsonable({k: v for k, v in sorted(vars(self.args).items()) if k not in skip} | {"source": self.source.name})
+        return to_jsonable({k: v for k, v in sorted(vars(self.args).items()) if k not in skip}
+                           | {"source": self.source.name})
 
     def fingerprint(self) -> dict[str, Any]:
         skip = {"workers", "resume", "output", "checkpoint_s"}
