@@ -117,14 +117,15 @@ def main() -> None:
         best = min(IMPLEMENTATIONS, key=lambda impl: row[f"{impl}_train_ms"])
         row["fastest_train"] = best
         rows.append(row)
-        print(f"{name:32s} train ms: " + "  ".join(f"{impl} {row[f'{impl}_train_ms']:8.1f}" for impl in IMPLEMENTATIONS),
-              flush=True)
+        print(f"{name:32s} train ms: "
+              + "  ".join(f"{impl} {row[f'{impl}_train_ms']:8.1f}" for impl in IMPLEMENTATIONS), flush=True)
     machine = describe(args.device)
     lines = [f"{label(machine)}; milliseconds, median of 5", "",
              "| call | B, H, N, S, d | flash infer / train | math infer / train | explicit infer / train | views / "
              "contiguous (train) |", "|---|---|---|---|---|---|"]
     for r in rows:
-        layout = f"{r['layout_strided_train_ms']} / {r['layout_contiguous_train_ms']}" if "layout_strided_train_ms" in r else "–"
+        layout = (f"{r['layout_strided_train_ms']} / {r['layout_contiguous_train_ms']}"
+                  if "layout_strided_train_ms" in r else "–")
         lines.append(f"| {r['shape']} | {', '.join(map(str, r['B_H_N_S_d']))} | {r['flash_infer_ms']} / "
                      f"{r['flash_train_ms']} | {r['math_infer_ms']} / {r['math_train_ms']} | {r['explicit_infer_ms']} "
                      f"/ {r['explicit_train_ms']} | {layout} |")

@@ -7,7 +7,8 @@ the machine (CPU model and flags or GPU, threads, torch version: ``benchmarks/ma
     python benchmarks/bench_model.py                          # CPU, and CUDA too when present
     python benchmarks/bench_model.py --only emg --modes train infer --precisions fp32
 
-Modes (batch 8 unless ``--batch``; the workers set up the process as the training scripts do: denormals flushed, fused AdamW):
+Modes (batch 8 unless ``--batch``; the workers set up the process as the training scripts do: denormals flushed, fused
+AdamW):
 - ``train``: the original's pretraining step, which the reference figures measure: an original-release model
   (``LEGACY_CONFIG``: MLP reconstruction head on every token, the spectrum as target), frequency-guided masking
   (ECG 0.7, EMG 0.6), masked MSE, backward, gradient clipping at 1.0, AdamW.

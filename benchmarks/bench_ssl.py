@@ -36,7 +36,8 @@ Protocol
   --embed_dim 64 --depth 3 --num_heads 4``; ``--arch`` replaces them), fine-tuning with ``--val_file val.h5
   --test_file test.h5`` (and ``--epochs E_ft`` only when given: by default finetune.py's own 30), pretraining
   with ``--epochs E_pt`` (30; pretrain.py's default 100 would not fit an hour on 2 CPU cores). No other
-  training flag is passed: the benchmark measures the scripts' DEFAULT recipes. ``--pretrain_args`` / ``--finetune_args`` / ``--probe_args`` (shell-quoted strings) append
+  training flag is passed: the benchmark measures the scripts' DEFAULT recipes. ``--pretrain_args`` /
+  ``--finetune_args`` / ``--probe_args`` (shell-quoted strings) append
   flags to those runs for a recipe sweep; ``--tag`` names the run. The best model on validation loss (the
   scripts' default) is evaluated on ``test.h5``; its ``test_results.json`` gives accuracy, balanced accuracy
   and macro F1.
@@ -131,7 +132,8 @@ def write_h5(path: Path, data: np.ndarray, record_ids: list[str], starts: np.nda
 
 
 def build_files(data_dir: Path, pretrain_subjects: list[str], eval_subjects: list[str], work: Path) -> dict[str, Any]:
-    """Write ``pretrain.h5``, ``train.h5``, ``val.h5``, ``test.h5`` into ``work`` → windows and class counts per split."""
+    """Write ``pretrain.h5``, ``train.h5``, ``val.h5``, ``test.h5`` into ``work`` → windows and class counts per
+    split."""
     parts: dict[str, dict[str, list]] = {s: {"data": [], "ids": [], "starts": [], "labels": []}
                                          for s in ("pretrain", "train", "val", "test")}
     jobs = [(subject, "pretrain", PRETRAIN_STEP) for subject in pretrain_subjects]
@@ -339,7 +341,8 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for method in METHODS:
         out[method] = {}
         for fraction in FRACTIONS:
-            rows = [r for r in results if r["method"] == method and r["fraction"] == fraction and r.get("returncode") == 0]
+            rows = [r for r in results
+                    if r["method"] == method and r["fraction"] == fraction and r.get("returncode") == 0]
             cell = {}
             for metric in METRICS:
                 values = [r[metric] for r in rows if r.get(metric) is not None]
@@ -365,7 +368,8 @@ def markdown(summary: dict[str, Any], seeds: list[int], tag: str) -> str:
                   "| method | " + " | ".join(f"{100 * f:g} % labels" for f in FRACTIONS) + " |",
                   "|---|" + "---|" * len(FRACTIONS)]
         for method, label in METHODS.items():
-            lines.append(f"| {label} | " + " | ".join(_cell(summary[method][f"{f:g}"][metric]) for f in FRACTIONS) + " |")
+            lines.append(f"| {label} | "
+                         + " | ".join(_cell(summary[method][f"{f:g}"][metric]) for f in FRACTIONS) + " |")
         lines.append("")
     return "\n".join(lines)
 

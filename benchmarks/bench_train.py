@@ -258,7 +258,8 @@ def run(s: Settings, work: Path, log: Any = print) -> dict[str, Any]:
     out["c_rss_vs_data"] = dict(runs=rows, data_ratio=big["file_mb"] / small["file_mb"],
                                 rss_ratio=big["tree_peak_rss_mb"] / small["tree_peak_rss_mb"],
                                 pss_ratio=big["tree_peak_pss_mb"] / small["tree_peak_pss_mb"],
-                                max_single_rss_ratio=big["max_single_process_rss_mb"] / small["max_single_process_rss_mb"])
+                                max_single_rss_ratio=(big["max_single_process_rss_mb"]
+                                                      / small["max_single_process_rss_mb"]))
     return out
 
 
@@ -287,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes (< 1 min): proves the script runs, the numbers mean nothing")
     parser.add_argument("--out", type=Path, default=None,
-                        help="result file (default benchmarks/results/train_cpu.json; with --quick, in the system temp)")
+                        help="result file (default benchmarks/results/train_cpu.json; "
+                             "with --quick, in the system temp)")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where the temporary HDF5 files go (default: system temp)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)

@@ -418,7 +418,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                "epoch": epoch, "best": best, "best_epoch": best_epoch, "history": history, "rng": _rng_state(),
                "args": vars(args)}, out / LATEST)
         write_json(out / HISTORY, history)
-        val_text = f", val record AUROC {entry['val_record_auroc_macro']:.4f}" if "val_record_auroc_macro" in entry else ""
+        val_text = (f", val record AUROC {entry['val_record_auroc_macro']:.4f}"
+                    if "val_record_auroc_macro" in entry else "")
         print(f"epoch {epoch}/{args.epochs}: loss {entry['train_loss']:.4f}{val_text} ({entry['seconds']:.1f} s)",
               flush=True)
         if stop_after and epoch == stop_after:
