@@ -23,8 +23,8 @@ def test_step_flops_counts_matmuls_and_cpu_attention(bench):
     q, k, v = (torch.randn(2, 3, 16, 8) for _ in range(3))
     w = torch.randn(8, 5)
     B, H, N, d = q.shape
-    assert bench.step_flops(lambda: F.scaled_dot_product_attention(q, k,
-                                                                   v) @ w) == 4 * B * H * N * N * d + 2 * B * H * N * d * 5
+    flops = bench.step_flops(lambda: F.scaled_dot_product_attention(q, k, v) @ w)
+    assert flops == 4 * B * H * N * N * d + 2 * B * H * N * d * 5
 
 
 def test_gpu_peaks_match_the_most_specific_name(bench):

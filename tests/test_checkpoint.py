@@ -86,8 +86,8 @@ def test_wrong_shape_names_key_and_shapes(tmp_path):
     state = model.state_dict()
     state["encoder.blocks.1.mlp.0.weight"] = torch.zeros(10, 32)
     torch.save({"model_state_dict": state, "args": ARGS}, tmp_path / "bad.pth")
-    with pytest.raises(ValueError,
-                       match=r"'encoder\.blocks\.1\.mlp\.0\.weight' has shape \(10, 32\), the model expects \(64, 32\)"):
+    with pytest.raises(ValueError, match=r"'encoder\.blocks\.1\.mlp\.0\.weight' has shape \(10, 32\), "
+                                         r"the model expects \(64, 32\)"):
         physiowave.load_model(tmp_path / "bad.pth")
 
 

@@ -75,7 +75,8 @@ def test_info_on_the_original_compat_checkpoint_reports_its_args(shared: Path, c
     summary = json.loads(capsys.readouterr().out)
     assert summary["args"] == json.loads(json.dumps(args))
     assert summary["parameters"]["total"] == sum(p.numel() for p in load_model(ckpt).parameters())
-    assert summary["architecture"]["embed_dim"] == args["embed_dim"] and summary["classes"] == [f"class_{i}" for i in range(5)]
+    assert summary["architecture"]["embed_dim"] == args["embed_dim"]
+    assert summary["classes"] == [f"class_{i}" for i in range(5)]
     assert "fs" in summary["assumed"] and "original" in summary["written_by"]
     assert cli(["info", str(ckpt)]) == 0
     text = capsys.readouterr().out
@@ -532,7 +533,8 @@ def test_every_flag_the_messages_name_is_a_flag_of_the_command(myo, tmp_path, ca
 def _one_line_error(capsys) -> str:
     captured = capsys.readouterr()
     errors = [line for line in captured.err.replace("\r", "\n").splitlines() if "error" in line.lower()]
-    assert len(errors) == 1 and errors[0].startswith("error: ") and "Traceback" not in captured.err, captured.err[-2000:]
+    assert (len(errors) == 1 and errors[0].startswith("error: ")
+            and "Traceback" not in captured.err), captured.err[-2000:]
     return errors[0]
 
 

@@ -113,7 +113,8 @@ def test_decoder_heads_and_default_width():
     assert isinstance(dec, MaskedDecoder)
     assert dec.embed.out_features == 16 and len(dec.transformer.blocks) == 2  # embed_dim // 2, default depth
     wide = mae(decoder_dim=64, decoder_depth=3).task_heads["pretrain"]
-    assert wide.embed.out_features == 64 and len(wide.transformer.blocks) == 3 and wide.transformer.blocks[0].attn.num_heads == 2
+    assert wide.embed.out_features == 64 and len(wide.transformer.blocks) == 3
+    assert wide.transformer.blocks[0].attn.num_heads == 2
 
 
 def test_decoder_places_visible_tokens_by_ids_keep():

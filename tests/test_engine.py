@@ -65,7 +65,8 @@ def _history(out: Path) -> dict:
 def _errors(stderr: str) -> list[str]:
     """Lines of stderr that are error reports (tqdm bars share stderr)."""
     lines = stderr.replace("\r", "\n").splitlines()
-    return [line[line.index("error: "):] for line in lines if "error: " in line] + [line for line in lines if "Traceback" in line]
+    return ([line[line.index("error: "):] for line in lines if "error: " in line]
+            + [line for line in lines if "Traceback" in line])
 
 
 def _run(*args: str, env_extra: dict | None = None, **kw) -> subprocess.CompletedProcess:

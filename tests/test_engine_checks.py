@@ -160,8 +160,9 @@ def test_read_only_output_folder(files, tmp_path, monkeypatch, capsys):
     assert not (locked / "run").exists()
 
 
-@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"),
-                                   RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 1024 vs 960")])
+@pytest.mark.parametrize("error", [
+    OSError(errno.ENOSPC, "No space left on device"),
+    RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 1024 vs 960")])
 def test_full_disk_is_named_and_leaves_the_previous_file(error, tmp_path, monkeypatch):
     import physiowave.engine.outputs as outputs
 

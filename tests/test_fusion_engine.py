@@ -178,7 +178,8 @@ def test_freeze_branch_keeps_that_branch_and_trains_the_other(data, sig_checkpoi
                 [*_files(data), "--modality", f"sig:data_sig:{sig_checkpoint}", "--modality", "noise:data_noise",
                              *TINY, "--epochs", "2", "--lr", "1e-3", "--freeze_branch", "sig", "--save_freq", "1",
                              "--output_dir", str(out)]) == 0
-    single, first, last = _state(sig_checkpoint), _state(out / "checkpoint_epoch_1.pth"), _state(out / "latest_model.pth")
+    single = _state(sig_checkpoint)
+    first, last = _state(out / "checkpoint_epoch_1.pth"), _state(out / "latest_model.pth")
     sig = [k for k in last if k.startswith("branches.sig.")]
     assert sig and all(torch.equal(last[k], single[k.removeprefix("branches.sig.")]) for k in sig)
     noise = [k for k in last if k.startswith("branches.noise.encoder.")]
@@ -275,8 +276,8 @@ def test_bad_fusion_input_gives_one_line_error(case, data, sig_checkpoint, fused
     except SystemExit as exit_:  # argparse errors
         code = exit_.code
     assert code not in (0, None)
-    err = [line for line in capsys.readouterr().err.replace("\r",
-                                                            "\n").splitlines() if "error: " in line or "Traceback" in line]
+    err = [line for line in capsys.readouterr().err.replace("\r", "\n").splitlines()
+           if "error: " in line or "Traceback" in line]
     assert len(err) == 1 and expected in err[0], err
 
 

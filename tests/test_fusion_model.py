@@ -17,7 +17,8 @@ from .conftest import randomize_
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP waits make them many times slower."""
+    """Tiny models gain nothing from intra-op threads, and on a busy machine OpenMP waits make them many times
+    slower."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -152,7 +152,8 @@ def test_sigterm_to_every_process_with_dataloader_workers_stops_cleanly(files, u
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
     while not (out / "latest_model.pth").exists():
-        assert proc.poll() is None and time.time() < deadline, "the run ended or stalled before its first step checkpoint"
+        assert proc.poll() is None and time.time() < deadline, (
+            "the run ended or stalled before its first step checkpoint")
         time.sleep(0.01)
     _signal_tree(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=120)

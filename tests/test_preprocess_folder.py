@@ -253,7 +253,8 @@ def test_labels_csv_single_label_skips_unlisted_records_and_reports_unknown_rows
                                               "A9,N,\n")
     out = tmp_path / "out"
     assert folder_main(_csv_args(root, out, "--labels_csv", str(root / "REFERENCE.csv"), "--split", "0.5", "0.5")) == 0
-    assert "--labels_csv" in (err := capsys.readouterr().err) and "1 row(s) name no record under --input (e.g. A9)" in err
+    err = capsys.readouterr().err
+    assert "--labels_csv" in err and "1 row(s) name no record under --input (e.g. A9)" in err
     assert _skipped(out) == {"A5": "not in --labels_csv REFERENCE.csv"}  # and REFERENCE.csv is no recording
     seen = {}
     for d in _all_windows(out).values():

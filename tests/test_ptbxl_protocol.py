@@ -105,7 +105,8 @@ def test_protocol_end_to_end_and_resumed_call_runs_nothing(tmp_path, capsys, mon
     code, err = _run(argv, capsys)
     assert code == 0, err[-3000:]
     res = json.loads((out / "results.json").read_text())
-    assert res["recipe"] == "physiowave" and res["budget"]["crop"] == 250 and len(res["data_fingerprint"]["records100"]) == 64
+    assert res["recipe"] == "physiowave" and res["budget"]["crop"] == 250
+    assert len(res["data_fingerprint"]["records100"]) == 64
     cells = {c["mode"]: c for c in res["cells"]}
     assert set(cells) == {"scratch", "probe", "finetune", "resnet"}
     assert all(c["n"] == 1 and c["ci"] is not None and c["levels"] == ["record"] for c in cells.values())
