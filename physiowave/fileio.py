@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["FolderBusyError", "atomic_write_text", "check_free_space", "csv_text", "file_stamp", "folder_lock",
-           "to_jsonable", "write_failure", "write_json"]
+           "nearest_existing", "to_jsonable", "write_failure", "write_json"]
 
 SPACE_MARGIN = 16 << 20  # bytes left free beyond what a write needs (HDF5 metadata, the file system's own)
 
@@ -102,14 +102,19 @@ def file_stamp(path: str | Path, block: int = 1 << 20) -> dict[str, Any]:
     return {"name": path.name, "size": size, "sha256_ends": digest.hexdigest()}
 
 
+def nearest_existing(path: str | Path) -> Path:
+    """``path`` (absolute) or its nearest ancestor that exists."""
+    path = Path(path).absolute()
+    while not path.exists():
+        path = path.parent
+    return path
+
+
 def write_failure(path: str | Path, err: BaseException) -> str:
     """A failed write of ``path`` as one line; a full disk named as such (torch reports it as 'unexpected pos',
     HDF5 as a long 'file write failed' text with errno 28)."""
     path, text = Path(path), str(err)
-    base = path.parent
-    while not base.exists():
-        base = base.parent
-    free = shutil.disk_usage(base).free / 2**20
+    free = shutil.disk_usage(nearest_existing(path.parent)).free / 2**20
     if getattr(err, "errno", None) == errno.ENOSPC or "unexpected pos" in text or "No space left" in text \
             or "errno = 28" in text or free < 1:
         return (f"cannot write {path}: the disk is full ({free:.1f} MiB free); "

@@ -19,6 +19,8 @@ from sklearn.metrics import roc_auc_score
 
 from physiowave import benchmark as bm
 
+from .conftest import lock_held_by_another_process
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--max_level", "2", "--wave_kernel_size", "8", "--wavelet_names", "db4", "--patch_size", "32", "--embed_dim",
         "32", "--depth", "1", "--num_heads", "4", "--num_workers", "0", "--device", "cpu"]
@@ -353,14 +355,7 @@ bm.run_cells([cell], argparse.Namespace(jobs=1), {{}})
 def test_a_second_runner_on_the_same_output_is_refused(tmp_path):
     out = tmp_path / "bench"
     cells = bm.plan(out, ["scratch"], [1.0], [0])
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom physiowave.fileio import folder_lock\n"
-                               "with folder_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(60)",
-                               str(out / "runs")], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with lock_held_by_another_process(out / "runs"):
         with pytest.raises(SystemExit, match="another run is writing to this folder now"):
             bm.run_cells(cells, _cfg(tmp_path), dict(os.environ))
         assert not cells[0].folder.exists()  # nothing ran
-    finally:
-        holder.kill()
-        holder.wait()

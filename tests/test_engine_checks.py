@@ -16,6 +16,7 @@ import torch
 from physiowave.engine import main
 from physiowave.engine.outputs import write_checkpoint
 
+from .conftest import lock_held_by_another_process
 from .test_engine import TINY, _errors, _toy, _write
 
 
@@ -425,24 +426,14 @@ def test_resume_auto_with_pretrained_path_starts_then_continues(files, runs, tmp
 # ----------------------------------------------------------------------------------------------- one run per folder
 def test_a_folder_another_process_is_writing_is_refused_and_a_killed_ones_lock_is_free(files, tmp_path, capsys):
     import signal
-    import subprocess
-    import sys
     out = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom physiowave.fileio import folder_lock\n"
-                               "with folder_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(60)",
-                               str(out)],
-                              stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with lock_held_by_another_process(out) as holder:
         argv = ["--train_file", files["train"], "--val_file", files["val"], *FT, "--output_dir", str(out)]
         _fails("finetune", argv, "another run is writing to this folder now", capsys)
         assert list(out.iterdir()) == []  # the refused run wrote nothing
         holder.send_signal(signal.SIGKILL)  # a killed run leaves no lock behind
         holder.wait(timeout=30)
         assert main("finetune", argv) == 0
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_a_refused_run_leaves_no_folder_behind(files, tmp_path, capsys):

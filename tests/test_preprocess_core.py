@@ -21,6 +21,8 @@ from physiowave.preprocess.signal import (SignalError, bandpass, normalize, notc
 from physiowave.preprocess.splits import split_groups
 from physiowave.preprocess.writer import ShardWriter
 
+from .conftest import lock_held_by_another_process
+
 CINC = "data/real/torch_ecg_cinc2021"
 MYO = "data/real/libemg_myo_testdata"
 
@@ -381,23 +383,12 @@ def test_preprocessing_never_imports_torch() -> None:
 
 
 def test_a_second_run_into_an_output_folder_being_written_is_refused(tmp_path, capsys):
-    import subprocess
-    import sys
-
     from physiowave.preprocess.__main__ import main as preprocess
     out = tmp_path / "out"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom physiowave.fileio import folder_lock\n"
-                               "with folder_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(60)",
-                               str(out)],
-                              stdout=subprocess.PIPE, text=True)
     myo = Path(__file__).resolve().parents[1] / "demo" / "data" / "myo"
     argv = ["folder", "--input", str(myo), "--format", "csv", "--fs", "200", "--label_regex", r"C_(\d+)",
             "--window", "128", "--step", "128", "--output", str(out)]
-    try:
-        assert holder.stdout.readline().strip() == "locked"
+    with lock_held_by_another_process(out):
         assert preprocess(argv) == 1
         assert "another run is writing to this folder now" in capsys.readouterr().err
         assert list(out.iterdir()) == []
-    finally:
-        holder.kill()
-        holder.wait()

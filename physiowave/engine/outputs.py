@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import save_checkpoint
-from ..fileio import FolderBusyError, atomic_write_text, folder_lock, write_failure, write_json
+from ..fileio import FolderBusyError, atomic_write_text, folder_lock, nearest_existing, write_failure, write_json
 from .errors import ConfigError
 
 __all__ = ["RESULT_FILES", "run_files", "lock_output_dir", "check_output_dir", "claim_output_dir", "write_checkpoint",
@@ -55,20 +55,13 @@ def lock_output_dir(out: Path) -> Iterator[None]:
 def _check_writable(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--output_dir {out}: is a file, not a folder")
-    base = _nearest_existing(out)
+    base = nearest_existing(out)
     if not os.access(base, os.W_OK | os.X_OK):
         raise ConfigError(f"--output_dir {out}: {base} is not writable")
 
 
 def _inside(path: Path, folder: Path) -> bool:
     return folder.resolve() in path.resolve().parents
-
-
-def _nearest_existing(path: Path) -> Path:
-    path = path.absolute()
-    while not path.exists():
-        path = path.parent
-    return path
 
 
 def check_output_dir(out: Path, *, resume: Path | None, resuming: bool, starts_from: Iterable[str],
