@@ -15,7 +15,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from physiowave.hub import save_trained
+from physiowave.inference import save_trained
 from physiowave.inference import load_trained
 from physiowave.preprocess.cli import STANDARD_12_LEADS
 

@@ -6,11 +6,12 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["PhysioWave", "FusionModel", "create_model", "load_model", "PRESETS", "__version__"]
+__all__ = ["PhysioWave", "FusionModel", "create_model", "load_model", "from_pretrained", "save_pretrained", "PRESETS",
+           "__version__"]
 
 # Imported on first use, so `physiowave.preprocess` (and its worker processes) never load torch.
 _LAZY = {"PhysioWave": ".models", "FusionModel": ".models", "create_model": ".models", "PRESETS": ".models",
-         "load_model": ".checkpoint"}
+         "load_model": ".loading", "from_pretrained": ".loading", "save_pretrained": ".loading"}
 
 
 def __getattr__(name: str) -> Any:

@@ -23,7 +23,7 @@ import torch
 from .models import LEGACY_CONFIG, FusionModel, PhysioWave
 
 __all__ = ["LEGACY_CONFIG", "read_checkpoint", "extract_state_dict", "clean_state_dict", "model_args", "infer_config",
-           "load_state_dict_checked", "load_model", "model_from_checkpoint", "save_checkpoint", "load_encoder_weights"]
+           "load_state_dict_checked", "model_from_checkpoint", "save_checkpoint", "load_encoder_weights"]
 
 _PREFIXES = ("module.", "_orig_mod.")
 _MODEL_KEYS = set(inspect.signature(PhysioWave.__init__).parameters) - {"self"}
@@ -162,25 +162,12 @@ def load_state_dict_checked(model: torch.nn.Module, state_dict: Mapping[str, tor
     model.load_state_dict(state_dict, strict=True)
 
 
-def load_model(path: str | Path, map_location: str | torch.device = "cpu",
-               **overrides: Any) -> PhysioWave | FusionModel:
-    """Build a :class:`PhysioWave` from a checkpoint's own ``args`` (or its shapes), load its weights, return it in
-    eval mode.
-
-    ``overrides`` replace architecture values (e.g. ``num_heads`` for a file without ``args``);
-    ``num_classes=None`` leaves out a fine-tuned file's classification head (a fusion branch needs none).
-    A fusion run's checkpoint gives its :class:`FusionModel` (overrides do not apply). A model folder written by
-    ``save_pretrained`` / ``physiowave convert``, or a Hugging Face Hub repo id, is read by :mod:`physiowave.hub`.
-    """
-    from . import hub
-    if hub.is_pretrained(path):
-        return hub.load_pretrained(path, **overrides)
-    return model_from_checkpoint(read_checkpoint(path, map_location), path, **overrides)
 
 
 def model_from_checkpoint(checkpoint: Any, path: str | Path = "checkpoint",
                           **overrides: Any) -> PhysioWave | FusionModel:
-    """:func:`load_model` for a checkpoint already read with :func:`read_checkpoint` (``path`` names it in messages)."""
+    """:func:`physiowave.load_model` for a checkpoint already read with :func:`read_checkpoint` (``path`` names it in
+    messages)."""
     state_dict = clean_state_dict(extract_state_dict(checkpoint))
     args = model_args(checkpoint)
     if args is not None and "modalities" in args:  # a multi-modal fusion model (its model_config)

@@ -17,9 +17,13 @@ and root attributes ``fs`` (output rate, Hz), ``window``, ``step``, ``normalize`
 """
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 __all__ = ["DATA", "LABEL", "RECORD_ID", "START", "GROUP_ID", "DATA_KEYS", "LABEL_KEYS", "ATTR_FS", "ATTR_CLASS_NAMES",
            "ATTR_CHANNEL_NAMES", "ATTR_PREPROCESSING", "ATTR_RUN_ID", "ATTR_RUN_INFO", "INFO_FILE",
-           "DATA_DTYPE", "SINGLE_LABEL_DTYPE", "MULTI_LABEL_DTYPE", "START_DTYPE"]
+           "DATA_DTYPE", "SINGLE_LABEL_DTYPE", "MULTI_LABEL_DTYPE", "START_DTYPE", "check_modality_name",
+           "RESULT_FILES", "RUN_FILES", "RUN_GLOBS", "run_files"]
 
 DATA = "data"
 LABEL = "label"
@@ -43,3 +47,34 @@ ATTR_RUN_ID = "run_id"
 ATTR_RUN_INFO = "run_info"
 
 INFO_FILE = "preprocess_info.json"            # the completion marker of a preprocessing output folder
+
+
+_MODALITY_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_modality_name(name: str) -> str:
+    """``name`` if it can name a modality: a file key, a flag value and a fusion branch (letters, digits, '_'; not an
+    attribute of torch's ModuleDict, which holds the branches), else a one-line ValueError."""
+    if not _MODALITY_NAME.fullmatch(name):
+        raise ValueError(f"modality name {name!r}: expected letters, digits and '_' (not starting with a digit)")
+    from torch import nn  # here, not at the top: preprocessing reads this module without loading torch
+    if hasattr(nn.ModuleDict(), name):
+        raise ValueError(f"modality name {name!r} is taken by torch's ModuleDict: choose another")
+    return name
+
+
+# The files a training run writes into its --output_dir (the engine, the benchmark runner and `physiowave convert`
+# read them by these names). RESULT_FILES describe one finished (or evaluated) run: they never survive into another.
+RESULT_FILES = ("test_results.json", "val_results.json", "training_summary.txt", "test_records.npz", "val_records.npz")
+RUN_FILES = ("args.json", "training_history.json", "best_model.pth", "latest_model.pth", "latest_checkpoint.pth",
+              "label_fraction.json", *RESULT_FILES)
+RUN_GLOBS = ("checkpoint_epoch_*.pth", "*.pth.tmp", "*.json.tmp")
+
+
+def run_files(out: Path) -> list[Path]:
+    """The files (and the ``tensorboard`` folder) of a run in ``out``."""
+    if not out.is_dir():
+        return []
+    found = [out / n for n in RUN_FILES if (out / n).exists()]
+    found += sorted(p for pattern in RUN_GLOBS for p in out.glob(pattern))
+    return found + ([out / "tensorboard"] if (out / "tensorboard").is_dir() else [])

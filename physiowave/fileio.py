@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["FolderBusyError", "atomic_write_text", "check_free_space", "csv_text", "file_stamp", "folder_lock",
-           "nearest_existing", "to_jsonable", "write_failure", "write_json"]
+           "nearest_existing", "scalars_of", "to_jsonable", "write_failure", "write_json"]
 
 SPACE_MARGIN = 16 << 20  # bytes left free beyond what a write needs (HDF5 metadata, the file system's own)
 
@@ -145,3 +145,8 @@ def csv_text(value: Any) -> Any:
         except ValueError:
             return "'" + value
     return value
+
+def scalars_of(metrics: dict[str, Any]) -> dict[str, float]:
+    """The scalar entries of a metrics dict (drops confusion matrices, per-class tables, thresholds)."""
+    return {k: float(v) for k, v in metrics.items()
+            if isinstance(v, (int, float, np.generic)) and not isinstance(v, bool)}

@@ -1,4 +1,4 @@
-"""Shareable model folders: ``save_pretrained`` / ``from_pretrained`` (all the I/O; the model classes only delegate).
+"""Shareable model folders: ``physiowave.save_pretrained`` / ``physiowave.from_pretrained`` (all the folder I/O).
 
 A folder (local, or a Hugging Face Hub repository fetched into the hub client's cache) holds::
 
@@ -30,17 +30,14 @@ import shutil
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from .models import FusionModel, PhysioWave
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .inference import TrainedModel
-
-__all__ = ["WEIGHTS", "CONFIG", "CARD", "FORMAT", "FORMAT_VERSION", "save_pretrained", "save_trained",
+__all__ = ["WEIGHTS", "CONFIG", "CARD", "FORMAT", "FORMAT_VERSION", "save_pretrained",
            "load_pretrained", "resolve", "read_config", "model_from_folder", "build_config", "write_folder",
            "check_target", "is_pretrained", "looks_like_repo_id", "model_card", "as_checkpoint"]
 
@@ -145,7 +142,7 @@ def load_pretrained(source: str | Path, *, expect: type | None = None, revision:
                     cache_dir: str | Path | None = None, token: str | bool | None = None,
                     local_files_only: bool = False, **overrides: Any) -> PhysioWave | FusionModel:
     """A model folder or Hub repo id → the model in eval mode (on the CPU). ``expect``: the class it must be
-    (``PhysioWave.from_pretrained`` refuses a fusion folder). ``overrides`` replace architecture values of a
+    (e.g. ``expect=PhysioWave`` refuses a fusion folder). ``overrides`` replace architecture values of a
     PhysioWave; ``num_classes=None`` leaves out the classification head, as ``load_model`` does."""
     folder = resolve(source, revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only)
     return model_from_folder(folder, read_config(folder), expect, overrides)
@@ -162,8 +159,8 @@ def model_from_folder(folder: Path, config: Mapping[str, Any], expect: type | No
         raise ValueError(f"{folder / CONFIG}: unknown model_type {kind!r}")
     cls = FusionModel if kind == "FusionModel" else PhysioWave
     if expect is not None and not issubclass(cls, expect):
-        raise ValueError(f"{folder}: holds a {kind}, not a {expect.__name__}: load it with {kind}.from_pretrained "
-                         "or physiowave.load_model")
+        raise ValueError(f"{folder}: holds a {kind}, not a {expect.__name__}: load it with "
+                         "physiowave.from_pretrained or physiowave.load_model")
     weights = folder / WEIGHTS
     if not weights.is_file():
         raise FileNotFoundError(f"{folder}: no {WEIGHTS}")
@@ -215,8 +212,7 @@ def _clean(obj: Any) -> Any:
 
 
 def _input_contract(model: PhysioWave, values: Mapping[str, Any]) -> dict[str, Any]:
-    from .inference import Preparation
-    from .preprocess.params import SignalParams
+    from .preprocess.params import Preparation, SignalParams
     defaults = SignalParams().as_dict()
     base = {k: v for k, v in defaults.items() if k != "target_fs"}
     base.update(fs=None, input_fs=None, standardize=False, length=None)
@@ -292,45 +288,6 @@ def save_pretrained(model: PhysioWave | FusionModel, directory: str | Path, *, t
     return write_folder(model, config, directory, overwrite=overwrite)
 
 
-def save_trained(trained: TrainedModel, directory: str | Path, *, overwrite: bool = False,
-                 training_data: str | None = None, protocol: str | None = None,
-                 facts: Mapping[str, Any] | None = None) -> Path:
-    """A loaded checkpoint (:func:`physiowave.inference.load_trained`, its preparation resolved with any given
-    values) → a folder whose contract is that preparation, and whose training facts are the checkpoint's, plus
-    ``facts`` (e.g. the recipe and a fingerprint of the training data) under ``training``."""
-    from .engine.logger import scalars_of
-    ckpt, model = trained.checkpoint, trained.model
-    data = ckpt.get("data") or {}
-    if "pretrained_folder" in ckpt:  # a folder read back: keep its training facts
-        training = dict(ckpt["pretrained_folder"].get("training") or {})
-    else:
-        epoch = ckpt.get("epoch")
-        validation = scalars_of(ckpt.get("val_metrics") or (ckpt.get("metrics") or {}).get("val") or {}) or {
-            k[4:]: v for k, v in ckpt.items() if k.startswith("val_") and isinstance(v, (int, float))}
-        training = {
-            "source": Path(trained.path).name,
-            "source_written_by": f"physiowave {ckpt['physiowave_version']}" if ckpt.get("physiowave_version")
-            else "the original PhysioWave release (or another tool)",
-            "epochs_completed": None if epoch is None else int(epoch) + 1, "global_step": ckpt.get("global_step"),
-            "best": ckpt.get("best"), "validation": validation or None,
-            "data": {k: data[k] for k in ("train_files", "val_files", "test_files", "train_samples", "channels",
-                                          "length", "label_kind", "class_counts", "pretrained", "val_split",
-                                          "label_fraction") if k in data} or None,
-            "args": trained.args or None,
-        }
-    if training_data:
-        training["training_data"] = training_data
-    if protocol:
-        training["protocol"] = protocol
-    training.update(facts or {})
-    training = {k: v for k, v in training.items() if v is not None}
-    prep = trained.preparation.as_dict() if trained.preparation is not None else None
-    config = build_config(model, input=prep, task=trained.task, class_names=trained.class_names,
-                          thresholds=trained.thresholds, training=training, assumed=trained.assumed,
-                          modalities=data.get("modalities"))
-    if "pretrained_folder" in ckpt:
-        config["assumed"] = {**(ckpt["pretrained_folder"].get("assumed") or {}), **config["assumed"]}
-    return write_folder(model, config, directory, overwrite=overwrite)
 
 
 def check_target(directory: str | Path, overwrite: bool = False) -> Path:
@@ -393,7 +350,7 @@ def model_card(config: Mapping[str, Any], n_params: int | None = None) -> str:
              + (f" with {n_params:,} parameters" if n_params else "") + ", written by physiowave "
              f"{config.get('physiowave_version')}. `config.json` holds every fact below in machine-readable form.", "",
              "## Use", "", "```python", "import physiowave",
-             f"model = physiowave.{config['model_type']}.from_pretrained(\"THIS_FOLDER_OR_REPO_ID\")  # eval mode",
+             f"model = physiowave.from_pretrained(\"THIS_FOLDER_OR_REPO_ID\")  # {config['model_type']}, eval mode",
              "```", ""]
     if not fusion:
         lines += ["```bash",

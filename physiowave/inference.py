@@ -1,7 +1,7 @@
 """Applying a checkpoint to recordings: what ``physiowave embed``, ``predict`` and ``plot`` share.
 
 Raw records (WFDB ``.hea``/``.dat``, Challenge ``.hea``/``.mat``, CSV) go through the preprocessing pipeline
-(:func:`physiowave.preprocess.core.process_recording`) with the parameters the training data was made with, as
+(:func:`physiowave.preprocess.transform.process_recording`) with the parameters the training data was made with, as
 recorded in the checkpoint, then through what evaluation did to each stored sample (centre crop or pad to the
 training length, the ``--normalize`` z-score): a record gives exactly the windows that training evaluated.
 Preprocessed HDF5 files are read with the training data set class. Values a checkpoint lacks (original release
@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,55 +26,28 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from . import hub
 from .checkpoint import model_from_checkpoint, read_checkpoint
 from .contract import RECORD_ID, START
 from .data.h5 import H5Dataset, fit_length
-from .engine.distributed import pick_device
+from .device import pick_device
+from .fileio import scalars_of
 from .models import FusionModel, PhysioWave
-from .preprocess.core import process_recording
-from .preprocess.params import SignalParams
-from .preprocess.readers import ReadError, Recording, read_challenge, read_csv, read_wfdb
-from .preprocess.signal import SignalError, select_channels
+from .preprocess.params import SIGNAL_KEYS, Preparation, SignalParams
+from .preprocess.readers import ReadError, read_recording
+from .preprocess.signal import SignalError
+from .preprocess.transform import nonfinite_reason, process_recording, windows_around_gaps
 
-__all__ = ["Preparation", "TrainedModel", "Unit", "Skipped", "load_trained", "find_inputs", "read_units", "run_batches",
-           "run_inputs", "no_usable_input", "group_mean", "probabilities", "RAW_SUFFIXES", "H5_SUFFIXES",
+__all__ = ["TrainedModel", "Unit", "Skipped", "load_trained", "save_trained", "find_inputs", "read_units",
+           "run_batches", "run_inputs", "no_usable_input", "group_mean", "probabilities", "RAW_SUFFIXES", "H5_SUFFIXES",
            "OVERRIDES"]
 
 RAW_SUFFIXES = (".hea", ".csv", ".tsv", ".txt")
 H5_SUFFIXES = (".h5", ".hdf5")
-# the signal parameters a checkpoint records and flags override (the model rate is ``fs``, not ``target_fs``)
-_SIGNAL_KEYS = tuple(k for k in SignalParams.names() if k != "target_fs")
-OVERRIDES = ("fs", "input_fs", "length", *_SIGNAL_KEYS)  # what load_trained's overrides may replace
+OVERRIDES = ("fs", "input_fs", "length", *SIGNAL_KEYS)  # what load_trained's overrides may replace
 _DEFAULT = SignalParams()
 
 
-@dataclass
-class Preparation:
-    """How a raw recording becomes model input: the preprocessing parameters (:class:`SignalParams`, as the
-    training data was made), the model rate ``fs`` (None: keep each record's own rate), the training input
-    ``length`` and whether training z-scored each sample (``standardize``). ``input_fs`` is the rate of CSV files,
-    which carry none."""
-    fs: float | None
-    window: int
-    step: int
-    length: int
-    channels: list[str] | None = _DEFAULT.channels
-    normalize: str = _DEFAULT.normalize
-    norm_scope: str = _DEFAULT.norm_scope
-    bandpass: list[float] | None = _DEFAULT.bandpass
-    notch: float | None = _DEFAULT.notch
-    max_nan_gap: float = _DEFAULT.max_nan_gap
-    tail: str = _DEFAULT.tail
-    min_real: float = _DEFAULT.min_real
-    standardize: bool = False
-    input_fs: float | None = None
-
-    def signal_args(self) -> SignalParams:
-        """The parameters :func:`process_recording` reads (``target_fs`` = the model rate ``fs``)."""
-        return SignalParams(**{k: getattr(self, k) for k in _SIGNAL_KEYS}, target_fs=self.fs)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -123,12 +96,12 @@ def _preparation(ckpt: Mapping[str, Any], args: Mapping[str, Any], overrides: Ma
     comes from the :class:`SignalParams` defaults and is listed in ``assumed`` (name → what was assumed)."""
     data = ckpt.get("data") or {}
     recorded = dict(data.get("preprocessing") or {})
-    params = SignalParams.from_recorded(recorded).replace(**{k: overrides.get(k) for k in _SIGNAL_KEYS})
+    params = SignalParams.from_recorded(recorded).replace(**{k: overrides.get(k) for k in SIGNAL_KEYS})
     assumed: dict[str, str] = {}
     fs = overrides.get("fs") if overrides.get("fs") is not None else recorded.get("fs")
     if fs is None:
         assumed["fs"] = "each record's own sampling rate (no resampling)"
-    for key in _SIGNAL_KEYS:
+    for key in SIGNAL_KEYS:
         if overrides.get(key) is None and key not in recorded:
             default = getattr(_DEFAULT, key)
             assumed[key] = ("every channel of each record, in its order" if key == "channels" and default is None
@@ -147,7 +120,7 @@ def _preparation(ckpt: Mapping[str, Any], args: Mapping[str, Any], overrides: Ma
             raise ValueError(f"--length {length}: expected a positive integer")
     except ValueError as err:
         raise ValueError(f"{err} (the value recorded in the checkpoint or given)") from None
-    values = {k: getattr(params, k) for k in _SIGNAL_KEYS}
+    values = {k: getattr(params, k) for k in SIGNAL_KEYS}
     return Preparation(fs=None if fs is None else float(fs), length=int(length), standardize=standardize,
                        input_fs=None if input_fs is None else float(input_fs), **values), assumed
 
@@ -163,7 +136,6 @@ def load_trained(path: str | Path, device: str | None = None, fusion: bool = Fal
     unknown = sorted(set(overrides) - {*OVERRIDES, "task", "class_names"})
     if unknown:
         raise TypeError(f"load_trained: unknown override(s) {', '.join(unknown)}; expected {', '.join(OVERRIDES)}")
-    from . import hub
     if hub.is_pretrained(path):  # a model folder or Hub repo id: its config.json's contract stands for the record
         path = hub.resolve(path)
         config = hub.read_config(path)
@@ -195,6 +167,46 @@ def load_trained(path: str | Path, device: str | None = None, fusion: bool = Fal
     prep, assumed = (None, {}) if isinstance(model, FusionModel) else _preparation(ckpt, args, overrides)
     return TrainedModel(path, model.to(dev).eval(), dev, task, names if has_head else None, thresholds, prep, assumed,
                         args, meta)
+
+
+def save_trained(trained: TrainedModel, directory: str | Path, *, overwrite: bool = False,
+                 training_data: str | None = None, protocol: str | None = None,
+                 facts: Mapping[str, Any] | None = None) -> Path:
+    """A loaded checkpoint (:func:`physiowave.inference.load_trained`, its preparation resolved with any given
+    values) → a folder whose contract is that preparation, and whose training facts are the checkpoint's, plus
+    ``facts`` (e.g. the recipe and a fingerprint of the training data) under ``training``."""
+    ckpt, model = trained.checkpoint, trained.model
+    data = ckpt.get("data") or {}
+    if "pretrained_folder" in ckpt:  # a folder read back: keep its training facts
+        training = dict(ckpt["pretrained_folder"].get("training") or {})
+    else:
+        epoch = ckpt.get("epoch")
+        validation = scalars_of(ckpt.get("val_metrics") or (ckpt.get("metrics") or {}).get("val") or {}) or {
+            k[4:]: v for k, v in ckpt.items() if k.startswith("val_") and isinstance(v, (int, float))}
+        training = {
+            "source": Path(trained.path).name,
+            "source_written_by": f"physiowave {ckpt['physiowave_version']}" if ckpt.get("physiowave_version")
+            else "the original PhysioWave release (or another tool)",
+            "epochs_completed": None if epoch is None else int(epoch) + 1, "global_step": ckpt.get("global_step"),
+            "best": ckpt.get("best"), "validation": validation or None,
+            "data": {k: data[k] for k in ("train_files", "val_files", "test_files", "train_samples", "channels",
+                                          "length", "label_kind", "class_counts", "pretrained", "val_split",
+                                          "label_fraction") if k in data} or None,
+            "args": trained.args or None,
+        }
+    if training_data:
+        training["training_data"] = training_data
+    if protocol:
+        training["protocol"] = protocol
+    training.update(facts or {})
+    training = {k: v for k, v in training.items() if v is not None}
+    prep = trained.preparation.as_dict() if trained.preparation is not None else None
+    config = hub.build_config(model, input=prep, task=trained.task, class_names=trained.class_names,
+                          thresholds=trained.thresholds, training=training, assumed=trained.assumed,
+                          modalities=data.get("modalities"))
+    if "pretrained_folder" in ckpt:
+        config["assumed"] = {**(ckpt["pretrained_folder"].get("assumed") or {}), **config["assumed"]}
+    return hub.write_folder(model, config, directory, overwrite=overwrite)
 
 
 # --------------------------------------------------------------------------------------------------- inputs
@@ -258,69 +270,8 @@ def find_inputs(paths: Iterable[str | Path]) -> list[tuple[Path, str]]:
     return out
 
 
-def read_recording(path: Path, input_fs: float | None) -> Recording:
-    """One raw record: Challenge (.hea + .mat), WFDB (.hea + .dat) or CSV (rate ``input_fs``)."""
-    if path.suffix.lower() == ".hea":
-        return read_challenge(path) if path.with_suffix(".mat").is_file() else read_wfdb(path)
-    if not input_fs:
-        raise ValueError(f"{path}: CSV files carry no sampling rate: pass --input_fs HZ")
-    return read_csv(path, input_fs)
 
 
-def nonfinite_reason(x: np.ndarray) -> str | None:
-    """Why a window cannot be used (``"has NaN"``, ``"has inf"``, ``"has NaN and inf"``), or None when finite."""
-    if np.isfinite(x).all():
-        return None
-    nan, inf = bool(np.isnan(x).any()), bool(np.isinf(x).any())
-    return "has NaN and inf" if nan and inf else "has NaN" if nan else "has inf"
-
-
-def _long_runs(bad: np.ndarray, max_gap: int) -> np.ndarray:
-    """``bad`` [T] → the samples in runs longer than ``max_gap`` (those preprocessing does not interpolate)."""
-    edges = np.diff(np.concatenate([[0], bad.astype(np.int8), [0]]))
-    out = np.zeros_like(bad)
-    for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)):
-        if b - a > max_gap:
-            out[a:b] = True
-    return out
-
-
-def _windows_around_gaps(rec: Recording, params: SignalParams
-                         ) -> tuple[np.ndarray, np.ndarray, float, list[str | None]]:
-    """:func:`process_recording` of a record whose NaN/inf runs are too long to interpolate (preprocessing skips
-    such a record): every run is interpolated so that filters and resampling see a finite signal, the record is
-    processed, and each window that overlaps a long run gets a reason (the others are used). Returns (windows,
-    starts, output rate, reason or None per window)."""
-    idx = select_channels(rec.channel_names, params.channels)
-    x = np.asarray(rec.signal, dtype=np.float32)[idx]
-    bad = ~np.isfinite(x)
-    max_gap = int(round(params.max_nan_gap * rec.fs))
-    broken = np.zeros(x.shape[1], bool)   # samples in a long run, in any channel
-    has_nan = np.zeros(x.shape[1], bool)
-    filled = x.copy()
-    t = np.arange(x.shape[1])
-    for c in np.flatnonzero(bad.any(axis=1)):
-        b = bad[c]
-        broken |= b if b.all() else _long_runs(b, max_gap)
-        has_nan |= np.isnan(x[c])
-        filled[c, b] = 0.0 if b.all() else np.interp(t[b], t[~b], x[c, ~b])
-    names = [rec.channel_names[i] for i in idx]
-    windows, starts, fs = process_recording(replace(rec, signal=filled, channel_names=names),
-                                            replace(params, channels=None))
-    ratio = rec.fs / fs                   # input samples per output sample
-    n_broken = np.concatenate([[0], np.cumsum(broken)])
-    n_nan = np.concatenate([[0], np.cumsum(broken & has_nan)])
-    reasons: list[str | None] = []
-    for s in starts.tolist():
-        lo = min(x.shape[1], int(np.floor(s * ratio)))
-        hi = min(x.shape[1], int(np.ceil((s + params.window) * ratio)))
-        if n_broken[hi] - n_broken[lo] == 0:
-            reasons.append(None)
-            continue
-        nan = n_nan[hi] - n_nan[lo] > 0
-        inf = n_nan[hi] - n_nan[lo] < n_broken[hi] - n_broken[lo]
-        reasons.append("has NaN and inf" if nan and inf else "has NaN" if nan else "has inf")
-    return windows, starts, fs, reasons
 
 
 def _raw_unit(path: Path, record: str, prep: Preparation, channels: int) -> tuple[Unit, list[str | None]]:
@@ -333,7 +284,7 @@ def _raw_unit(path: Path, record: str, prep: Preparation, channels: int) -> tupl
     except SignalError:
         if np.isfinite(rec.signal).all():
             raise
-        windows, starts, _, reasons = _windows_around_gaps(rec, params)
+        windows, starts, _, reasons = windows_around_gaps(rec, params)
     if windows.shape[1] != channels:
         raise ValueError(f"{path}: {windows.shape[1]} channels after selection, the model takes {channels}: "
                          "pass --channels with the model's channels in order")

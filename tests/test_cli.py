@@ -515,9 +515,10 @@ def test_every_flag_the_messages_name_is_a_flag_of_the_command(myo, tmp_path, ca
 
     from physiowave import inference
     from physiowave.cli import common, embed, plot, predict
-    from physiowave.preprocess import core, signal
+    from physiowave.preprocess import readers, signal, transform
 
-    texts = {"predict": [inference, common, predict, signal, core.process_recording], "embed": [inference, embed]}
+    texts = {"predict": [inference, common, predict, signal, transform, readers.read_recording],
+             "embed": [inference, embed]}
     texts["plot"] = [plot]
     for command, objects in texts.items():
         known = set(_parser(command)._option_string_actions) if command != "plot" else set().union(

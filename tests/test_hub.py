@@ -16,7 +16,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from physiowave import FusionModel, PhysioWave, load_model
+from physiowave import FusionModel, PhysioWave, from_pretrained, load_model, save_pretrained
 from physiowave.cli import main as cli
 from physiowave.inference import load_trained
 
@@ -53,14 +53,15 @@ def _python(code: str, env_extra: dict | None = None) -> subprocess.CompletedPro
 
 
 def _outputs_in_fresh_process(source: str, x_path: Path, out: Path, env_extra: dict | None = None) -> dict:
-    """Load ``source`` with PhysioWave.from_pretrained in a new interpreter; logits of ``x_path`` to ``out``;
+    """Load ``source`` with physiowave.from_pretrained in a new interpreter; logits of ``x_path`` to ``out``;
     returns what load_trained reads from it (class names, thresholds, task, preparation)."""
     code = f"""
 import json, sys, numpy as np, torch
-from physiowave import PhysioWave
+import physiowave
 from physiowave.inference import load_trained
 torch.set_num_threads(1)
-model = PhysioWave.from_pretrained({source!r})
+model = physiowave.from_pretrained({source!r})
+assert type(model).__name__ == 'PhysioWave'
 assert not model.training
 with torch.no_grad():
     np.save({str(out)!r}, model(torch.from_numpy(np.load({str(x_path)!r}))).numpy())
@@ -90,7 +91,7 @@ def test_fine_tuned_model_round_trips_bit_identically_in_a_fresh_process(run, tm
         expected = reference(x).numpy()
     trained = load_trained(run["ckpt"], "cpu")
     for folder in (run["folder"],
-                   reference.save_pretrained(tmp_path / "api", fs=200.0, class_names=trained.class_names)):
+                   save_pretrained(reference, tmp_path / "api", fs=200.0, class_names=trained.class_names)):
         facts = _outputs_in_fresh_process(str(folder), x_path, tmp_path / "out.npy")
         np.testing.assert_array_equal(np.load(tmp_path / "out.npy"), expected)  # bit-identical
         assert facts["classes"] == trained.class_names == ["0", "1", "2", "3", "4"] and facts["task"] == "single"
@@ -127,8 +128,8 @@ def test_folder_holds_safetensors_json_and_a_card_and_no_pickle(run) -> None:
 def test_thresholds_and_multi_label_task_round_trip(tmp_path) -> None:
     model = PhysioWave(in_channels=2, max_level=2, wave_kernel_size=8, wavelet_names=["db4"], patch_size=16,
                        embed_dim=16, depth=1, num_heads=2, num_classes=3).eval()
-    folder = model.save_pretrained(tmp_path / "m", fs=100.0, channels=["I", "II"], window=256, step=128,
-                                   task="multi", class_names=["AF", "LBBB", "NORM"], thresholds=[0.2, 0.5, 0.7])
+    folder = save_pretrained(model, tmp_path / "m", fs=100.0, channels=["I", "II"], window=256, step=128,
+                             task="multi", class_names=["AF", "LBBB", "NORM"], thresholds=[0.2, 0.5, 0.7])
     trained = load_trained(folder, "cpu")
     assert trained.task == "multi" and trained.class_names == ["AF", "LBBB", "NORM"]
     np.testing.assert_array_equal(trained.thresholds, [0.2, 0.5, 0.7])
@@ -137,25 +138,26 @@ def test_thresholds_and_multi_label_task_round_trip(tmp_path) -> None:
     assumed = json.loads((folder / "config.json").read_text())["assumed"]
     assert "normalize" in assumed and "fs" not in assumed and "window" not in assumed
     with pytest.raises(ValueError, match="3 names for a model with 2 input channels"):
-        model.save_pretrained(tmp_path / "bad", fs=100.0, channels=["I", "II", "III"])
+        save_pretrained(model, tmp_path / "bad", fs=100.0, channels=["I", "II", "III"])
     assert not (tmp_path / "bad").exists()
     x = torch.randn(3, 2, 256)
     with torch.no_grad():
-        assert torch.equal(PhysioWave.from_pretrained(folder)(x), model(x))
+        assert torch.equal(from_pretrained(folder)(x), model(x))
 
 
-def test_fusion_model_round_trips_and_is_refused_by_physiowave_from_pretrained(tmp_path) -> None:
+def test_fusion_model_round_trips_and_is_refused_where_a_physiowave_is_expected(tmp_path) -> None:
     tiny = dict(max_level=2, wave_kernel_size=8, wavelet_names=["db4"], depth=1, num_heads=2, embed_dim=16)
     model = FusionModel({"ecg": PhysioWave(in_channels=2, patch_size=16, **tiny),
                          "emg": PhysioWave(in_channels=3, patch_size=32, **tiny)}, num_classes=3).eval()
-    folder = model.save_pretrained(tmp_path / "f", class_names=["a", "b", "c"])
-    loaded = FusionModel.from_pretrained(folder)
+    folder = save_pretrained(model, tmp_path / "f", class_names=["a", "b", "c"])
+    loaded = from_pretrained(folder)
+    assert isinstance(loaded, FusionModel)
     x = {"ecg": torch.randn(2, 2, 64), "emg": torch.randn(2, 3, 128)}
     with torch.no_grad():
         assert torch.equal(loaded(x), model(x))
     assert isinstance(load_model(folder), FusionModel)
     with pytest.raises(ValueError, match="holds a FusionModel"):
-        PhysioWave.from_pretrained(folder)
+        from_pretrained(folder, expect=PhysioWave)
 
 
 # ---------------------------------------------------------------------------------------------------- convert

@@ -9,9 +9,10 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from physiowave.inference import Preparation
+from physiowave.preprocess.params import Preparation
 from physiowave.preprocess.cli import build_parser, parse_args
-from physiowave.preprocess.core import Source, process_recording
+from physiowave.preprocess.core import Source
+from physiowave.preprocess.transform import process_recording
 from physiowave.preprocess.params import SignalParams
 from physiowave.preprocess.ptbxl import PTBXLSource
 from physiowave.preprocess.readers import Recording

@@ -16,7 +16,7 @@ import wfdb
 from scipy import signal as sps
 
 from physiowave.preprocess.cli import STANDARD_12_LEADS, parse_args
-from physiowave.preprocess.core import process_recording
+from physiowave.preprocess.transform import process_recording
 from physiowave.preprocess.cpsc2018 import CPSC2018Source
 from physiowave.preprocess.cpsc2018 import main as cpsc_main
 from physiowave.preprocess.epn612 import EPN612Source

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from physiowave import ptbxl_protocol as pp
+from physiowave.benchmark import ptbxl as pp
 from physiowave.benchmark import main as benchmark_main
 from tests.test_preprocess_ptbxl import LEADS, _write, _write_statements
 

@@ -30,7 +30,7 @@ def test_folder_states_its_contract_recipe_and_data():
 
 
 def test_loads_and_encodes():
-    model = physiowave.PhysioWave.from_pretrained(str(FOLDER))
+    model = physiowave.from_pretrained(str(FOLDER))
     x = torch.randn(2, 12, 250)
     with torch.no_grad():
         tokens = model.encode(x)

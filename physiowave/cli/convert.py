@@ -1,5 +1,5 @@
 """``physiowave convert CKPT -o DIR``: a checkpoint → a shareable model folder (model.safetensors, config.json,
-README.md), loadable with ``PhysioWave.from_pretrained(DIR)`` and usable by ``predict``/``embed``/``info``.
+README.md), loadable with ``physiowave.from_pretrained(DIR)`` and usable by ``predict``/``embed``/``info``.
 
 The folder records the input contract: the checkpoint's recorded preprocessing (our checkpoints), replaced by
 the flags given. Original release files (ecg.pth, emg.pth) record no sampling rate: ``--fs`` is required for
@@ -12,7 +12,7 @@ import argparse
 import sys
 
 from .. import hub
-from ..inference import OVERRIDES, load_trained
+from ..inference import OVERRIDES, load_trained, save_trained
 from ..preprocess.params import SignalParams
 from .common import channel_list, check_apart, check_positive
 
@@ -54,6 +54,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.checkpoint}: not recorded in the checkpoint, written to the folder as assumed: "
               + "; ".join(f"{k} = {v}" for k, v in trained.assumed.items())
               + f" (set with {', '.join(f'--{k}' for k in trained.assumed)})", file=sys.stderr)
-    hub.save_trained(trained, out, overwrite=args.overwrite, training_data=args.training_data, protocol=args.protocol)
+    save_trained(trained, out, overwrite=args.overwrite, training_data=args.training_data, protocol=args.protocol)
     print(f"{args.checkpoint} -> {out}/ ({hub.WEIGHTS}, {hub.CONFIG}, {hub.CARD})")
     return 0

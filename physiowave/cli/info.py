@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..engine.logger import scalars_of
+from ..fileio import scalars_of
 from ..fileio import to_jsonable
 from ..inference import TrainedModel, load_trained
 from ..models import FusionModel

@@ -25,7 +25,7 @@ import torch
 from .. import figures
 from ..inference import Skipped, TrainedModel, find_inputs, no_usable_input, read_units
 from ..models import introspect
-from ..models.masking import MASKING_STRATEGIES
+from ..models.masking import MASK_RATIO, MASKING, MASKING_STRATEGIES
 from .common import (INPUTS_HELP, add_model_arguments, add_preparation_arguments, check_positive, check_preparation,
                      prepare_output, report_skipped, trained_from_args)
 from .predict import predict
@@ -61,8 +61,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             k.add_argument("--channel", default="0", help="channel to show: index or name (default 0)")
             k.add_argument("--window_index", type=int, default=0, help="which window of the first input to show")
         if kind == "reconstruction":
-            k.add_argument("--mask_ratio", type=float, default=0.7)
-            k.add_argument("--masking", default="frequency_guided", choices=MASKING_STRATEGIES)
+            k.add_argument("--mask_ratio", type=float, default=MASK_RATIO, help="fraction of tokens masked")
+            k.add_argument("--masking", default=MASKING, choices=MASKING_STRATEGIES)
             k.add_argument("--seed", type=int, default=0)
         if kind == "selector":
             k.add_argument("--max_windows", type=int, default=256, help="windows to average over")

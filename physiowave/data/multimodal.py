@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..models.fusion import check_modality_name
+from ..contract import check_modality_name
 from .h5 import DATA_KEYS, Augment, H5Dataset, open_h5, parse_file_paths
 
 __all__ = ["Modality", "parse_modality", "parse_channels", "MultiModalDataset"]

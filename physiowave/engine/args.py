@@ -16,7 +16,7 @@ from ..models.fusion import FUSIONS
 from ..models.heads import POOLINGS
 from ..models.input_norm import INPUT_NORMS
 from ..models.limits import INT_LIMITS
-from ..models.masking import MASKING_STRATEGIES
+from ..models.masking import IMPORTANCE_RATIO, MASK_RATIO, MASKING, MASKING_STRATEGIES
 from ..models.objective import OBJECTIVES
 from .metrics import AGGREGATIONS
 from .preemption import DEFAULT_SIGNALS, parse_signals
@@ -164,11 +164,12 @@ def _optim_args(p: argparse.ArgumentParser, task: str) -> None:
 def _task_args(p: argparse.ArgumentParser, task: str) -> None:
     g = p.add_argument_group(task)
     if task == "pretrain":
-        g.add_argument("--masking_strategy", choices=MASKING_STRATEGIES, default="frequency_guided",
+        g.add_argument("--masking_strategy", choices=MASKING_STRATEGIES, default=MASKING,
                        help="random: drawn per sample; frequency_guided: the paper's FgM; frequency_guided_original: "
                             "the original code's variant")
-        g.add_argument("--importance_ratio", type=float, default=0.6, help="weight of spectral importance vs noise")
-        g.add_argument("--mask_ratio", type=float, default=0.6, help="fraction of tokens masked, in (0, 1)")
+        g.add_argument("--importance_ratio", type=float, default=IMPORTANCE_RATIO,
+                       help="weight of spectral importance vs noise")
+        g.add_argument("--mask_ratio", type=float, default=MASK_RATIO, help="fraction of tokens masked, in (0, 1)")
         g.add_argument("--decoder", choices=("mlp", "transformer"), default=None,
                        help="transformer (default): MAE-style, the encoder sees only the visible tokens; mlp: an MLP "
                             "head on the full sequence with mask tokens (the published checkpoints)")

@@ -19,7 +19,7 @@ import torch.distributed as dist
 
 from .distributed import DistEnv
 from .errors import ConfigError
-from .logger import to_jsonable
+from ..fileio import to_jsonable
 
 __all__ = ["describe", "check_ranks_agree", "check_world_size"]
 

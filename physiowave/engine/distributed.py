@@ -13,7 +13,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-__all__ = ["derive_seed", "DistEnv", "pick_device", "launcher_env", "init_distributed", "cleanup", "seed_everything",
+from ..device import pick_device
+
+__all__ = ["derive_seed", "DistEnv", "launcher_env", "init_distributed", "cleanup", "seed_everything",
            "gather_by_index", "all_reduce_sums", "barrier"]
 
 
@@ -33,20 +35,6 @@ class DistEnv:
         return self.world_size > 1
 
 
-def pick_device(flag: str | None, local_rank: int = 0) -> torch.device:
-    """``--device`` value (None: CUDA when available, else CPU) → a usable device, or a one-line RuntimeError."""
-    if flag is None:
-        flag = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(flag)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"--device {flag}: CUDA is not available on this machine (use --device cpu)")
-        if device.index is None:
-            device = torch.device("cuda", local_rank % torch.cuda.device_count())
-        torch.cuda.set_device(device)
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise RuntimeError(f"--device {flag}: MPS is not available on this machine")
-    return device
 
 
 def launcher_env(environ: dict[str, str] | None = None) -> tuple[int, int, int]:

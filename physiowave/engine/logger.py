@@ -6,18 +6,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
-from ..fileio import to_jsonable, write_json
+from ..fileio import scalars_of
 from .outputs import write_result
 
-__all__ = ["RunLogger", "write_json", "to_jsonable", "scalars_of"]
+__all__ = ["RunLogger"]
 
-
-def scalars_of(metrics: dict[str, Any]) -> dict[str, float]:
-    """The scalar entries of a metrics dict (drops confusion matrices, per-class tables, thresholds)."""
-    return {k: float(v) for k, v in metrics.items()
-            if isinstance(v, (int, float, np.generic)) and not isinstance(v, bool)}
 
 
 class RunLogger:

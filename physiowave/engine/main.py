@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
 from ..checkpoint import load_state_dict_checked, read_checkpoint
-from ..fileio import to_jsonable
+from ..fileio import scalars_of, to_jsonable
 from ..models import FusionModel
 from .args import MODEL_FLAGS, parse_args
 from .consensus import check_ranks_agree, check_world_size
@@ -33,7 +33,7 @@ from .data import (Indexed, check_labels, data_report, find_nonfinite_values, fi
                    open_datasets)
 from .distributed import DistEnv, all_reduce_sums, barrier, cleanup, init_distributed
 from .errors import ConfigError, NonFiniteLossError
-from .logger import RunLogger, scalars_of
+from .logger import RunLogger
 from .loop import Precision, evaluate, train_one_epoch
 from .model_config import (build_fusion_model, build_model, checkpoint_kind, load_pretrained, read_model_checkpoint,
                            resolve_config)

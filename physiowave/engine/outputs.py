@@ -16,26 +16,11 @@ from typing import Any
 
 from ..checkpoint import save_checkpoint
 from ..fileio import FolderBusyError, atomic_write_text, folder_lock, nearest_existing, write_failure, write_json
+from ..contract import RESULT_FILES, run_files
 from .errors import ConfigError
 
-__all__ = ["RESULT_FILES", "run_files", "lock_output_dir", "check_output_dir", "claim_output_dir", "write_checkpoint",
+__all__ = ["lock_output_dir", "check_output_dir", "claim_output_dir", "write_checkpoint",
            "write_result", "write_text"]
-
-# Files that describe one finished (or evaluated) run: they never survive into another run.
-RESULT_FILES = ("test_results.json", "val_results.json", "training_summary.txt", "test_records.npz", "val_records.npz")
-_RUN_FILES = ("args.json", "training_history.json", "best_model.pth", "latest_model.pth", "latest_checkpoint.pth",
-              "label_fraction.json", *RESULT_FILES)
-_RUN_GLOBS = ("checkpoint_epoch_*.pth", "*.pth.tmp", "*.json.tmp")
-
-
-def run_files(out: Path) -> list[Path]:
-    """The files (and the ``tensorboard`` folder) of a run in ``out``."""
-    if not out.is_dir():
-        return []
-    found = [out / n for n in _RUN_FILES if (out / n).exists()]
-    found += sorted(p for pattern in _RUN_GLOBS for p in out.glob(pattern))
-    return found + ([out / "tensorboard"] if (out / "tensorboard").is_dir() else [])
-
 
 @contextlib.contextmanager
 def lock_output_dir(out: Path) -> Iterator[None]:

@@ -14,7 +14,7 @@ import torch
 
 from .. import __version__
 from .errors import ConfigError
-from .logger import to_jsonable
+from ..fileio import to_jsonable
 from .loop import Precision
 from .schedule import LRSchedule
 from .tasks import Task

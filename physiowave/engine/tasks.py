@@ -20,7 +20,8 @@ from scipy.special import expit, softmax
 from torch import nn
 
 from ..models import FusionModel, PhysioWave
-from .logger import RunLogger, scalars_of
+from ..fileio import scalars_of
+from .logger import RunLogger
 from .metrics import (aggregate_records, classification_metrics, multilabel_metrics, pretrain_metrics, record_labels,
                       tune_thresholds)
 

@@ -8,7 +8,6 @@ all NaN, or flagged absent) drops out: the weights are renormalised over the mod
 """
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -16,22 +15,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..contract import check_modality_name
 from .heads import POOLINGS, ClassificationHead, pool_tokens, pooled_size
 from .physiowave import LEGACY_CONFIG, PhysioWave
 
-__all__ = ["FusionModel", "FusionHead", "FUSIONS", "modality_present", "check_modality_name"]
+__all__ = ["FusionModel", "FusionHead", "FUSIONS", "modality_present"]
 
 FUSIONS = ("weighted", "concat")
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def check_modality_name(name: str) -> str:
-    """``name`` if it can name a branch (letters, digits, '_'; not a ModuleDict attribute), else a ValueError."""
-    if not _NAME.fullmatch(name):
-        raise ValueError(f"modality name {name!r}: expected letters, digits and '_' (not starting with a digit)")
-    if hasattr(nn.ModuleDict(), name):
-        raise ValueError(f"modality name {name!r} is taken by torch's ModuleDict: choose another")
-    return name
 
 
 def modality_present(x: torch.Tensor) -> torch.Tensor:
@@ -199,15 +191,3 @@ class FusionModel(nn.Module):
             branch.compile_regions(**compile_kwargs)
         return self
 
-    def save_pretrained(self, directory, **facts) -> "Path":  # noqa: F821
-        """Write a shareable folder (model.safetensors, config.json, README.md):
-        :func:`physiowave.hub.save_pretrained`."""
-        from ..hub import save_pretrained
-        return save_pretrained(self, directory, **facts)
-
-    @classmethod
-    def from_pretrained(cls, source, **kwargs) -> "FusionModel":
-        """A folder or Hugging Face Hub repo id written by :meth:`save_pretrained`:
-        :func:`physiowave.hub.load_pretrained`."""
-        from ..hub import load_pretrained
-        return load_pretrained(source, expect=cls, **kwargs)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .masking import IMPORTANCE_RATIO, MASK_RATIO, MASKING
 from .physiowave import PhysioWave
 from .wavelet import wavelet_filters
 
@@ -58,8 +59,8 @@ def selector_weights(model: PhysioWave, x: torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def masked_reconstruction(model: PhysioWave, x: torch.Tensor, mask_ratio: float = 0.7,
-                          masking: str = "frequency_guided", importance_ratio: float = 0.7, seed: int = 0
+def masked_reconstruction(model: PhysioWave, x: torch.Tensor, mask_ratio: float = MASK_RATIO,
+                          masking: str = MASKING, importance_ratio: float = IMPORTANCE_RATIO, seed: int = 0
                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One masked pretraining pass → (target ``[B, C, L+1, T]``, prediction ``[B, C, L+1, T]``, mask ``[B, C, L+1,
     T/P]``).

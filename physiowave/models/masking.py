@@ -8,10 +8,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["MASKING_STRATEGIES", "random_mask", "frequency_guided_mask", "frequency_guided_original_mask", "make_mask",
-           "masked_mse_loss"]
+__all__ = ["MASKING_STRATEGIES", "MASKING", "MASK_RATIO", "IMPORTANCE_RATIO", "random_mask", "frequency_guided_mask",
+           "frequency_guided_original_mask", "make_mask", "masked_mse_loss"]
 
 MASKING_STRATEGIES = ("random", "frequency_guided", "frequency_guided_original")
+# The defaults of masked pretraining wherever a mask is drawn (the scripts, the model's methods, `physiowave plot`);
+# recipes (physiowave/engine/recipes.py) set their own values on top.
+MASKING, MASK_RATIO, IMPORTANCE_RATIO = "frequency_guided", 0.6, 0.6
 
 
 def _top_k_mask(score: torch.Tensor, mask_ratio: float) -> torch.Tensor:

@@ -19,7 +19,7 @@ from .embedding import PatchEmbed, PositionalEmbedding1d, sincos_2d, table_dtype
 from .heads import ClassificationHead, ReconstructionHead, pool_tokens
 from .input_norm import INPUT_NORMS, normalize_input
 from .limits import check_architecture
-from .masking import make_mask
+from .masking import IMPORTANCE_RATIO, MASK_RATIO, MASKING, make_mask
 from .objective import FixedWaveletTransform, band_rms, objective_loss, patch_targets, prediction_size
 from .transformer import TransformerEncoder, init_weights
 
@@ -219,9 +219,9 @@ class PhysioWave(nn.Module):
     def forward_pretrain(
         self,
         x: torch.Tensor,
-        mask_ratio: float = 0.7,
-        masking: str = "frequency_guided",
-        importance_ratio: float = 0.6,
+        mask_ratio: float = MASK_RATIO,
+        masking: str = MASKING,
+        importance_ratio: float = IMPORTANCE_RATIO,
         generator: torch.Generator | None = None,
         detach_target: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -239,9 +239,9 @@ class PhysioWave(nn.Module):
     def pretrain_loss(
         self,
         x: torch.Tensor,
-        mask_ratio: float = 0.7,
-        masking: str = "frequency_guided",
-        importance_ratio: float = 0.6,
+        mask_ratio: float = MASK_RATIO,
+        masking: str = MASKING,
+        importance_ratio: float = IMPORTANCE_RATIO,
         generator: torch.Generator | None = None,
         detach_target: bool = False,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -315,17 +315,3 @@ class PhysioWave(nn.Module):
                 if not n.startswith("base.")]
         return dead + ["mask_token"] if self.mae else dead
 
-    # ----------------------------------------------------------------------------------------------- sharing
-    def save_pretrained(self, directory, **facts) -> "Path":  # noqa: F821
-        """Write a shareable folder (model.safetensors, config.json, README.md); ``facts``: the input contract
-        (``fs``, ``channels``, ``window``...), ``class_names``, ``thresholds``, ``overwrite``. The I/O is
-        :func:`physiowave.hub.save_pretrained`."""
-        from ..hub import save_pretrained
-        return save_pretrained(self, directory, **facts)
-
-    @classmethod
-    def from_pretrained(cls, source, **kwargs) -> "PhysioWave":
-        """A folder written by :meth:`save_pretrained` (or ``physiowave convert``), or a Hugging Face Hub repo id
-        (downloaded to the hub client's cache), in eval mode: :func:`physiowave.hub.load_pretrained`."""
-        from ..hub import load_pretrained
-        return load_pretrained(source, expect=cls, **kwargs)

@@ -32,10 +32,10 @@ from ..contract import (ATTR_CHANNEL_NAMES, ATTR_CLASS_NAMES, ATTR_FS, ATTR_PREP
                              INFO_FILE)
 from ..fileio import FolderBusyError, atomic_write_text, csv_text, folder_lock, to_jsonable, write_json
 from .readers import ReadError, Recording
-from .signal import (SignalError, bandpass, check_fs, cut_windows, normalize, notch, repair_nan, resample,
-                     select_channels, window_starts)
+from .signal import SignalError
 from .splits import group_strata, split_groups
 from .params import SignalParams
+from .transform import process_recording
 from .writer import ShardError, ShardWriter, compress_windows
 
 __all__ = ["RecordRef", "Item", "Source", "Skip", "Summary", "Terminated", "process_record", "reason_kind", "run"]
@@ -133,33 +133,6 @@ class Processed:
     group: str | None = None            # the record's patient / subject (RecordRef.group)
 
 
-def process_recording(rec: Recording, params: SignalParams) -> tuple[np.ndarray, np.ndarray, float]:
-    """Clean, filter, resample, normalise and window one recording. Returns windows ``[n, C, window]``, their
-    starts ``[n]`` (in samples at the output rate) and that rate. Raises SignalError with the reason."""
-    x = np.asarray(rec.signal, dtype=np.float32)
-    if x.ndim != 2 or x.shape[1] == 0:
-        raise SignalError(f"expected a [channels, samples] signal, got shape {x.shape}")
-    fs = check_fs(rec.fs)
-    idx = select_channels(rec.channel_names, params.channels)
-    x = repair_nan(x[idx], fs, params.max_nan_gap)
-    if params.bandpass:
-        x = bandpass(x, fs, *params.bandpass)
-    if params.notch:
-        x = notch(x, fs, params.notch)
-    if params.target_fs and params.target_fs != fs:
-        x = resample(x, fs, params.target_fs)
-        fs = params.target_fs
-    starts = window_starts(x.shape[1], params.window, params.step, params.tail, params.min_real)
-    if not starts:
-        padded = f" with --min_real {params.min_real:g}" if params.tail == "pad" else ""
-        raise SignalError(f"{x.shape[1]} samples ({x.shape[1] / fs:.3g} s) is shorter than one window "
-                          f"({params.window}{padded})")
-    if params.norm_scope == "record":
-        x = normalize(x, params.normalize)
-        windows = cut_windows(x, starts, params.window)
-    else:
-        windows = cut_windows(x, starts, params.window, params.normalize)
-    return windows, np.array([s for s, _ in starts], dtype=np.int64), float(fs)
 
 
 def process_record(source: Source, ref: RecordRef) -> list[Processed]:

@@ -1,6 +1,6 @@
 """The signal and window parameters of preprocessing, defined once: names, defaults, flags, help texts and checks.
 
-:class:`SignalParams` holds what :func:`physiowave.preprocess.core.process_recording` reads (``args.<name>``).
+:class:`SignalParams` holds what :func:`physiowave.preprocess.transform.process_recording` reads (``args.<name>``).
 The preprocessing scripts add its flags with :meth:`SignalParams.add_arguments` (data sets change defaults with
 ``parser.set_defaults``); training records the values in every checkpoint, and the ``physiowave`` command reads
 them back with :meth:`SignalParams.from_recorded` and takes the same flags as overrides
@@ -17,7 +17,7 @@ from typing import Any
 from .signal import MAX_FS, MIN_FS, NORMALIZATIONS
 
 __all__ = ["SignalParams", "add_arguments", "channel_list", "NORM_SCOPES", "TAILS", "NOTCH_FREQS", "SIGNAL_GROUP",
-           "WINDOWS_GROUP"]
+           "WINDOWS_GROUP", "SIGNAL_KEYS", "Preparation"]
 
 NORM_SCOPES = ("window", "record")
 TAILS = ("pad", "drop")
@@ -170,3 +170,37 @@ class SignalParams:
 add_arguments = SignalParams.add_arguments
 from_namespace = SignalParams.from_namespace
 from_recorded = SignalParams.from_recorded
+
+
+# the signal parameters a checkpoint records and inference flags override (the model rate is ``fs``, not ``target_fs``)
+SIGNAL_KEYS = tuple(k for k in SignalParams.names() if k != "target_fs")
+_DEFAULTS = SignalParams()
+
+
+@dataclass
+class Preparation:
+    """How a raw recording becomes model input: the preprocessing parameters (:class:`SignalParams`, as the
+    training data was made), the model rate ``fs`` (None: keep each record's own rate), the training input
+    ``length`` and whether training z-scored each sample (``standardize``). ``input_fs`` is the rate of CSV files,
+    which carry none."""
+    fs: float | None
+    window: int
+    step: int
+    length: int
+    channels: list[str] | None = _DEFAULTS.channels
+    normalize: str = _DEFAULTS.normalize
+    norm_scope: str = _DEFAULTS.norm_scope
+    bandpass: list[float] | None = _DEFAULTS.bandpass
+    notch: float | None = _DEFAULTS.notch
+    max_nan_gap: float = _DEFAULTS.max_nan_gap
+    tail: str = _DEFAULTS.tail
+    min_real: float = _DEFAULTS.min_real
+    standardize: bool = False
+    input_fs: float | None = None
+
+    def signal_args(self) -> SignalParams:
+        """The parameters :func:`process_recording` reads (``target_fs`` = the model rate ``fs``)."""
+        return SignalParams(**{k: getattr(self, k) for k in SIGNAL_KEYS}, target_fs=self.fs)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

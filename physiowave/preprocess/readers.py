@@ -34,7 +34,7 @@ with warnings.catch_warnings():  # wfdb 4.3's import calls pandas APIs that pand
 
 __all__ = ["ReadError", "Recording", "Header", "SignalSpec", "read_text", "header_codes", "parse_header",
            "read_header_fs", "read_wfdb", "read_challenge", "read_mat_array", "read_csv", "read_epn_user",
-           "read_ninapro"]
+           "read_ninapro", "read_recording"]
 
 PathLike = str | os.PathLike
 _ENCODINGS = ("utf-8-sig", "gbk", "cp1252", "latin-1")  # utf-8-sig reads plain utf-8 too and drops a BOM
@@ -734,3 +734,12 @@ def read_epn_user(path: PathLike) -> dict[str, list[dict]]:
             raise _fail(p, f"'{key}' is {type(samples).__name__}; expected an object of samples")
         out[split] = _epn_samples(samples)
     return out
+
+
+def read_recording(path: Path, input_fs: float | None) -> Recording:
+    """One raw record: Challenge (.hea + .mat), WFDB (.hea + .dat) or CSV (rate ``input_fs``)."""
+    if path.suffix.lower() == ".hea":
+        return read_challenge(path) if path.with_suffix(".mat").is_file() else read_wfdb(path)
+    if not input_fs:
+        raise ValueError(f"{path}: CSV files carry no sampling rate: pass --input_fs HZ")
+    return read_csv(path, input_fs)

@@ -46,10 +46,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .benchmark import (MODES, RECORDS_FILE, RESNET_SCRIPT, ROOT, Cell, _floats, _ints, _progress, cell_state, collect,
-                        markdown, read_records, run_cells, summarize)
-from .contract import INFO_FILE
-from .fileio import atomic_write_text, write_json
+from ..contract import INFO_FILE
+from ..fileio import atomic_write_text, write_json
+from .runner import (MODES, RECORDS_FILE, RESNET_SCRIPT, ROOT, Cell, cell_state, command, floats, ints, progress,
+                     run_cells)
+from .stats import read_records
+from .table import collect, markdown, summarize
 
 __all__ = ["TASKS", "Budget", "BUDGETS", "RECIPES", "check_ptbxl", "fingerprint", "plan_protocol", "main"]
 
@@ -365,7 +367,7 @@ def draw_curves(curves: dict[str, list[tuple[int, float]]], path: Path, title: s
     """Fold-9 record macro AUROC against epoch, one line per cell."""
     from matplotlib.figure import Figure
 
-    from .figures import PALETTE, save_figure
+    from ..figures import PALETTE, save_figure
 
     fig = Figure(figsize=(7, 4.5), layout="constrained")
     ax = fig.subplots()
@@ -472,8 +474,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if cfg.device_kind is None:
         p.error(f"--device {cfg.device}: expected cpu or cuda[:N]")
     try:
-        cfg.fractions = sorted(_floats(cfg.fractions))
-        cfg.seeds = _ints(cfg.seeds)
+        cfg.fractions = sorted(floats(cfg.fractions))
+        cfg.seeds = ints(cfg.seeds)
     except ValueError as err:
         p.error(f"--fractions / --seeds: {err}")
     cfg.modes = cfg.modes.replace(",", " ").split()
@@ -542,7 +544,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = plan_protocol(cfg.out, data, cfg)
     cells = plan.ordered(cfg.recipe)
     if cfg.dry_run:
-        from .benchmark import command
 
         ns = argparse.Namespace(python=cfg.python, extra=[], kind="multi")
         for c in cells:
@@ -558,7 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{len(cells)} runs into {cfg.out}, {cfg.jobs} at a time, {threads} thread(s) each", flush=True)
     t0 = time.perf_counter()
     if not cfg.report:
-        run_cells(cells, ns, env, _progress)
+        run_cells(cells, ns, env, progress)
     result = report(plan, data, cfg, fp, time.perf_counter() - t0)
     print((cfg.out / "results.md").read_text(), flush=True)
     if cfg.publish:
