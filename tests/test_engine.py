@@ -75,6 +75,17 @@ def _run(*args: str, env_extra: dict | None = None, **kw) -> subprocess.Complete
 
 
 # ------------------------------------------------------------------------------------------------- real data
+
+def _private_keys(obj, where: str = "") -> list[str]:
+    """Keys starting with '_' anywhere in nested dicts/lists: internal values that leaked into a saved file."""
+    if isinstance(obj, dict):
+        return [f"{where}/{k}" for k in obj if str(k).startswith("_")] + [
+            p for k, v in obj.items() for p in _private_keys(v, f"{where}/{k}")]
+    if isinstance(obj, (list, tuple)):
+        return [p for i, v in enumerate(obj) for p in _private_keys(v, f"{where}[{i}]")]
+    return []
+
+
 def test_pretraining_loss_decreases_on_real_ecg(shared, tmp_path):
     import scipy.io
 
@@ -97,6 +108,8 @@ def test_pretraining_loss_decreases_on_real_ecg(shared, tmp_path):
     ckpt = torch.load(out / "latest_checkpoint.pth", weights_only=True)  # plain torch.load, no allow-list needed
     assert ckpt["epoch"] == 3 and isinstance(ckpt["args"],
                                              dict) and "encoder.blocks.0.attn.qkv.weight" in ckpt["model_state_dict"]
+    saved = json.loads((out / "args.json").read_text())
+    assert _private_keys(saved) == [] and _private_keys({k: v for k, v in ckpt.items() if "state_dict" not in k}) == []
 
 
 # ------------------------------------------------------------------------------------------------- distributed

@@ -212,12 +212,12 @@ def open_datasets(args: argparse.Namespace, task: Task) -> dict[str, Any]:
                               for m, (c, t) in zip(modalities_of(args), ref.shapes.values())}
     if train is None:  # --eval without training files: the checkpoint's head fixes the classes
         return _evaluation_datasets(sets, info, task)
-    train_set, val = _training_subsets(args, task, sets, info)
+    train_set, val, labels = _training_subsets(args, task, sets, info)
     for split, ds in (("train", train_set), ("val", val), ("test", sets["test"])):
         if ds is not None and len(ds) == 0:
             raise ConfigError(_empty_split(split, flags, paths, info, args))
     if task.label_mode != "none":
-        info.update(_label_info(args, train, info.pop("_labels")))
+        info.update(_label_info(args, train, labels))
     info["preprocessing"] = preprocessing_of(paths["train"][0])
     info["train_samples"] = len(train_set)
     info["train_file_stamps"] = [file_stamp(p) for p in paths["train"]]  # a resume refuses other training data
@@ -288,9 +288,9 @@ def _empty_split(split: str, flags: dict[str, str], paths: dict[str, list[str]],
 
 
 def _training_subsets(args: argparse.Namespace, task: Task, sets: dict[str, Any], info: dict[str, Any]
-                      ) -> tuple[Dataset, Dataset | None]:
-    """(training set after the automatic validation split and ``--label_fraction``, validation set); the training
-    labels they keep go to ``info["_labels"]``."""
+                      ) -> tuple[Dataset, Dataset | None, np.ndarray | None]:
+    """(training set after the automatic validation split and ``--label_fraction``, validation set, the labels of
+    the training samples kept)."""
     train, val = sets["train"], sets["val"]
     labels, train_set = train.labels_array, train
     fraction = getattr(args, "label_fraction", 1.0)
@@ -311,8 +311,7 @@ def _training_subsets(args: argparse.Namespace, task: Task, sets: dict[str, Any]
     if task.label_mode != "none" and fraction < 1.0 and len(train_set):
         train_set, labels, info["label_fraction"] = _label_fraction(train, train_set, labels, groups, fraction,
                                                                     args.seed, by)
-    info["_labels"] = labels
-    return train_set, val
+    return train_set, val, labels
 
 
 def _label_info(args: argparse.Namespace, train: H5Dataset | MultiModalDataset, labels: np.ndarray) -> dict[str, Any]:
