@@ -1,10 +1,11 @@
 """``physiowave embed CKPT INPUT... -o out.h5|out.npy``: encoder embeddings of every window (or record).
 
-Each window gives the pooled encoder output ``[D]`` (the checkpoint's pooling, mean by default), i.e.
-``pool(model.encode(x))``; ``--tokens`` also keeps every token ``[N, D]`` (.h5 only); ``--per_record`` averages
-the windows of each record. ``.h5`` output holds ``embedding`` ``[n, D]``, ``record_id`` and ``start`` (window
-rows) and the preparation as attributes; ``.npy`` holds the ``embedding`` array alone. A window that holds
-NaN/inf after preprocessing is never given to the model: it has no row and is named in the last line.
+Each window gives the pooled encoder output ``pool(model.encode(x))`` with the checkpoint's pooling:
+``[(L+1)·C·D]`` with ``bands`` pooling (new models' default), ``[D]`` with ``mean`` (original checkpoints);
+``--tokens`` also keeps every token ``[N, D]`` (.h5 only); ``--per_record`` averages the windows of each record.
+``.h5`` output holds ``embedding`` ``[n, F]``, ``record_id`` and ``start`` (window rows) and the preparation as
+attributes; ``.npy`` holds the ``embedding`` array alone. A window that holds NaN/inf after preprocessing is never
+given to the model: it has no row and is named in the last line.
 """
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..data.multimodal import parse_modality
+from ..flags import DefaultsFormatter
 from ..models import PRESETS
 from ..models.fusion import FUSIONS
 from ..models.heads import POOLINGS
@@ -40,7 +41,7 @@ _DESCRIPTIONS = {"pretrain": "PhysioWave pretraining (masked reconstruction)",
                  "multilabel": "PhysioWave fine-tuning: multi-label classification"}
 
 # Task-specific defaults of the shared flags: the recipe (batch, lr, weight decay, warmup, mask ratio, decoder,
-# pooling) measured on real sEMG by benchmarks/bench_ssl.py (README, "Pretraining that learns").
+# pooling) measured on real sEMG by benchmarks/bench_ssl.py (docs/benchmarks.md, "Pretraining that learns").
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "pretrain": dict(batch_size=64, epochs=100, lr=1e-3, weight_decay=0.05, grad_clip=1.0, warmup_epochs=0,
                      min_lr=0.0, output_dir="./pretrain_output", save_freq=20, max_length=None, label_smoothing=0.0),
@@ -322,18 +323,6 @@ def _signals(text: str) -> str:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-class _DefaultsFormatter(argparse.HelpFormatter):
-    """``--help`` shows each flag's default as ``(default: X)``, unless the help already speaks of its default or
-    the default is None, False or empty (the value then comes from elsewhere, as the help says, or the flag is off)."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        default = action.default
-        switch = action.nargs == 0 and not isinstance(action, argparse.BooleanOptionalAction)  # store_true: off
-        if (not action.option_strings or "default" in text.lower() or default is None or default is False
-                or default == "" or default is argparse.SUPPRESS or switch):
-            return text
-        return f"{text} (default: %(default)s)".lstrip()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -349,7 +338,7 @@ def build_parser(task: str) -> argparse.ArgumentParser:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     p = _Parser(description=f"{_DESCRIPTIONS[task]}. The defaults shown are those of --recipe physiowave; "
                             "--recipe paper replaces the values its table lists (physiowave/engine/recipes.py).",
-                formatter_class=_DefaultsFormatter)
+                formatter_class=DefaultsFormatter)
     _data_args(p, task)
     _optim_args(p, task)
     _model_args(p, task)

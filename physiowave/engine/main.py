@@ -47,7 +47,7 @@ from .tasks import LOWER_IS_BETTER, Task, build_task
 
 __all__ = ["main", "run"]
 
-COMPILE_DEVICES = ("cuda",)  # where --compile is measured to pay (README, Performance)
+COMPILE_DEVICES = ("cuda",)  # where --compile is measured to pay (docs/benchmarks.md, Performance)
 _SCRIPTS = {"pretrain": "pretrain.py", "classification": "finetune.py", "multilabel": "finetune_multilabel.py"}
 _ENTRY = {"pretrain": "pretrain", "finetune": "finetune", "multilabel": "finetune_multilabel"}  # task → script
 

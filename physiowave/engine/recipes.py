@@ -1,6 +1,6 @@
 """Named training recipes (``--recipe``): one table of settings per recipe and script.
 
-``physiowave`` (the default) is the engine's own configuration, the one measured in the README: rms input norm,
+``physiowave`` (the default) is the engine's own configuration, the one measured in docs/benchmarks.md: rms input norm,
 the ``bands`` objective, the transformer decoder and frequency-guided masking in pretraining, ``bands`` pooling in
 fine-tuning, and its optimiser values. Passing it changes nothing; its table lists the values it stands for.
 

@@ -7,6 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..contract import INFO_FILE
+from ..flags import DefaultsFormatter
 from .core import Source, Terminated, reason_kind, run
 from .params import SignalParams
 
@@ -24,11 +25,11 @@ def _split_arity(source_cls: type[Source]) -> tuple[int, int]:
 def build_parser(source_cls: type[Source], prog: str | None = None) -> argparse.ArgumentParser:
     """Parser with the common flags, the data set's own flags and its defaults."""
     p = argparse.ArgumentParser(prog=prog, description=source_cls.description,
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsFormatter)
     io = p.add_argument_group("input / output")
     io.add_argument("--input", nargs="+", required=True, metavar="PATH", help="data set folder(s) as downloaded")
     io.add_argument("--output", default=None, metavar="DIR",
-                    help="output folder (default: the data set's usual place, see the README)")
+                    help="output folder (default: the data set's usual place, listed in docs/datasets.md)")
     io.add_argument("--workers", type=int, default=1, help="worker processes reading and processing records")
     io.add_argument("--limit", type=int, default=0, help="process only the first N records (0: all)")
     io.add_argument("--resume", action="store_true",
