@@ -148,6 +148,18 @@ def test_user_error_is_one_line_before_any_step_and_writes_nothing(case, files, 
     assert not out.exists()
 
 
+def test_default_shape_on_power_of_two_windows_names_the_fix(files, tmp_path, capsys):
+    """The default --model base has patch 20 (the original pretrain.py's): 256-sample windows (2048 alike) are
+    refused before any step, with the two lengths that work."""
+    with h5py.File(files["train"]) as f:
+        assert f["data"].shape[-1] == 256
+    out = tmp_path / "out"
+    _fails("finetune", ["--train_file", files["train"], "--val_file", files["val"], "--epochs", "1", "--num_workers",
+                        "0", "--device", "cpu", "--output_dir", str(out)],
+           "samples are 256 long, not a multiple of the patch size 20: pass --max_length 240 or 260", capsys)
+    assert not out.exists()
+
+
 def test_read_only_output_folder(files, tmp_path, monkeypatch, capsys):
     import physiowave.engine.outputs as outputs
 

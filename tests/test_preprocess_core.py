@@ -265,7 +265,10 @@ def test_no_usable_record_fails_and_writes_nothing(shared: Path, tmp_path: Path,
     rc = folder_main(["--input", str(root), "--format", "csv", "--fs", "200", "--window", "4096",
                       "--output", str(out)])
     assert rc == 1
-    assert "no usable record" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no usable record" in err
+    # the reason is the real one, with its numbers and the record, and says what to change
+    assert "a: 602 samples (3.01 s) is shorter than one window (4096" in err and "pass a smaller --window" in err
     assert not list(out.glob("*.h5*"))
 
 

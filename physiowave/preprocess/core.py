@@ -578,9 +578,12 @@ def _process(source: Source, state: _Run, refs: list[RecordRef], progress: bool)
     bar.close()
     if not state.writers:
         atomic_write_text(state.out_dir / _FAILED_SKIPPED, _skipped_csv(state.skipped))
-        reasons = Counter(reason_kind(r) for _, r in state.skipped).most_common(1)
+        kinds = Counter(reason_kind(r) for _, r in state.skipped).most_common(1)
+        example = next((f"{rid}: {r}" for rid, r in state.skipped if kinds and reason_kind(r) == kinds[0][0]), "")
+        hint = "; pass a smaller --window (and --step)" if "shorter than one window" in example else ""
         raise SystemExit(f"error: no usable record among {len(refs)} under {', '.join(map(str, source.args.input))}"
-                         + (f" (most common reason: {reasons[0][0]})" if reasons else "")
+                         + (f" (the most common reason, {kinds[0][1]} of {len(state.skipped)}: {example}{hint})"
+                            if kinds else "")
                          + f"; every reason is in {state.out_dir / _FAILED_SKIPPED}")
 
 
