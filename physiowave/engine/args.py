@@ -19,12 +19,13 @@ from ..models.input_norm import INPUT_NORMS
 from ..models.limits import INT_LIMITS
 from ..models.masking import IMPORTANCE_RATIO, MASK_RATIO, MASKING, MASKING_STRATEGIES
 from ..models.objective import OBJECTIVES
+from .config import RunConfig
 from .metrics import AGGREGATIONS
 from .preemption import DEFAULT_SIGNALS, parse_signals
 from .recipes import DEFAULT_RECIPE, RECIPES, apply_recipe
 from .schedule import SCHEDULERS
 
-__all__ = ["TASKS", "MODEL_FLAGS", "ARCH_FLAGS", "build_parser", "parse_args"]
+__all__ = ["TASKS", "MODEL_FLAGS", "ARCH_FLAGS", "RunConfig", "build_parser", "parse_args"]
 
 TASKS = ("pretrain", "finetune", "multilabel")
 
@@ -398,9 +399,9 @@ def explicit_flags(task: str, argv: list[str] | None = None) -> set[str]:
     return set(vars(p.parse_known_args(argv)[0]))
 
 
-def parse_args(task: str, argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse and check flag values and combinations; errors are argparse one-liners naming the flag. The
-    ``--recipe``'s values replace the defaults of the flags not given
+def parse_args(task: str, argv: list[str] | None = None) -> RunConfig:
+    """Parse and check flag values and combinations → the run's :class:`RunConfig`; errors are argparse one-liners
+    naming the flag. The ``--recipe``'s values replace the defaults of the flags not given
     (:func:`physiowave.engine.recipes.apply_recipe`)."""
     p = build_parser(task)
     args = p.parse_args(argv)
@@ -431,9 +432,9 @@ def parse_args(task: str, argv: list[str] | None = None) -> argparse.Namespace:
         _check_fusion(p, args)
     if not args.output_dir.strip():
         p.error("--output_dir is empty: name the run's folder")
-    if args.resume and args.overwrite and not getattr(args, "eval", False):
+    if args.resume and args.overwrite and not getattr(args, "eval", False):  # pretrain.py has no --eval
         p.error("--resume continues the folder's run and --overwrite deletes it: give one of them")
     if args.resume and args.resume != "auto" and args.pretrained_path:
         p.error("--resume continues a run with its own weights; --pretrained_path starts a new one: give one of them "
                 "(or --resume auto: continue the folder's run if it has one, else start from --pretrained_path)")
-    return args
+    return RunConfig.from_namespace(args)

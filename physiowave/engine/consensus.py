@@ -8,7 +8,6 @@ collective that no longer matches. :func:`check_ranks_agree` gathers a small des
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import socket
@@ -17,6 +16,7 @@ from typing import Any
 
 import torch.distributed as dist
 
+from .config import RunConfig
 from .distributed import DistEnv
 from .errors import ConfigError
 from ..fileio import to_jsonable
@@ -24,7 +24,7 @@ from ..fileio import to_jsonable
 __all__ = ["describe", "check_ranks_agree", "check_world_size"]
 
 
-def describe(args: argparse.Namespace, info: dict[str, Any], resume_path: Path | None,
+def describe(args: RunConfig, info: dict[str, Any], resume_path: Path | None,
              resume: dict[str, Any] | None) -> dict[str, str]:
     """What must be the same on every process, as ``{what: value}`` (short strings)."""
     out = {f"--{k}": json.dumps(to_jsonable(v), sort_keys=True) for k, v in sorted(vars(args).items())}
@@ -46,7 +46,7 @@ def _short(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def check_ranks_agree(args: argparse.Namespace, env: DistEnv, info: dict[str, Any], resume_path: Path | None,
+def check_ranks_agree(args: RunConfig, env: DistEnv, info: dict[str, Any], resume_path: Path | None,
                       resume: dict[str, Any] | None) -> None:
     """Raise one :class:`ConfigError`, the same on every process, naming the first thing a process sees otherwise
     than rank 0 (nothing to do in a single process)."""

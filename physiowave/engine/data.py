@@ -7,7 +7,6 @@ naming the file or flag.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import warnings
 from typing import Any
@@ -16,15 +15,15 @@ import h5py
 import numpy as np
 from torch.utils.data import Dataset
 
-from ..data import (Augmentation, H5Dataset, Modality, MultiModalDataset, find_nonfinite, parse_file_paths,
-                    parse_modality)
+from ..data import (Augmentation, H5Dataset, MultiModalDataset, find_nonfinite, parse_file_paths)
 from ..contract import ATTR_CLASS_NAMES, ATTR_FS, ATTR_PREPROCESSING, GROUP_ID, LABEL_KEYS, RECORD_ID
 from ..data.fractions import label_fraction_indices
 from ..fileio import file_stamp
+from .config import RunConfig
 from .errors import ConfigError
 from .tasks import Task
 
-__all__ = ["Indexed", "Subset", "open_datasets", "check_labels", "find_nonfinite_values", "modalities_of",
+__all__ = ["Indexed", "Subset", "open_datasets", "check_labels", "find_nonfinite_values",
            "record_ids_of", "split_indices", "class_names_of", "fit_class_names"]
 
 
@@ -148,10 +147,10 @@ def split_indices(n: int, ratio: float, seed: int, groups: np.ndarray | None = N
     return np.flatnonzero(~is_val), np.flatnonzero(is_val)
 
 
-def _open(paths: list[str], args: argparse.Namespace, task: Task, train: bool) -> H5Dataset | MultiModalDataset:
+def _open(paths: list[str], args: RunConfig, task: Task, train: bool) -> H5Dataset | MultiModalDataset:
     """One split's files as a data set (training: random crops and augmentation)."""
     augment = Augmentation() if train and args.use_augmentation else None
-    modalities = modalities_of(args)
+    modalities = args.modalities
     if modalities:
         return MultiModalDataset(paths, modalities, data_key=args.data_key, label_key=args.label_key,
                                  labels=task.label_mode, seed=args.seed, normalize=args.normalize, augment=augment)
@@ -169,7 +168,7 @@ def _split_flags(task: Task) -> dict[str, str]:
             "val": "--val_files" if pretrain else "--val_file", "test": "--test_file"}
 
 
-def open_datasets(args: argparse.Namespace, task: Task) -> dict[str, Any]:
+def open_datasets(args: RunConfig, task: Task) -> dict[str, Any]:
     """Train/val/test data sets of a run → dict with ``train``, ``val``, ``test`` (Dataset or None), ``info`` and
     ``record_ids`` (``{"val", "test"}``: each sample's record, None without labels or without ``record_id``).
 
@@ -180,8 +179,8 @@ def open_datasets(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     an empty split (also one left empty by ``--val_split_ratio`` or ``--label_fraction``), or a bad ``--num_classes``.
     """
     flags = _split_flags(task)
-    paths = {split: parse_file_paths(getattr(args, f"{split}_files", "")) for split in ("train", "val", "test")}
-    evaluating = bool(getattr(args, "eval", False))
+    paths = {split: parse_file_paths(getattr(args, f"{split}_files")) for split in ("train", "val", "test")}
+    evaluating = args.eval
     if not paths["train"] and not (evaluating and paths["val"]):
         raise ConfigError(f"{flags['train']}: no file given")
     try:
@@ -193,7 +192,7 @@ def open_datasets(args: argparse.Namespace, task: Task) -> dict[str, Any]:
     _warn_shared_files(paths, flags)
     info: dict[str, Any] = {"train_files": paths["train"], "val_files": paths["val"], "test_files": paths["test"],
                             "label_kind": ref.label_kind, **_shape_info(ref)}
-    if args.max_length and not modalities_of(args) and args.max_length > max(MAX_PADDED_LENGTH, info["stored_length"]):
+    if args.max_length and not args.modalities and args.max_length > max(MAX_PADDED_LENGTH, info["stored_length"]):
         raise ConfigError(f"--max_length {args.max_length}: expected "
                           f"1..{max(MAX_PADDED_LENGTH, info['stored_length'])} (the {ref_split} samples of "
                           f"{ref.file_paths[0]} are {info['stored_length']} long; "
@@ -205,11 +204,11 @@ def open_datasets(args: argparse.Namespace, task: Task) -> dict[str, Any]:
         if ds is not None and ds is not ref and _model_shape(ds) != _model_shape(ref):
             raise ConfigError(f"{ds.file_paths[0]}: {split} samples are {_describe(ds)}, {ref_split} samples "
                               f"{_describe(ref)} (channels × length"
-                              + ("" if modalities_of(args) else " after --max_length") + ")")
-    if modalities_of(args):
+                              + ("" if args.modalities else " after --max_length") + ")")
+    if args.modalities:
         info["modalities"] = {m.name: {"source": m.source, "checkpoint": m.checkpoint, "channels": c, "length": t,
                                        "flagged_absent": train.absent_counts[m.name]}
-                              for m, (c, t) in zip(modalities_of(args), ref.shapes.values())}
+                              for m, (c, t) in zip(args.modalities, ref.shapes.values())}
     if train is None:  # --eval without training files: the checkpoint's head fixes the classes
         return _evaluation_datasets(sets, info, task)
     train_set, val, labels = _training_subsets(args, task, sets, info)
@@ -272,7 +271,7 @@ def _warn_shared_files(paths: dict[str, list[str]], flags: dict[str, str]) -> No
 
 
 def _empty_split(split: str, flags: dict[str, str], paths: dict[str, list[str]], info: dict[str, Any],
-                 args: argparse.Namespace) -> str:
+                 args: RunConfig) -> str:
     """Why split ``split`` has no samples, naming the flag and files that made it so."""
     train = f"{flags['train']} {', '.join(paths['train'])}"
     held = info.get("val_split")
@@ -287,17 +286,17 @@ def _empty_split(split: str, flags: dict[str, str], paths: dict[str, list[str]],
     return f"{flags[split]} {', '.join(paths[split])}: the {split} set has no samples"
 
 
-def _training_subsets(args: argparse.Namespace, task: Task, sets: dict[str, Any], info: dict[str, Any]
+def _training_subsets(args: RunConfig, task: Task, sets: dict[str, Any], info: dict[str, Any]
                       ) -> tuple[Dataset, Dataset | None, np.ndarray | None]:
     """(training set after the automatic validation split and ``--label_fraction``, validation set, the labels of
     the training samples kept)."""
     train, val = sets["train"], sets["val"]
     labels, train_set = train.labels_array, train
-    fraction = getattr(args, "label_fraction", 1.0)
+    fraction = args.label_fraction
     groups, by = None, "sample"
     if task.label_mode != "none" and (val is None or fraction < 1.0):
         groups, by = _groups(info["train_files"])
-    if val is None and getattr(args, "val_split_ratio", 0) > 0:
+    if val is None and args.val_split_ratio > 0:
         tr_idx, va_idx = split_indices(len(train), args.val_split_ratio, args.seed, groups)
         info["val_split"] = {"by": by, "train": len(tr_idx), "val": len(va_idx)}
         if groups is None:
@@ -314,10 +313,10 @@ def _training_subsets(args: argparse.Namespace, task: Task, sets: dict[str, Any]
     return train_set, val, labels
 
 
-def _label_info(args: argparse.Namespace, train: H5Dataset | MultiModalDataset, labels: np.ndarray) -> dict[str, Any]:
+def _label_info(args: RunConfig, train: H5Dataset | MultiModalDataset, labels: np.ndarray) -> dict[str, Any]:
     """``num_classes`` (the data's, or ``--num_classes`` when larger), ``class_counts`` and ``class_names``."""
     num_classes = train.num_classes
-    requested = getattr(args, "num_classes", None)
+    requested = args.num_classes
     if requested:
         if requested < num_classes:
             raise ConfigError(f"--num_classes {requested}: the training labels go up to {num_classes - 1}")
@@ -365,7 +364,7 @@ def check_labels(data: dict[str, Any], num_classes: int, label_mode: str) -> Non
                               f"the model has {num_classes}")
 
 
-def find_nonfinite_values(data: dict[str, Any], args: argparse.Namespace, progress: bool) -> str | None:
+def find_nonfinite_values(data: dict[str, Any], args: RunConfig, progress: bool) -> str | None:
     """The first NaN/inf found in the run's files, as one message naming file, key and sample (None: all finite).
     Each file is read once in blocks; a fusion sample whose modality is entirely NaN is an absent modality, not
     an error."""
@@ -402,10 +401,6 @@ def _label_fraction(full: Dataset, train_set: Dataset, labels: np.ndarray, group
     entry["chosen"] = sorted(np.unique(groups[keep]).tolist()) if groups is not None else [int(i) for i in base[keep]]
     return Subset(full, base[keep]), labels[keep], entry
 
-
-def modalities_of(args: argparse.Namespace) -> list[Modality]:
-    """The parsed ``--modality`` specs ([] for a single-modality run)."""
-    return [parse_modality(spec) for spec in getattr(args, "modality", None) or []]
 
 
 def _shape_info(ds: H5Dataset | MultiModalDataset) -> dict[str, Any]:

@@ -7,7 +7,6 @@ the folder is written and before the first training step.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
@@ -28,8 +27,9 @@ from ..checkpoint import load_state_dict_checked, read_checkpoint
 from ..fileio import scalars_of, to_jsonable
 from ..models import FusionModel
 from .args import MODEL_FLAGS, parse_args
+from .config import RunConfig
 from .consensus import check_ranks_agree, check_world_size
-from .data import (Indexed, check_labels, data_report, find_nonfinite_values, fit_class_names, modalities_of,
+from .data import (Indexed, check_labels, data_report, find_nonfinite_values, fit_class_names,
                    open_datasets)
 from .distributed import DistEnv, all_reduce_sums, barrier, cleanup, init_distributed
 from .errors import ConfigError, NonFiniteLossError
@@ -58,7 +58,7 @@ def _log(env: DistEnv, msg: str) -> None:
 
 
 # --------------------------------------------------------------------------------------------------- the run
-def run(args: argparse.Namespace, env: DistEnv) -> dict[str, Any]:
+def run(args: RunConfig, env: DistEnv) -> dict[str, Any]:
     """Train (or with ``--eval`` only evaluate) as the flags say → the final metrics."""
     t0 = time.perf_counter()
     if args.compile and env.device.type not in COMPILE_DEVICES:
@@ -69,15 +69,15 @@ def run(args: argparse.Namespace, env: DistEnv) -> dict[str, Any]:
     out = Path(args.output_dir)
     resume_path = _resume_path(args, out / task.latest_name)
     resume = _read_resume(resume_path, task) if resume_path else None
-    starts_from = [args.pretrained_path, *(m.checkpoint for m in modalities_of(args))]
-    if getattr(args, "eval", False):
+    starts_from = [args.pretrained_path, *(m.checkpoint for m in args.modalities)]
+    if args.eval:
         starts_from.append(str(resume_path))  # evaluation results go beside a run only through --output_dir
-    stale = check_output_dir(out, resume=None if getattr(args, "eval", False) else resume_path,
+    stale = check_output_dir(out, resume=None if args.eval else resume_path,
                              resuming=bool(args.resume), starts_from=starts_from, overwrite=args.overwrite)
     data = open_datasets(args, task)
     info = data["info"]
     check_ranks_agree(args, env, info, resume_path, resume)  # several processes: same flags, files and checkpoint
-    if not getattr(args, "eval", False) and (note := check_world_size(info["train_samples"], env)):
+    if not args.eval and (note := check_world_size(info["train_samples"], env)):
         _log(env, note)
     model = _build_model(args, task, info, resume, resume_path, env)
     num_classes = model.config.get("num_classes")
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace, env: DistEnv) -> dict[str, Any]:
                          val_records=data["record_ids"]["val"] is not None)
     for line in data_report(info):
         _log(env, line)
-    if getattr(args, "dry_run", False):  # every check so far; not the NaN scan, which reads all the data
+    if args.dry_run:  # every check so far; not the NaN scan, which reads all the data
         (info.get("label_fraction") or {}).pop("chosen", None)
         return {"script": f"{_ENTRY[args.task]}.py", "recipe": args.recipe,
                 "parameters": sum(p.numel() for p in model.parameters()),
@@ -108,7 +108,7 @@ def run(args: argparse.Namespace, env: DistEnv) -> dict[str, Any]:
     model.to(env.device)
     if args.compile:
         model.compile_regions()
-    if getattr(args, "eval", False):
+    if args.eval:
         return evaluate_checkpoint(args, env, task, model, data, resume, precision)
     best = train(args, env, task, model, data, resume, precision)
     test = test_best_model(args, env, task, model, data, precision)
@@ -134,7 +134,7 @@ def _fit_class_names(info: dict[str, Any], num_classes: int, task: Task, resume:
         _log(env, note)
 
 
-def _resume_path(args: argparse.Namespace, latest: Path) -> Path | None:
+def _resume_path(args: RunConfig, latest: Path) -> Path | None:
     """The checkpoint ``--resume`` names (``auto``: the output folder's latest, if there is one)."""
     if not args.resume:
         return None
@@ -162,17 +162,17 @@ def _read_resume(path: Path, task: Task) -> dict[str, Any]:
     return ckpt
 
 
-def _build_model(args: argparse.Namespace, task: Task, info: dict[str, Any], resume: dict[str, Any] | None,
+def _build_model(args: RunConfig, task: Task, info: dict[str, Any], resume: dict[str, Any] | None,
                  resume_path: Path | None, env: DistEnv) -> nn.Module:
     """The run's model: the resumed checkpoint's, a fusion of branches, or one model (fresh or from
     ``--pretrained_path``)."""
     if resume is not None:
         stored = resume["model_config"]
         _check_resumed_settings(args, task, info, stored, resume_path)
-        if not getattr(args, "eval", False):
+        if not args.eval:
             check_same_trajectory(args, resume, info, str(resume_path))
         before = (resume.get("args") or {}).get("pretrained_path") or ""
-        if getattr(args, "pretrained_path", "") and Path(args.pretrained_path) != Path(before or "."):
+        if args.pretrained_path and Path(args.pretrained_path) != Path(before or "."):
             # --resume auto with --pretrained_path (a retried or requeued job): the run must have started from it
             raise ConfigError(f"--pretrained_path {args.pretrained_path}: the run in {args.output_dir} started from "
                               f"{before or 'no checkpoint'}; resuming it from another one would mix two runs")
@@ -181,7 +181,7 @@ def _build_model(args: argparse.Namespace, task: Task, info: dict[str, Any], res
             load_state_dict_checked(model, resume["model_state_dict"], source=str(resume_path))
         except ValueError as err:
             raise ConfigError(str(err)) from err
-        verb = "evaluating" if getattr(args, "eval", False) else "resuming from"
+        verb = "evaluating" if args.eval else "resuming from"
         mid_epoch = (f", step {resume['micro_in_epoch']} of epoch {resume['next_epoch'] + 1}"
                      if resume.get("micro_in_epoch") else "")
         _log(env, f"{verb} {resume_path} (saved after epoch {resume.get('epoch', -1) + 1}" + mid_epoch + ")")
@@ -191,7 +191,7 @@ def _build_model(args: argparse.Namespace, task: Task, info: dict[str, Any], res
             _log(env, f"branch {name}: loaded {report['loaded']}/{report['total']} tensors from {report['path']}")
     else:
         stored = state = None
-        if getattr(args, "freeze_encoder", False) and not args.pretrained_path:
+        if args.freeze_encoder and not args.pretrained_path:
             raise ConfigError("--freeze_encoder trains a head on a frozen encoder: without --pretrained_path the "
                               "encoder is random; pass --pretrained_path CHECKPOINT")
         if args.pretrained_path:
@@ -216,21 +216,21 @@ def _build_model(args: argparse.Namespace, task: Task, info: dict[str, Any], res
     return model
 
 
-def _check_resumed_settings(args: argparse.Namespace, task: Task, info: dict[str, Any], stored: dict[str, Any],
+def _check_resumed_settings(args: RunConfig, task: Task, info: dict[str, Any], stored: dict[str, Any],
                             path: Path | None) -> None:
     """A resumed run keeps its model: no model flag may differ, and a fusion run keeps its ``--modality`` names."""
     if "modalities" not in stored:
         resolve_config(args, task, info["channels"], stored, str(path), fixed=MODEL_FLAGS)
-        if modalities_of(args):
+        if args.modalities:
             raise ConfigError(f"--resume {path}: the checkpoint is one model; drop the --modality flags")
         return
-    given = [m.name for m in modalities_of(args)]
+    given = [m.name for m in args.modalities]
     if list(stored["modalities"]) != given:
         raise ConfigError(f"--resume {path}: the checkpoint needs --modality flags for "
                           f"{', '.join(stored['modalities'])}, got {', '.join(given) or 'none'}")
 
 
-def _check_select_metric(args: argparse.Namespace, task: Task, has_val: bool, val_records: bool) -> None:
+def _check_select_metric(args: RunConfig, task: Task, has_val: bool, val_records: bool) -> None:
     names = task.metric_names(has_val)
     if has_val and val_records and task.label_mode != "none":
         names |= {f"record_{n}" for n in task.record_metric_names()}
@@ -240,7 +240,7 @@ def _check_select_metric(args: argparse.Namespace, task: Task, has_val: bool, va
                           f"{', '.join(sorted(names))}")
 
 
-def _check_finite(args: argparse.Namespace, data: dict[str, Any], env: DistEnv) -> None:
+def _check_finite(args: RunConfig, data: dict[str, Any], env: DistEnv) -> None:
     """The streaming NaN/inf scan (``--check_data``), on rank 0, its verdict shared with every process."""
     if not args.check_data:
         return
@@ -252,9 +252,9 @@ def _check_finite(args: argparse.Namespace, data: dict[str, Any], env: DistEnv) 
 
 
 # --------------------------------------------------------------------------------------------------- training
-def _freeze(model: nn.Module, task: Task, args: argparse.Namespace) -> nn.Module:
+def _freeze(model: nn.Module, task: Task, args: RunConfig) -> nn.Module:
     """Freeze what this run does not train → the module that is trained (the head alone when probing)."""
-    probe = getattr(args, "freeze_encoder", False)
+    probe = args.freeze_encoder
     trained = feature_head(model) if probe else model
     keep = {id(p) for p in trained.parameters()}
     frozen = set(task.frozen_parameters(model))
@@ -262,11 +262,11 @@ def _freeze(model: nn.Module, task: Task, args: argparse.Namespace) -> nn.Module
         if name in frozen or id(p) not in keep:
             p.requires_grad_(False)
     if isinstance(model, FusionModel):
-        model.freeze_branches(getattr(args, "freeze_branch", None) or [])
+        model.freeze_branches(args.freeze_branch or [])
     return trained
 
 
-def train(args: argparse.Namespace, env: DistEnv, task: Task, model: nn.Module, data: dict[str, Any],
+def train(args: RunConfig, env: DistEnv, task: Task, model: nn.Module, data: dict[str, Any],
           resume: dict[str, Any] | None, precision: Precision) -> dict[str, Any]:
     """The epochs: train, validate, select, checkpoint, log → the best ``{metric, value, epoch}``."""
     out = Path(args.output_dir)
@@ -359,7 +359,7 @@ def _sums_to_save(sums: dict[str, float], env: DistEnv) -> dict[str, float]:
     return total if env.is_main else {}
 
 
-def _nonfinite_facts(args: argparse.Namespace, latest: Path) -> str:
+def _nonfinite_facts(args: RunConfig, latest: Path) -> str:
     """What is known about a non-finite loss: whether the data were checked, and which checkpoint is left."""
     if args.check_data:
         cause = ("The files were checked and hold no NaN/inf, so the optimisation diverged: try a lower --lr, "
@@ -375,7 +375,7 @@ def _nonfinite_facts(args: argparse.Namespace, latest: Path) -> str:
     return f"{cause}. No checkpoint was written"
 
 
-def _select(args: argparse.Namespace, progress: Progress, metrics: dict[str, Any], schedule: Any, epoch: int) -> bool:
+def _select(args: RunConfig, progress: Progress, metrics: dict[str, Any], schedule: Any, epoch: int) -> bool:
     """Step the per-epoch schedule on ``--select_metric`` → whether this epoch is the best so far."""
     source, name = metrics.get("val") or metrics["train"], args.select_metric
     if name.startswith("record_") and name not in source:  # a record-level metric
@@ -389,7 +389,7 @@ def _select(args: argparse.Namespace, progress: Progress, metrics: dict[str, Any
     return better
 
 
-def _log_epoch(args: argparse.Namespace, env: DistEnv, task: Task, logger: RunLogger, model: nn.Module,
+def _log_epoch(args: RunConfig, env: DistEnv, task: Task, logger: RunLogger, model: nn.Module,
                metrics: dict[str, Any], optimizer: torch.optim.Optimizer, data: dict[str, Any], epoch: int, t0: float,
                is_best: bool) -> None:
     """One epoch into the history, TensorBoard and the console."""
@@ -416,7 +416,7 @@ def _log_epoch(args: argparse.Namespace, env: DistEnv, task: Task, logger: RunLo
 
 
 # --------------------------------------------------------------------------------------------------- data feeding
-def _train_loader(args: argparse.Namespace, env: DistEnv, ds: Any, sampler: TrainSampler, epoch: int, skip_micro: int,
+def _train_loader(args: RunConfig, env: DistEnv, ds: Any, sampler: TrainSampler, epoch: int, skip_micro: int,
                   workers: bool, refresh: Any) -> DataLoader:
     """Epoch ``epoch``'s training batches from micro-batch ``skip_micro`` on (a probe's features refreshed first)."""
     if not workers:
@@ -429,7 +429,7 @@ def _train_loader(args: argparse.Namespace, env: DistEnv, ds: Any, sampler: Trai
                       worker_init_fn=dataloader_worker_init)
 
 
-def _probe_sets(args: argparse.Namespace, env: DistEnv, model: nn.Module, data: dict[str, Any],
+def _probe_sets(args: RunConfig, env: DistEnv, model: nn.Module, data: dict[str, Any],
                 precision: Precision) -> dict[str, Any]:
     """Linear probing's sets: validation and test features computed once; training features per epoch (below)."""
     info = data["info"]
@@ -439,7 +439,7 @@ def _probe_sets(args: argparse.Namespace, env: DistEnv, model: nn.Module, data: 
     return {**sets, "train": None, "stochastic": stochastic}
 
 
-def _probe_train_set(args: argparse.Namespace, env: DistEnv, model: nn.Module, data: dict[str, Any],
+def _probe_train_set(args: RunConfig, env: DistEnv, model: nn.Module, data: dict[str, Any],
                      precision: Precision, sets: dict[str, Any], epoch: int) -> Any:
     """The training features: computed once, or every epoch when random crops or augmentation change them."""
     if sets["train"] is None or sets["stochastic"]:
@@ -450,7 +450,7 @@ def _probe_train_set(args: argparse.Namespace, env: DistEnv, model: nn.Module, d
 
 
 # --------------------------------------------------------------------------------------------------- evaluation
-def evaluate_split(args: argparse.Namespace, env: DistEnv, task: Task, net: nn.Module, ds: Any, precision: Precision,
+def evaluate_split(args: RunConfig, env: DistEnv, task: Task, net: nn.Module, ds: Any, precision: Precision,
                    state: dict[str, Any], model: nn.Module, record_ids: np.ndarray | None = None
                    ) -> tuple[dict[str, Any] | None, dict[str, np.ndarray] | None]:
     """Metrics of ``net`` on the whole of ``ds`` (None without a set); ``state``: e.g. thresholds to apply. With
@@ -480,7 +480,7 @@ def _write_records(out: Path, name: str, records: dict[str, np.ndarray] | None, 
     os.replace(tmp, out / f"{name}_records.npz")
 
 
-def test_best_model(args: argparse.Namespace, env: DistEnv, task: Task, model: nn.Module, data: dict[str, Any],
+def test_best_model(args: RunConfig, env: DistEnv, task: Task, model: nn.Module, data: dict[str, Any],
                     precision: Precision) -> dict[str, Any] | None:
     """The test metrics of ``best_model.pth`` (with its validation thresholds), or None without a test set."""
     if data["test"] is None:
@@ -500,7 +500,7 @@ def test_best_model(args: argparse.Namespace, env: DistEnv, task: Task, model: n
     return result
 
 
-def evaluate_checkpoint(args: argparse.Namespace, env: DistEnv, task: Task, model: nn.Module, data: dict[str, Any],
+def evaluate_checkpoint(args: RunConfig, env: DistEnv, task: Task, model: nn.Module, data: dict[str, Any],
                         resume: dict[str, Any], precision: Precision) -> dict[str, Any]:
     """``--eval``: the ``--resume`` checkpoint on the validation and test files; thresholds tuned on validation
     (else the checkpoint's) are applied to test."""
@@ -521,17 +521,17 @@ def evaluate_checkpoint(args: argparse.Namespace, env: DistEnv, task: Task, mode
     return {"val": val, "test": test}
 
 
-def _summary(args: argparse.Namespace, env: DistEnv, model: nn.Module, info: dict[str, Any], best: dict[str, Any],
+def _summary(args: RunConfig, env: DistEnv, model: nn.Module, info: dict[str, Any], best: dict[str, Any],
              test: dict[str, Any] | None, precision: Precision, elapsed: float) -> str:
     loaded = info.get("pretrained") or {}
     source = loaded.get("path") or ", ".join(f"{n} from {r['path']}" for n, r in loaded.items())
     lines = [f"PhysioWave {args.task} run, {time.strftime('%Y-%m-%d %H:%M:%S')}", f"output: {args.output_dir}",
-             f"recipe: {getattr(args, 'recipe', None) or 'none'}",
+             f"recipe: {args.recipe or 'none'}",
              f"epochs: {args.epochs}", f"best {best.get('metric')}: {best.get('value')} (epoch "
              f"{None if best.get('epoch') is None else best['epoch'] + 1})",
              f"parameters: {sum(p.numel() for p in model.parameters()):,}",
              f"train files: {len(info['train_files'])}, val files: {len(info['val_files'])}",
-             f"pretrained: {source or 'none'}", f"freeze encoder: {getattr(args, 'freeze_encoder', False)}",
+             f"pretrained: {source or 'none'}", f"freeze encoder: {args.freeze_encoder}",
              f"processes: {env.world_size}, device: {env.device}, precision: {precision.name}",
              f"wall time: {elapsed:.1f} s"]
     if isinstance(model, FusionModel) and (weights := model.modality_weights()):
@@ -566,7 +566,7 @@ def main(script: str, argv: list[str] | None = None) -> int:
         cleanup()
 
 
-def _lock_output_dir(args: argparse.Namespace, env: DistEnv, stack: contextlib.ExitStack) -> None:
+def _lock_output_dir(args: RunConfig, env: DistEnv, stack: contextlib.ExitStack) -> None:
     """Rank 0 of a run that writes holds ``--output_dir``'s lock until the run ends; every rank learns whether it
     got it, so a refused run stops on all ranks at once."""
     error = None
@@ -581,7 +581,7 @@ def _lock_output_dir(args: argparse.Namespace, env: DistEnv, stack: contextlib.E
         raise error
 
 
-def _run_and_report(args: argparse.Namespace, env: DistEnv) -> int:
+def _run_and_report(args: RunConfig, env: DistEnv) -> int:
     """:func:`run`; with ``--dry_run`` its report as one JSON object on stdout."""
     if args.dry_run:  # stdout carries the one JSON object; the run's messages go to stderr
         with contextlib.redirect_stdout(sys.stderr):

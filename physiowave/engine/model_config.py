@@ -21,7 +21,7 @@ from ..checkpoint import (clean_state_dict, extract_state_dict, infer_config, lo
                           model_args, read_checkpoint)
 from ..models import LEGACY_CONFIG, PRESETS, FusionModel, PhysioWave
 from .args import ARCH_FLAGS, MODEL_FLAGS
-from .data import modalities_of
+from .config import RunConfig
 from .errors import ConfigError
 from .recipes import model_defaults
 from .tasks import Task
@@ -88,7 +88,7 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
-def _given(args: argparse.Namespace) -> dict[str, tuple[Any, str]]:
+def _given(args: RunConfig) -> dict[str, tuple[Any, str]]:
     """Model settings given on the command line → ``{key: (value, how it was given)}``; an explicit ``--model``
     counts as giving its values (in_channels excepted: the data decide it)."""
     given: dict[str, tuple[Any, str]] = {}
@@ -101,7 +101,7 @@ def _given(args: argparse.Namespace) -> dict[str, tuple[Any, str]]:
     return given
 
 
-def resolve_config(args: argparse.Namespace, task: Task, channels: int, stored: dict[str, Any] | None = None,
+def resolve_config(args: RunConfig, task: Task, channels: int, stored: dict[str, Any] | None = None,
                    source: str | None = None, fixed: tuple[str, ...] = ARCH_FLAGS) -> dict[str, Any]:
     """The model configuration (encoder and pretraining head; no classification head) by the module's precedence.
     ``stored``: the configuration of the checkpoint ``source``; ``fixed``: the settings a given flag may not change."""
@@ -157,14 +157,14 @@ def _branch_checkpoint(name: str, path: str, channels: int) -> tuple[dict[str, A
     return stored, state
 
 
-def build_fusion_model(args: argparse.Namespace, task: Task, info: dict[str, Any]) -> FusionModel:
+def build_fusion_model(args: RunConfig, task: Task, info: dict[str, Any]) -> FusionModel:
     """One branch per ``--modality`` (from its checkpoint, with that checkpoint's architecture, or fresh from the
     model flags), fused with the ``--fusion`` settings; ``info["pretrained"]`` records what each branch loaded."""
     branches: dict[str, PhysioWave] = {}
     reports: dict[str, Any] = {}
     # a checkpoint's own
-    shapeless = argparse.Namespace(**{**vars(args), **{k: None for k in ARCH_FLAGS}, "model": None})
-    for m in modalities_of(args):
+    shapeless = args.replace(model=None, **{k: None for k in ARCH_FLAGS})
+    for m in args.modalities:
         channels = info["channels"][m.name]
         if m.checkpoint:
             stored, state = _branch_checkpoint(m.name, m.checkpoint, channels)

@@ -1,11 +1,11 @@
 """AdamW with weight decay only where it belongs, and the learning-rate schedule of a run."""
 from __future__ import annotations
 
-import argparse
 
 import torch
 from torch import nn
 
+from .config import RunConfig
 from .schedule import LRSchedule, build_scheduler
 from .tasks import LOWER_IS_BETTER, Task
 
@@ -18,7 +18,7 @@ def decays(name: str, param: nn.Parameter) -> bool:
     return param.ndim >= 2 and "wavelet_filters" not in name and "mask_token" not in name
 
 
-def build_optimizer(named_params: list[tuple[str, nn.Parameter]], args: argparse.Namespace, task: Task,
+def build_optimizer(named_params: list[tuple[str, nn.Parameter]], args: RunConfig, task: Task,
                     modality_logits: nn.Parameter | None = None) -> torch.optim.Optimizer:
     """AdamW over the trainable parameters with ``--betas`` (the recipe's unless given; else the task's),
     ``--weight_decay`` on the parameters :func:`decays` says, none on the rest. A fusion model's modality logits get
@@ -37,12 +37,12 @@ def build_optimizer(named_params: list[tuple[str, nn.Parameter]], args: argparse
                              fused=fused)
 
 
-def _betas(args: argparse.Namespace, task: Task) -> tuple[float, float]:
-    betas = getattr(args, "betas", None)
+def _betas(args: RunConfig, task: Task) -> tuple[float, float]:
+    betas = args.betas
     return (float(betas[0]), float(betas[1])) if betas else task.betas
 
 
-def build_schedule(args: argparse.Namespace, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> LRSchedule:
+def build_schedule(args: RunConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int) -> LRSchedule:
     """``--scheduler`` over ``--epochs`` × ``steps_per_epoch`` optimizer steps; ``--warmup_epochs 0`` warms up
     over the first 10 % of the steps."""
     total = args.epochs * steps_per_epoch

@@ -2,7 +2,6 @@
 augmentation make them random) and only the head is trained on them."""
 from __future__ import annotations
 
-import argparse
 
 import numpy as np
 import torch
@@ -10,6 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ..models import FusionModel
+from .config import RunConfig
 from .data import Indexed
 from .distributed import DistEnv
 from .loop import Precision, evaluate
@@ -57,7 +57,7 @@ class FeatureSet(Dataset):
         return self.features[i], self.labels[i]
 
 
-def eval_loader(ds: Dataset, args: argparse.Namespace, env: DistEnv, batch_size: int,
+def eval_loader(ds: Dataset, args: RunConfig, env: DistEnv, batch_size: int,
                 workers: bool = True) -> DataLoader:
     """This rank's shard of ``ds`` in order, as ``(index, item)`` batches."""
     return DataLoader(Indexed(ds), batch_size=batch_size, sampler=EvalSampler(len(ds), env.rank, env.world_size),
@@ -65,7 +65,7 @@ def eval_loader(ds: Dataset, args: argparse.Namespace, env: DistEnv, batch_size:
                       worker_init_fn=dataloader_worker_init)  # workers ignore the signals training handles
 
 
-def compute_features(model: nn.Module, ds: Dataset, args: argparse.Namespace, env: DistEnv,
+def compute_features(model: nn.Module, ds: Dataset, args: RunConfig, env: DistEnv,
                      precision: Precision) -> FeatureSet:
     """The features of every sample of ``ds`` (gathered over processes, in dataset order)."""
     model.eval()

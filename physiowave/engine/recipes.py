@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from .config import RunConfig
+
 __all__ = ["RECIPES", "DEFAULT_RECIPE", "MODEL_KEYS", "recipe_values", "model_defaults", "apply_recipe"]
 
 DEFAULT_RECIPE = "physiowave"
@@ -82,9 +84,9 @@ def recipe_values(name: str, task: str, model: str | None = None) -> dict[str, A
     return {**table["*"], **table.get(model or "", {})}
 
 
-def model_defaults(args: argparse.Namespace) -> dict[str, Any]:
+def model_defaults(args: RunConfig) -> dict[str, Any]:
     """The model settings of the run's recipe (none for a namespace without ``recipe``, e.g. an old checkpoint's)."""
-    name = getattr(args, "recipe", None)
+    name = args.recipe
     if not name:
         return {}
     return {k: v for k, v in recipe_values(name, args.task, args.model).items() if k in MODEL_KEYS}

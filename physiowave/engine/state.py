@@ -6,13 +6,13 @@ random numbers (dropout and masks are reseeded per micro-batch), so the run ends
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from .. import __version__
+from .config import RunConfig
 from .errors import ConfigError
 from ..fileio import to_jsonable
 from .loop import Precision
@@ -47,7 +47,7 @@ class Progress:
 
 
 def make_checkpoint(model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule: LRSchedule,
-                    precision: Precision, args: argparse.Namespace, task: Task, info: dict[str, Any],
+                    precision: Precision, args: RunConfig, task: Task, info: dict[str, Any],
                     progress: Progress, metrics: dict[str, Any], history: dict[str, list]) -> dict[str, Any]:
     """Everything a resume needs, plus what readers of the file want (configuration, metrics, data, task).
     ``epoch`` is the last completed epoch (-1 for none), ``next_epoch``/``micro_in_epoch`` the position."""
@@ -84,7 +84,7 @@ def restore(ckpt: dict[str, Any], source: str, optimizer: torch.optim.Optimizer,
                     best=dict(ckpt.get("best") or {}), history=ckpt.get("history"))
 
 
-def check_same_trajectory(args: argparse.Namespace, ckpt: dict[str, Any], info: dict[str, Any], source: str) -> None:
+def check_same_trajectory(args: RunConfig, ckpt: dict[str, Any], info: dict[str, Any], source: str) -> None:
     """Refuse to resume ``ckpt`` with a setting or training file that changes the data order or the optimisation:
     one line naming the flag, the saved value and the new one."""
     saved = ckpt.get("args") or {}

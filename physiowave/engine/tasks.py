@@ -10,7 +10,6 @@ engine gathers across processes, so metrics are those of the whole set.
 """
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import numpy as np
@@ -21,6 +20,7 @@ from torch import nn
 
 from ..models import FusionModel, PhysioWave
 from ..fileio import scalars_of
+from .config import RunConfig
 from .logger import RunLogger
 from .metrics import (aggregate_records, classification_metrics, multilabel_metrics, pretrain_metrics, record_labels,
                       tune_thresholds)
@@ -69,7 +69,7 @@ class Task:
     latest_name = "latest_model.pth"
     model_defaults: dict[str, Any] = {}
 
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, args: RunConfig):
         self.class_names: list[str] | None = None
         self.num_classes: int | None = None
 
@@ -137,7 +137,7 @@ class PretrainTask(Task):
     latest_name = "latest_checkpoint.pth"
     model_defaults = {"decoder": "transformer"}
 
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, args: RunConfig):
         super().__init__(args)
         self.mask_ratio, self.masking = args.mask_ratio, args.masking_strategy
         self.importance_ratio, self.detach_target = args.importance_ratio, args.detach_target
@@ -190,12 +190,12 @@ class PretrainTask(Task):
 class _Classification(Task):
     """Head settings and class-balance weights shared by the two classification tasks."""
 
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, args: RunConfig):
         super().__init__(args)
         self.label_smoothing, self.use_class_weights = args.label_smoothing, args.use_class_weights
         self.head = dict(head_hidden_dim=args.head_hidden_dim, head_dropout=args.head_dropout, pooling=args.pooling)
         self.linear_probe = args.freeze_encoder and (args.probe or "linear") == "linear"
-        self.hidden_factor = getattr(args, "hidden_factor", None)
+        self.hidden_factor = args.hidden_factor
 
     def head_config(self, num_classes, embed_dim):
         hidden: Any = self.head["head_hidden_dim"]
@@ -307,7 +307,7 @@ class MultiLabelTask(_Classification):
     kind = "multilabel"
     label_mode = "multi"
 
-    def __init__(self, args: argparse.Namespace):
+    def __init__(self, args: RunConfig):
         super().__init__(args)
         self.threshold = args.threshold
 
@@ -363,7 +363,7 @@ class MultiLabelTask(_Classification):
         return {"loss"} | set(scalars_of(multilabel_metrics(np.zeros((2, k)), np.eye(2, k))))
 
 
-def build_task(args: argparse.Namespace) -> Task:
+def build_task(args: RunConfig) -> Task:
     """The task of a parsed command line: pretraining, or the ``--task_type`` of a fine-tuning script."""
     if args.task == "pretrain":
         return PretrainTask(args)
