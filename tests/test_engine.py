@@ -242,7 +242,8 @@ def test_nonfinite_loss_stops_and_keeps_the_last_checkpoint(toy, tmp_path, capsy
     import importlib
     # the run continues on other data (a resume refuses that since it changes the run; here it is the way to put a
     # NaN into epoch 2)
-    monkeypatch.setattr(importlib.import_module("physiowave.engine.main"), "check_same_trajectory", lambda *a: None)
+    monkeypatch.setattr(importlib.import_module("physiowave.engine.model_config"), "check_same_trajectory",
+                        lambda *a: None)
     out = tmp_path / "nan"
     base = ["--max_length", "256", "--batch_size", "16", "--output_dir", str(out), *TINY]
     assert main("pretrain", ["--train_files", toy["train"], "--epochs", "1", *base]) == 0

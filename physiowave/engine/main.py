@@ -23,10 +23,10 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
-from ..checkpoint import load_state_dict_checked, read_checkpoint
+from ..checkpoint import read_checkpoint
 from ..fileio import scalars_of, to_jsonable
 from ..models import FusionModel
-from .args import MODEL_FLAGS, parse_args
+from .args import parse_args
 from .config import RunConfig
 from .consensus import check_ranks_agree, check_world_size
 from .data import (Indexed, check_labels, data_report, find_nonfinite_values, fit_class_names,
@@ -35,14 +35,13 @@ from .distributed import DistEnv, all_reduce_sums, barrier, cleanup, init_distri
 from .errors import ConfigError, NonFiniteLossError
 from .logger import RunLogger
 from .loop import Precision, evaluate, train_one_epoch
-from .model_config import (build_fusion_model, build_model, checkpoint_kind, load_pretrained, read_model_checkpoint,
-                           resolve_config)
+from .model_config import build_run_model, checkpoint_kind, read_model_checkpoint
 from .optim import build_optimizer, build_schedule
 from .outputs import check_output_dir, claim_output_dir, lock_output_dir, write_checkpoint, write_result, write_text
 from .preemption import Preempted, Preemption, dataloader_worker_init, parse_signals
 from .probe import compute_features, eval_loader, feature_head
 from .samplers import TrainSampler
-from .state import Progress, check_same_trajectory, make_checkpoint, restore
+from .state import Progress, make_checkpoint, restore
 from .tasks import LOWER_IS_BETTER, Task, build_task
 
 __all__ = ["main", "run"]
@@ -79,7 +78,7 @@ def run(args: RunConfig, env: DistEnv) -> dict[str, Any]:
     check_ranks_agree(args, env, info, resume_path, resume)  # several processes: same flags, files and checkpoint
     if not args.eval and (note := check_world_size(info["train_samples"], env)):
         _log(env, note)
-    model = _build_model(args, task, info, resume, resume_path, env)
+    model = build_run_model(args, task, info, resume, resume_path, lambda message: _log(env, message))
     num_classes = model.config.get("num_classes")
     if task.label_mode != "none":
         check_labels(data, num_classes, task.label_mode)
@@ -160,74 +159,6 @@ def _read_resume(path: Path, task: Task) -> dict[str, Any]:
                           f"continues; this run is {task.kind} ({_SCRIPTS[task.kind]}"
                           f"{' --task_type ' + task.kind if task.kind != 'pretrain' else ''})")
     return ckpt
-
-
-def _build_model(args: RunConfig, task: Task, info: dict[str, Any], resume: dict[str, Any] | None,
-                 resume_path: Path | None, env: DistEnv) -> nn.Module:
-    """The run's model: the resumed checkpoint's, a fusion of branches, or one model (fresh or from
-    ``--pretrained_path``)."""
-    if resume is not None:
-        stored = resume["model_config"]
-        _check_resumed_settings(args, task, info, stored, resume_path)
-        if not args.eval:
-            check_same_trajectory(args, resume, info, str(resume_path))
-        before = (resume.get("args") or {}).get("pretrained_path") or ""
-        if args.pretrained_path and Path(args.pretrained_path) != Path(before or "."):
-            # --resume auto with --pretrained_path (a retried or requeued job): the run must have started from it
-            raise ConfigError(f"--pretrained_path {args.pretrained_path}: the run in {args.output_dir} started from "
-                              f"{before or 'no checkpoint'}; resuming it from another one would mix two runs")
-        model = build_model(stored)
-        try:
-            load_state_dict_checked(model, resume["model_state_dict"], source=str(resume_path))
-        except ValueError as err:
-            raise ConfigError(str(err)) from err
-        verb = "evaluating" if args.eval else "resuming from"
-        mid_epoch = (f", step {resume['micro_in_epoch']} of epoch {resume['next_epoch'] + 1}"
-                     if resume.get("micro_in_epoch") else "")
-        _log(env, f"{verb} {resume_path} (saved after epoch {resume.get('epoch', -1) + 1}" + mid_epoch + ")")
-    elif info.get("modalities"):
-        model = build_fusion_model(args, task, info)
-        for name, report in (info.get("pretrained") or {}).items():
-            _log(env, f"branch {name}: loaded {report['loaded']}/{report['total']} tensors from {report['path']}")
-    else:
-        stored = state = None
-        if args.freeze_encoder and not args.pretrained_path:
-            raise ConfigError("--freeze_encoder trains a head on a frozen encoder: without --pretrained_path the "
-                              "encoder is random; pass --pretrained_path CHECKPOINT")
-        if args.pretrained_path:
-            stored, state, _ = read_model_checkpoint(args.pretrained_path, "--pretrained_path")
-        config = resolve_config(args, task, info["channels"], stored, args.pretrained_path or None)
-        model = build_model({**config, **task.head_config(info.get("num_classes"), config["embed_dim"])})
-        if state is not None:
-            info["pretrained"] = load_pretrained(model, args.pretrained_path, state)
-            _log(env, f"loaded {info['pretrained']['loaded']}/{info['pretrained']['total']} tensors from "
-                      f"{args.pretrained_path} (every encoder tensor; {len(info['pretrained']['skipped'])} head "
-                      "tensors newly initialised)")
-    if isinstance(model, FusionModel):
-        for name, m in info["modalities"].items():
-            P, C, T = model.branches[name].patch_size, m["channels"], m["length"]
-            pad = f", right-padded to {-(-T // P) * P} (patch size {P})" if T % P else ""
-            _log(env, f"modality {name} ({m['source']}): {C} channel{'s' * (C != 1)} × {T} samples{pad}")
-    elif info["length"] % model.patch_size or info["length"] < model.patch_size:
-        length, P = info["length"], model.patch_size
-        raise ConfigError(f"samples are {length} long, not a multiple of the patch size {P}: pass --max_length "
-                          f"{max(P, length // P * P)} or {-(-length // P) * P}")
-    model.set_grad_checkpointing(args.grad_checkpointing)
-    return model
-
-
-def _check_resumed_settings(args: RunConfig, task: Task, info: dict[str, Any], stored: dict[str, Any],
-                            path: Path | None) -> None:
-    """A resumed run keeps its model: no model flag may differ, and a fusion run keeps its ``--modality`` names."""
-    if "modalities" not in stored:
-        resolve_config(args, task, info["channels"], stored, str(path), fixed=MODEL_FLAGS)
-        if args.modalities:
-            raise ConfigError(f"--resume {path}: the checkpoint is one model; drop the --modality flags")
-        return
-    given = [m.name for m in args.modalities]
-    if list(stored["modalities"]) != given:
-        raise ConfigError(f"--resume {path}: the checkpoint needs --modality flags for "
-                          f"{', '.join(stored['modalities'])}, got {', '.join(given) or 'none'}")
 
 
 def _check_select_metric(args: RunConfig, task: Task, has_val: bool, val_records: bool) -> None:

@@ -13,21 +13,24 @@ import argparse
 import inspect
 import math
 import warnings
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..checkpoint import (clean_state_dict, extract_state_dict, infer_config, load_encoder_weights,
-                          model_args, read_checkpoint)
+                          load_state_dict_checked, model_args, read_checkpoint)
 from ..models import LEGACY_CONFIG, PRESETS, FusionModel, PhysioWave
 from .args import ARCH_FLAGS, MODEL_FLAGS
 from .config import RunConfig
 from .errors import ConfigError
 from .recipes import model_defaults
+from .state import check_same_trajectory
 from .tasks import Task
 
 __all__ = ["read_model_checkpoint", "resolve_config", "build_model", "build_fusion_model", "load_pretrained",
-           "checkpoint_kind"]
+           "checkpoint_kind", "build_run_model"]
 
 
 # PhysioWave's own defaults of the settings the flags control (in_channels comes from the data).
@@ -182,3 +185,71 @@ def build_fusion_model(args: RunConfig, task: Task, info: dict[str, Any]) -> Fus
         return FusionModel(branches, fusion=args.fusion or "weighted", fusion_dim=args.fusion_dim, **head)
     except ValueError as err:
         raise ConfigError(f"fusion flags: {err}") from err
+
+
+def build_run_model(args: RunConfig, task: Task, info: dict[str, Any], resume: dict[str, Any] | None,
+                    resume_path: Path | None, log: Callable[[str], None]) -> PhysioWave | FusionModel:
+    """The run's model: the resumed checkpoint's, a fusion of branches, or one model (fresh or from
+    ``--pretrained_path``), checked against the data (``info``); ``log`` prints what was loaded."""
+    if resume is not None:
+        stored = resume["model_config"]
+        _check_resumed_settings(args, task, info, stored, resume_path)
+        if not args.eval:
+            check_same_trajectory(args, resume, info, str(resume_path))
+        before = (resume.get("args") or {}).get("pretrained_path") or ""
+        if args.pretrained_path and Path(args.pretrained_path) != Path(before or "."):
+            # --resume auto with --pretrained_path (a retried or requeued job): the run must have started from it
+            raise ConfigError(f"--pretrained_path {args.pretrained_path}: the run in {args.output_dir} started from "
+                              f"{before or 'no checkpoint'}; resuming it from another one would mix two runs")
+        model = build_model(stored)
+        try:
+            load_state_dict_checked(model, resume["model_state_dict"], source=str(resume_path))
+        except ValueError as err:
+            raise ConfigError(str(err)) from err
+        verb = "evaluating" if args.eval else "resuming from"
+        mid_epoch = (f", step {resume['micro_in_epoch']} of epoch {resume['next_epoch'] + 1}"
+                     if resume.get("micro_in_epoch") else "")
+        log(f"{verb} {resume_path} (saved after epoch {resume.get('epoch', -1) + 1}" + mid_epoch + ")")
+    elif info.get("modalities"):
+        model = build_fusion_model(args, task, info)
+        for name, report in (info.get("pretrained") or {}).items():
+            log(f"branch {name}: loaded {report['loaded']}/{report['total']} tensors from {report['path']}")
+    else:
+        stored = state = None
+        if args.freeze_encoder and not args.pretrained_path:
+            raise ConfigError("--freeze_encoder trains a head on a frozen encoder: without --pretrained_path the "
+                              "encoder is random; pass --pretrained_path CHECKPOINT")
+        if args.pretrained_path:
+            stored, state, _ = read_model_checkpoint(args.pretrained_path, "--pretrained_path")
+        config = resolve_config(args, task, info["channels"], stored, args.pretrained_path or None)
+        model = build_model({**config, **task.head_config(info.get("num_classes"), config["embed_dim"])})
+        if state is not None:
+            info["pretrained"] = load_pretrained(model, args.pretrained_path, state)
+            log(f"loaded {info['pretrained']['loaded']}/{info['pretrained']['total']} tensors from "
+                      f"{args.pretrained_path} (every encoder tensor; {len(info['pretrained']['skipped'])} head "
+                      "tensors newly initialised)")
+    if isinstance(model, FusionModel):
+        for name, m in info["modalities"].items():
+            P, C, T = model.branches[name].patch_size, m["channels"], m["length"]
+            pad = f", right-padded to {-(-T // P) * P} (patch size {P})" if T % P else ""
+            log(f"modality {name} ({m['source']}): {C} channel{'s' * (C != 1)} × {T} samples{pad}")
+    elif info["length"] % model.patch_size or info["length"] < model.patch_size:
+        length, P = info["length"], model.patch_size
+        raise ConfigError(f"samples are {length} long, not a multiple of the patch size {P}: pass --max_length "
+                          f"{max(P, length // P * P)} or {-(-length // P) * P}")
+    model.set_grad_checkpointing(args.grad_checkpointing)
+    return model
+
+
+def _check_resumed_settings(args: RunConfig, task: Task, info: dict[str, Any], stored: dict[str, Any],
+                            path: Path | None) -> None:
+    """A resumed run keeps its model: no model flag may differ, and a fusion run keeps its ``--modality`` names."""
+    if "modalities" not in stored:
+        resolve_config(args, task, info["channels"], stored, str(path), fixed=MODEL_FLAGS)
+        if args.modalities:
+            raise ConfigError(f"--resume {path}: the checkpoint is one model; drop the --modality flags")
+        return
+    given = [m.name for m in args.modalities]
+    if list(stored["modalities"]) != given:
+        raise ConfigError(f"--resume {path}: the checkpoint needs --modality flags for "
+                          f"{', '.join(stored['modalities'])}, got {', '.join(given) or 'none'}")
