@@ -54,7 +54,7 @@ def _scores(r: int, k: int, seed: int, multi: bool) -> tuple[np.ndarray, np.ndar
 
 def _cfg(tmp_path: Path, **kw) -> argparse.Namespace:
     base = dict(modes=["scratch", "finetune"], fractions=[0.1, 1.0], seeds=[0, 1, 2], metric="auroc_macro",
-                bootstrap=200, bootstrap_seed=0, kind="multi", title="t", out=tmp_path)
+                bootstrap=200, bootstrap_seed=0, label_kind="multi", title="t", out=tmp_path)
     return argparse.Namespace(**{**base, **kw})
 
 
@@ -140,7 +140,7 @@ def test_mean_sd_over_seeds_is_exact_on_a_hand_example(tmp_path):
 
 # --------------------------------------------------------------------------------------------------- resumability
 def test_cell_states_and_the_resume_flag(tmp_path):
-    cfg = argparse.Namespace(kind="single", python="py", train="tr.h5", val="va.h5", test="te.h5",
+    cfg = argparse.Namespace(label_kind="single", python="py", train="tr.h5", val="va.h5", test="te.h5",
                              pretrained="pre.pth", extra=["--epochs", "2"])
     cell = bm.Cell("probe", 0.1, 3, tmp_path / "probe_f0.1_s3")
     assert bm.cell_state(cell.folder) == "new"
@@ -151,7 +151,7 @@ def test_cell_states_and_the_resume_flag(tmp_path):
     assert cmd[i("--pretrained_path") + 1] == "pre.pth" and "--freeze_encoder" in cmd and cmd[-2:] == ["--epochs", "2"]
     assert "--pretrained_path" not in bm.command(bm.Cell("scratch", 1.0, 0, cell.folder), cfg, "new")
     assert "--freeze_encoder" not in bm.command(bm.Cell("finetune", 1.0, 0, cell.folder), cfg, "new")
-    assert bm.command(cell, argparse.Namespace(**{**vars(cfg), "kind": "multi"}), "new")[1].endswith(
+    assert bm.command(cell, argparse.Namespace(**{**vars(cfg), "label_kind": "multi"}), "new")[1].endswith(
         "finetune_multilabel.py")
 
     cell.folder.mkdir()
@@ -225,7 +225,7 @@ def test_cli_refusals(tmp_path):
         with pytest.raises(SystemExit):
             bm.parse_args(argv)
     cfg = bm.parse_args(base + ["--modes", "scratch", "--metric", "acc", "--fractions", "1,0.01"])
-    assert cfg.kind == "single" and cfg.fractions == [0.01, 1.0] and cfg.extra == []
+    assert cfg.label_kind == "single" and cfg.fractions == [0.01, 1.0] and cfg.extra == []
 
 
 # --------------------------------------------------------------------------------------------------- end to end

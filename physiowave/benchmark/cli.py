@@ -123,18 +123,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     label_key = next((extra[i + 1] for i, a in enumerate(extra[:-1]) if a == "--label_key"), None) or \
         next((a.split("=", 1)[1] for a in extra if a.startswith("--label_key=")), None)
     try:
-        cfg.kind = label_kind(cfg.train, label_key)
+        cfg.label_kind = label_kind(cfg.train, label_key)
     except (OSError, ValueError) as err:
         p.error(str(err))
-    cfg.title = f"{cfg.test.name} ({'multi' if cfg.kind == 'multi' else 'single'}-label), {cfg.test.parent}"
-    if "resnet" in cfg.modes and cfg.kind != "multi":
+    cfg.title = f"{cfg.test.name} ({'multi' if cfg.label_kind == 'multi' else 'single'}-label), {cfg.test.parent}"
+    if "resnet" in cfg.modes and cfg.label_kind != "multi":
         p.error(f"--modes resnet: the baseline ({RESNET_SCRIPT.name}) is multi-label; {cfg.train} is single-label")
     if "resnet" in cfg.modes and not RESNET_SCRIPT.is_file():
         p.error(f"--modes resnet: {RESNET_SCRIPT} not found (it ships with the repository, not the package)")
-    if cfg.metric == "acc" and cfg.kind == "multi":
+    if cfg.metric == "acc" and cfg.label_kind == "multi":
         p.error("--metric acc is single-label; the data are multi-label (use auroc_macro)")
-    if cfg.metric not in (known := known_metrics(cfg.kind)):
-        p.error(f"--metric {cfg.metric}: not a metric of {'multi' if cfg.kind == 'multi' else 'single'}-label runs; "
+    if cfg.metric not in (known := known_metrics(cfg.label_kind)):
+        p.error(f"--metric {cfg.metric}: not a metric of {cfg.label_kind}-label runs; "
                 f"choose from {', '.join(sorted(known))}")
     cfg.out = cfg.out.resolve()
     return cfg
@@ -144,7 +144,7 @@ def _protocol(cfg: argparse.Namespace) -> dict[str, Any]:
     """What a finished run's numbers depend on besides its cell: a later call must agree."""
     return {"train": str(cfg.train), "val": str(cfg.val), "test": str(cfg.test),
             "pretrained": None if cfg.pretrained is None else str(cfg.pretrained), "extra": cfg.extra,
-            "resnet_args": cfg.resnet_args, "task": cfg.kind, "script": script_of(cfg.kind, "python")[1]}
+            "resnet_args": cfg.resnet_args, "task": cfg.label_kind, "script": script_of(cfg.label_kind, "python")[1]}
 
 
 def _check_protocol(cfg: argparse.Namespace) -> None:
@@ -181,8 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, len(os.sched_getaffinity(0)) // cfg.jobs))
     env = {**os.environ, "OMP_NUM_THREADS": threads,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    kind = "multi-label (finetune_multilabel.py)" if cfg.kind == "multi" else "single-label (finetune.py)"
-    print(f"{len(cells)} runs, {kind}, into {cfg.out / 'runs'}", flush=True)
+    script = "multi-label (finetune_multilabel.py)" if cfg.label_kind == "multi" else "single-label (finetune.py)"
+    print(f"{len(cells)} runs, {script}, into {cfg.out / 'runs'}", flush=True)
     t0 = time.perf_counter()
     run_cells(cells, cfg, env, progress)
     records = collect(cells, cfg)

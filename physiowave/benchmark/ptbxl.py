@@ -336,7 +336,7 @@ def write_predictions(cell: Cell, data: Path, dest: Path) -> Path | None:
 def _table(cells: list[Cell], cfg: argparse.Namespace, task: str, modes: Sequence[str], fractions: Sequence[float],
            seeds: Sequence[int]) -> tuple[list[dict[str, Any]], str]:
     ns = argparse.Namespace(modes=list(modes), fractions=list(fractions), seeds=list(seeds), metric="auroc_macro",
-                            bootstrap=cfg.bootstrap, bootstrap_seed=0, kind="multi",
+                            bootstrap=cfg.bootstrap, bootstrap_seed=0, label_kind="multi",
                             title=f"PTB-XL {task}, 100 Hz (train folds 1-8, select fold 9, test fold 10), record level")
     records = collect(cells, ns)
     summary = summarize(cells, records, ns)
@@ -545,7 +545,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cells = plan.ordered(cfg.recipe)
     if cfg.dry_run:
 
-        ns = argparse.Namespace(python=cfg.python, extra=[], kind="multi")
+        ns = argparse.Namespace(python=cfg.python, extra=[], label_kind="multi")
         for c in cells:
             state = cell_state(c.folder, c.done_file)
             print(f"# {c.folder.relative_to(cfg.out)}: {state}")
@@ -554,7 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, len(os.sched_getaffinity(0)) // cfg.jobs))
     env = {**os.environ, "OMP_NUM_THREADS": threads,
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
-    ns = argparse.Namespace(python=cfg.python, extra=[], kind="multi", jobs=cfg.jobs)
+    ns = argparse.Namespace(python=cfg.python, extra=[], label_kind="multi", jobs=cfg.jobs)
     if not cfg.report:
         print(f"{len(cells)} runs into {cfg.out}, {cfg.jobs} at a time, {threads} thread(s) each", flush=True)
     t0 = time.perf_counter()

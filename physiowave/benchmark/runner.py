@@ -88,9 +88,9 @@ def cell_state(folder: Path, done_file: str = RESULTS_FILE) -> str:
     return "new"
 
 
-def script_of(kind: str, python: str) -> list[str]:
+def script_of(label_kind: str, python: str) -> list[str]:
     """The script of a task: the checkout's ``finetune*.py``, else the engine entry point it calls."""
-    file, task = _SCRIPTS[kind]
+    file, task = _SCRIPTS[label_kind]
     if (ROOT / file).is_file():
         return [python, str(ROOT / file)]
     return [python, "-c", f"import sys; sys.argv[0] = {file!r}; from physiowave.engine import main; "
@@ -103,7 +103,7 @@ def command(cell: Cell, cfg: argparse.Namespace, state: str) -> list[str]:
         return [*(cell.script or []), *(cell.flags or []), "--output_dir", str(cell.folder),
                 *(["--resume", "auto"] if state != "new" else [])]
     script = cell.script or ([cfg.python, str(RESNET_SCRIPT)] if cell.mode == "resnet"
-                             else script_of(cfg.kind, cfg.python))
+                             else script_of(cfg.label_kind, cfg.python))
     train, val, test = cell.files or (cfg.train, cfg.val, cfg.test)
     cmd = [*script, "--train_file", str(train), "--val_file", str(val), "--test_file", str(test),
            "--label_fraction", f"{cell.fraction:g}", "--seed", str(cell.seed), "--output_dir", str(cell.folder)]

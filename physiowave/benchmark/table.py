@@ -21,24 +21,24 @@ __all__ = ["known_metrics", "collect", "summarize", "markdown", "draw"]
 _ENGINE_KEYS = {("auroc_macro", "single"): "auroc"}
 
 
-def known_metrics(kind: str) -> set[str]:
-    """The table metrics of a run's results for ``kind`` ("multi" or single-label): the bootstrapped ones and the
+def known_metrics(label_kind: str) -> set[str]:
+    """The table metrics of a run's results for ``label_kind`` ("multi" or single-label): the bootstrapped ones and the
     engine's scalar metrics, read off a small example as the engine computes them."""
     from ..engine.metrics import classification_metrics, multilabel_metrics
     k = 3
     probs = np.full((k, k), 0.5 / k) + 0.5 * np.eye(k)
-    if kind == "multi":
+    if label_kind == "multi":
         p = np.clip(probs, 1e-6, 1 - 1e-6)
         scores = multilabel_metrics(np.log(p) - np.log1p(-p), np.eye(k, dtype=np.float32), 0.5, None)
     else:
         scores = classification_metrics(np.log(probs), np.arange(k), None)
-    names = set(scalars_of(scores)) | ({"f1_macro_tuned"} if kind == "multi" else set())
-    return names | {m for m in BOOTSTRAP_METRICS if kind != "multi" or m != "acc"}
+    names = set(scalars_of(scores)) | ({"f1_macro_tuned"} if label_kind == "multi" else set())
+    return names | {m for m in BOOTSTRAP_METRICS if label_kind != "multi" or m != "acc"}
 
 
-def _engine_value(results: dict[str, Any], metric: str, kind: str) -> tuple[float | None, str]:
+def _engine_value(results: dict[str, Any], metric: str, label_kind: str) -> tuple[float | None, str]:
     """The metric from ``test_results.json``: its ``record`` sub-dict, else the window-level value."""
-    key = _ENGINE_KEYS.get((metric, kind), metric)
+    key = _ENGINE_KEYS.get((metric, label_kind), metric)
     for where, level in ((results.get("record") or {}, "record (engine)"), (results, "window")):
         for k in (metric, key):
             v = where.get(k)
@@ -74,7 +74,7 @@ def collect(cells: list[Cell], cfg: argparse.Namespace) -> dict[tuple[str, float
             r.update(value=ci["value"], level="record", records=len(rec.record_id), ci=[ci["low"], ci["high"]],
                      ci_dropped=ci["dropped"])
         else:
-            r["value"], r["level"] = _engine_value(test, cfg.metric, cfg.kind)
+            r["value"], r["level"] = _engine_value(test, cfg.metric, cfg.label_kind)
             if r["value"] is None:
                 r["error"] = f"{results}: no '{cfg.metric}'"
     return records

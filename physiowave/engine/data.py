@@ -98,7 +98,7 @@ def class_names_of(paths: list[str]) -> list[str] | None:
     return None
 
 
-def fit_class_names(names: list[str] | None, num_classes: int, label_mode: str, where: str
+def fit_class_names(names: list[str] | None, num_classes: int, label_kind: str, where: str
                     ) -> tuple[list[str] | None, str | None]:
     """The stored class ``names`` fitted to a head of ``num_classes`` outputs → (names, a note for the log or None).
 
@@ -107,11 +107,11 @@ def fit_class_names(names: list[str] | None, num_classes: int, label_mode: str, 
     do not match its label columns, is a ConfigError naming ``where`` (the file)."""
     if names is None or len(names) == num_classes:
         return names, None
-    if label_mode == "single" and len(names) < num_classes:
+    if label_kind == "single" and len(names) < num_classes:
         extra = [f"class_{k}" for k in range(len(names), num_classes)]
         return names + extra, (f"note: {where} names {len(names)} classes and the model has {num_classes}: the "
                                f"others are called {', '.join(extra)}")
-    if label_mode == "single":
+    if label_kind == "single":
         raise ConfigError(f"{where}: its class_names attribute names {len(names)} classes, the model has {num_classes} "
                           f"outputs (labels 0..{num_classes - 1}): pass --num_classes {len(names)} if the other "
                           "classes exist, or fix the attribute")
@@ -153,8 +153,8 @@ def _open(paths: list[str], args: RunConfig, task: Task, train: bool) -> H5Datas
     modalities = args.modalities
     if modalities:
         return MultiModalDataset(paths, modalities, data_key=args.data_key, label_key=args.label_key,
-                                 labels=task.label_mode, seed=args.seed, normalize=args.normalize, augment=augment)
-    return H5Dataset(paths, data_key=args.data_key, label_key=args.label_key, labels=task.label_mode,
+                                 labels=task.label_kind, seed=args.seed, normalize=args.normalize, augment=augment)
+    return H5Dataset(paths, data_key=args.data_key, label_key=args.label_key, labels=task.label_kind,
                      max_length=args.max_length, seed=args.seed, normalize=args.normalize, random_crop=train,
                      augment=augment)
 
@@ -163,7 +163,7 @@ MAX_PADDED_LENGTH = 65_536  # --max_length beyond the stored samples zero-pads t
 
 
 def _split_flags(task: Task) -> dict[str, str]:
-    pretrain = task.label_mode == "none"
+    pretrain = task.label_kind == "none"
     return {"train": "--train_files" if pretrain else "--train_file",
             "val": "--val_files" if pretrain else "--val_file", "test": "--test_file"}
 
@@ -215,12 +215,12 @@ def open_datasets(args: RunConfig, task: Task) -> dict[str, Any]:
     for split, ds in (("train", train_set), ("val", val), ("test", sets["test"])):
         if ds is not None and len(ds) == 0:
             raise ConfigError(_empty_split(split, flags, paths, info, args))
-    if task.label_mode != "none":
+    if task.label_kind != "none":
         info.update(_label_info(args, train, labels))
     info["preprocessing"] = preprocessing_of(paths["train"][0])
     info["train_samples"] = len(train_set)
     info["train_file_stamps"] = [file_stamp(p) for p in paths["train"]]  # a resume refuses other training data
-    labelled = task.label_mode != "none"
+    labelled = task.label_kind != "none"
     records = {split: record_ids_of(ds) if labelled else None for split, ds in (("val", val), ("test", sets["test"]))}
     return {"train": train_set, "val": val, "test": sets["test"], "info": info, "record_ids": records}
 
@@ -231,7 +231,7 @@ def _evaluation_datasets(sets: dict[str, Any], info: dict[str, Any], task: Task)
     for split, ds in (("val", val), ("test", test)):
         if ds is not None and len(ds) == 0:
             raise ConfigError(f"{', '.join(ds.file_paths)}: the {split} set has no samples")
-    labelled = task.label_mode != "none"
+    labelled = task.label_kind != "none"
     info.update(class_names=class_names_of(val.file_paths) if labelled else None,
                 preprocessing=preprocessing_of(val.file_paths[0]), train_samples=0, train_file_stamps=[])
     records = {split: record_ids_of(ds) if labelled else None for split, ds in (("val", val), ("test", test))}
@@ -294,7 +294,7 @@ def _training_subsets(args: RunConfig, task: Task, sets: dict[str, Any], info: d
     labels, train_set = train.labels_array, train
     fraction = args.label_fraction
     groups, by = None, "sample"
-    if task.label_mode != "none" and (val is None or fraction < 1.0):
+    if task.label_kind != "none" and (val is None or fraction < 1.0):
         groups, by = _groups(info["train_files"])
     if val is None and args.val_split_ratio > 0:
         tr_idx, va_idx = split_indices(len(train), args.val_split_ratio, args.seed, groups)
@@ -307,7 +307,7 @@ def _training_subsets(args: RunConfig, task: Task, sets: dict[str, Any], info: d
         val = Subset(_open(info["train_files"], args, task, train=False), va_idx)
         labels = labels[tr_idx]
         groups = groups[tr_idx] if groups is not None else None
-    if task.label_mode != "none" and fraction < 1.0 and len(train_set):
+    if task.label_kind != "none" and fraction < 1.0 and len(train_set):
         train_set, labels, info["label_fraction"] = _label_fraction(train, train_set, labels, groups, fraction,
                                                                     args.seed, by)
     return train_set, val, labels
@@ -346,7 +346,7 @@ def _check_label_set(train: H5Dataset | MultiModalDataset, gaps_allowed: bool) -
                           f"{present.max() + 1} if those classes are meant to exist")
 
 
-def check_labels(data: dict[str, Any], num_classes: int, label_mode: str) -> None:
+def check_labels(data: dict[str, Any], num_classes: int, label_kind: str) -> None:
     """Every split's labels fit a model of ``num_classes`` outputs: class indices below it (single-label), exactly
     that many labels (multi-label); a checkpoint's head fixes it when resuming or evaluating."""
     for split in ("train", "val", "test"):
@@ -356,10 +356,10 @@ def check_labels(data: dict[str, Any], num_classes: int, label_mode: str) -> Non
         if labels is None or not len(labels):
             continue
         where = base.file_paths[0] if len(base.file_paths) == 1 else ", ".join(base.file_paths)
-        if label_mode == "single" and labels.max() >= num_classes:
+        if label_kind == "single" and labels.max() >= num_classes:
             raise ConfigError(f"{where}: {split} labels go up to {labels.max()}, "
                               f"but the model has {num_classes} classes (0..{num_classes - 1})")
-        if label_mode == "multi" and labels.shape[1] != num_classes:
+        if label_kind == "multi" and labels.shape[1] != num_classes:
             raise ConfigError(f"{where}: {split} samples have {labels.shape[1]} labels each, "
                               f"the model has {num_classes}")
 

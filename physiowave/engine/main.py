@@ -80,8 +80,8 @@ def run(args: RunConfig, env: DistEnv) -> dict[str, Any]:
         _log(env, note)
     model = build_run_model(args, task, info, resume, resume_path, lambda message: _log(env, message))
     num_classes = model.config.get("num_classes")
-    if task.label_mode != "none":
-        check_labels(data, num_classes, task.label_mode)
+    if task.label_kind != "none":
+        check_labels(data, num_classes, task.label_kind)
         _fit_class_names(info, num_classes, task, resume, env)
     task.attach(info, num_classes, model)
     _check_select_metric(args, task, has_val=data["val"] is not None,
@@ -128,7 +128,7 @@ def _fit_class_names(info: dict[str, Any], num_classes: int, task: Task, resume:
     stored = ((resume or {}).get("data") or {}).get("class_names")
     if stored is not None and len(stored) == num_classes and (names is None or len(names) != num_classes):
         names, where = list(stored), "the --resume checkpoint"
-    info["class_names"], note = fit_class_names(names, num_classes, task.label_mode, where)
+    info["class_names"], note = fit_class_names(names, num_classes, task.label_kind, where)
     if note:
         _log(env, note)
 
@@ -163,7 +163,7 @@ def _read_resume(path: Path, task: Task) -> dict[str, Any]:
 
 def _check_select_metric(args: RunConfig, task: Task, has_val: bool, val_records: bool) -> None:
     names = task.metric_names(has_val)
-    if has_val and val_records and task.label_mode != "none":
+    if has_val and val_records and task.label_kind != "none":
         names |= {f"record_{n}" for n in task.record_metric_names()}
     if args.select_metric not in names:
         where = "validation" if has_val else "training (there is no validation set)"

@@ -1,6 +1,6 @@
 """Everything that differs between the three scripts, one class per task.
 
-A task knows its labels (``label_mode``), its optimizer betas and checkpoint name, the model settings it needs
+A task knows its labels (``label_kind``), its optimizer betas and checkpoint name, the model settings it needs
 (pretraining decoder, classification head), which parameters it never trains, how a batch becomes a loss, which
 per-sample arrays evaluation gathers, the metrics they give, and the figures it logs. :func:`build_task` is the
 only place that reads ``args.task``.
@@ -64,7 +64,7 @@ class Task:
     """Interface and the settings shared by the classification tasks."""
 
     kind = "task"              # stored in checkpoints: which script can continue them
-    label_mode = "none"        # "none" | "single" | "multi"
+    label_kind = "none"        # "none" | "single" | "multi"
     betas = (0.9, 0.999)
     latest_name = "latest_model.pth"
     model_defaults: dict[str, Any] = {}
@@ -232,7 +232,7 @@ class _Classification(Task):
         """The scalar record-level metrics (``--select_metric record_<name>``), read off a small example."""
         k = self.num_classes
         probs = np.full((k, k), 0.5 / k) + 0.5 * np.eye(k)
-        labels = np.arange(k) if self.label_mode == "single" else np.eye(k, dtype=np.float32)
+        labels = np.arange(k) if self.label_kind == "single" else np.eye(k, dtype=np.float32)
         return set(scalars_of(self._record_scores(probs, labels, {})))
 
     def _weight(self, device: torch.device) -> torch.Tensor | None:
@@ -243,7 +243,7 @@ class SingleLabelTask(_Classification):
     """Softmax classification: cross-entropy with label smoothing and optional inverse-frequency class weights."""
 
     kind = "classification"
-    label_mode = "single"
+    label_kind = "single"
 
     def _class_weights(self, counts, n):
         k = self.num_classes
@@ -305,7 +305,7 @@ class MultiLabelTask(_Classification):
     """
 
     kind = "multilabel"
-    label_mode = "multi"
+    label_kind = "multi"
 
     def __init__(self, args: RunConfig):
         super().__init__(args)
