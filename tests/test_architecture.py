@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "physiowave"
 FLOORS = {
     # 0: the ground: version and lazy public names, the HDF5 contract, file helpers, figures, device choice
     "physiowave": 0, "physiowave.contract": 0, "physiowave.fileio": 0, "physiowave.figures": 0,
-    "physiowave.device": 0, "physiowave.flags": 0,
+    "physiowave.device": 0, "physiowave.flags": 0, "physiowave.threads": 0,
     # 1: pure parts: the network, signal preprocessing, datasets
     "physiowave.models": 1, "physiowave.preprocess": 1, "physiowave.data": 1,
     # 2: models to and from files

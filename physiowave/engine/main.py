@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 
 from ..checkpoint import read_checkpoint
+from .. import threads
 from ..fileio import scalars_of, to_jsonable
 from ..models import FusionModel
 from .args import parse_args
@@ -65,6 +66,8 @@ def run(args: RunConfig, env: DistEnv) -> dict[str, Any]:
                           "torch's inductor crashes compiling the wavelet decomposition's backward and compiled blocks "
                           "are slower than eager; drop --compile")
     task = build_task(args)
+    if threads.note:
+        _log(env, threads.note)
     out = Path(args.output_dir)
     resume_path = _resume_path(args, out / task.latest_name)
     resume = _read_resume(resume_path, task) if resume_path else None
