@@ -5,6 +5,7 @@ import torch
 
 __all__ = ["pick_device"]
 
+
 def pick_device(flag: str | None, local_rank: int = 0) -> torch.device:
     """``--device`` value (None: CUDA when available, else CPU) → a usable device, or a one-line RuntimeError."""
     if flag is None:

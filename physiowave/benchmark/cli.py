@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 import time
@@ -52,8 +51,8 @@ from pathlib import Path
 from typing import Any
 
 from ..fileio import atomic_write_text, write_json
-from .runner import (MODES, OWN_FLAGS, RESNET_SCRIPT, ROOT, cell_state, command, floats, ints, plan, progress,
-                     run_cells, script_of)
+from .runner import (MODES, OWN_FLAGS, RESNET_SCRIPT, cell_state, child_env, command, floats, ints, plan,
+                     progress, run_cells, script_of)
 from .stats import label_kind
 from .table import collect, draw, known_metrics, markdown, summarize
 
@@ -178,9 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(shlex.join(command(c, cfg, state)))
         return 0
     _check_protocol(cfg)
-    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, len(os.sched_getaffinity(0)) // cfg.jobs))
-    env = {**os.environ, "OMP_NUM_THREADS": threads,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = child_env(cfg.jobs)
     script = "multi-label (finetune_multilabel.py)" if cfg.label_kind == "multi" else "single-label (finetune.py)"
     print(f"{len(cells)} runs, {script}, into {cfg.out / 'runs'}", flush=True)
     t0 = time.perf_counter()

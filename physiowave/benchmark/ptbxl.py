@@ -48,8 +48,8 @@ import numpy as np
 
 from ..contract import INFO_FILE
 from ..fileio import atomic_write_text, write_json
-from .runner import (MODES, RECORDS_FILE, RESNET_SCRIPT, ROOT, Cell, cell_state, command, floats, ints, progress,
-                     run_cells)
+from .runner import (MODES, RECORDS_FILE, RESNET_SCRIPT, ROOT, Cell, cell_state, child_env, command, floats, ints,
+                     progress, run_cells)
 from .stats import read_records
 from .table import collect, markdown, summarize
 
@@ -551,12 +551,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"# {c.folder.relative_to(cfg.out)}: {state}")
             print(" ".join(command(c, ns, state)))
         return 0
-    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, len(os.sched_getaffinity(0)) // cfg.jobs))
-    env = {**os.environ, "OMP_NUM_THREADS": threads,
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = child_env(cfg.jobs)
     ns = argparse.Namespace(python=cfg.python, extra=[], label_kind="multi", jobs=cfg.jobs)
     if not cfg.report:
-        print(f"{len(cells)} runs into {cfg.out}, {cfg.jobs} at a time, {threads} thread(s) each", flush=True)
+        print(f"{len(cells)} runs into {cfg.out}, {cfg.jobs} at a time, {env['OMP_NUM_THREADS']} thread(s) each",
+              flush=True)
     t0 = time.perf_counter()
     if not cfg.report:
         run_cells(cells, ns, env, progress)

@@ -21,7 +21,7 @@ from ..contract import run_files
 from ..fileio import FolderBusyError, folder_lock, write_json
 
 __all__ = ["MODES", "Cell", "plan", "cell_state", "command", "script_of", "run_cells", "input_fingerprint",
-           "check_inputs", "wall_seconds", "floats", "ints", "percent", "progress"]
+           "check_inputs", "wall_seconds", "floats", "ints", "percent", "progress", "child_env"]
 
 ROOT = Path(__file__).resolve().parents[2]
 MODES = {"scratch": "from scratch", "probe": "pretrained + linear probe", "finetune": "pretrained + fine-tuning",
@@ -296,3 +296,11 @@ def progress(cell: Cell) -> None:
     else:
         print(f"{what}  FAILED (exit {r.get('returncode')}) after {r.get('seconds', 0):.0f} s; see "
               f"{cell.folder / LOG_FILE}" + "".join(f"\n    {ln}" for ln in r.get("log_tail", [])[-5:]), flush=True)
+
+
+def child_env(jobs: int) -> dict[str, str]:
+    """The environment of the runs: this checkout importable, and the cores divided among ``jobs`` runs at a time
+    (``OMP_NUM_THREADS``, unless set): one thread per core, none spinning on another run's core."""
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, len(os.sched_getaffinity(0)) // jobs))
+    return {**os.environ, "OMP_NUM_THREADS": threads,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}

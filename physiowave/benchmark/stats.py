@@ -71,9 +71,7 @@ def bootstrap(name: str, probs: Sequence[np.ndarray], labels: np.ndarray, n: int
     r = len(labels)
     if any(len(p) != r for p in probs):
         raise ValueError(f"bootstrap: predictions for {[len(p) for p in probs]} records, labels for {r}")
-    value = float(np.mean([metric_value(name, p, labels) for p in probs]))
-    if name == "acc" and labels.ndim != 1:
-        raise ValueError("acc is a single-label metric; use auroc_macro for multi-label data")
+    value = float(np.mean([metric_value(name, p, labels) for p in probs]))  # also checks name fits the labels
     probs = [np.asarray(p, dtype=np.float64) for p in probs]
     rng = np.random.default_rng(seed)
     means = np.empty(n)

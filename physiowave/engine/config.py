@@ -126,7 +126,3 @@ class RunConfig:
     def replace(self, **changes: Any) -> "RunConfig":
         """A copy with ``changes``."""
         return dataclasses.replace(self, **changes)
-
-    def as_dict(self) -> dict[str, Any]:
-        """Every setting by name (``args.json``, checkpoints' ``args``)."""
-        return dict(vars(self))
