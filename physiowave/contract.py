@@ -65,7 +65,8 @@ def check_modality_name(name: str) -> str:
 
 # The files a training run writes into its --output_dir (the engine, the benchmark runner and `physiowave convert`
 # read them by these names). RESULT_FILES describe one finished (or evaluated) run: they never survive into another.
-RESULT_FILES = ("test_results.json", "val_results.json", "training_summary.txt", "test_records.npz", "val_records.npz")
+RESULT_FILES = ("test_results.json", "val_results.json", "training_summary.txt", "test_records.npz", "val_records.npz",
+                "timing.json")
 RUN_FILES = ("args.json", "training_history.json", "best_model.pth", "latest_model.pth", "latest_checkpoint.pth",
               "label_fraction.json", *RESULT_FILES)
 RUN_GLOBS = ("checkpoint_epoch_*.pth", "*.pth.tmp", "*.json.tmp")

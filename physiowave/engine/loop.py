@@ -21,6 +21,7 @@ from tqdm import tqdm
 from .distributed import DistEnv, all_reduce_sums, derive_seed, gather_by_index, seed_everything
 from .errors import NonFiniteLossError
 from .tasks import Task
+from .timing import PhaseClock
 
 __all__ = ["Precision", "train_one_epoch", "evaluate", "move_batch"]
 
@@ -97,13 +98,14 @@ def train_one_epoch(net: nn.Module, loader: Iterable, optimizer: torch.optim.Opt
                     num_micro: int, start_micro: int = 0, sums: dict[str, float] | None = None,
                     params: list[nn.Parameter] | None = None,
                     on_step: Callable[[int, dict[str, float]], None] | None = None,
-                    desc: str = "train") -> dict[str, float]:
+                    desc: str = "train", clock: PhaseClock | None = None) -> dict[str, float]:
     """Train over ``loader`` (already positioned at micro-batch ``start_micro`` of ``num_micro``) → averaged metrics.
 
     Every ``accum`` micro-batches (and once for a final partial group) the gradients are clipped and the optimizer
     and per-step schedule advance; DDP synchronises gradients only on the last micro-batch of a group.
     ``on_step(micro_done, sums)`` is called after each optimizer step with this process's metric sums so far
-    (``sums``: those of the micro-batches before ``start_micro``, from a mid-epoch checkpoint).
+    (``sums``: those of the micro-batches before ``start_micro``, from a mid-epoch checkpoint). ``clock`` gets the
+    seconds spent waiting for batches (``data``) and computing (``step``; ``on_step``'s checkpoints excluded).
     """
     net.train()
     params = params if params is not None else [p for p in net.parameters() if p.requires_grad]
@@ -113,8 +115,12 @@ def train_one_epoch(net: nn.Module, loader: Iterable, optimizer: torch.optim.Opt
                leave=False)
     optimizer.zero_grad(set_to_none=True)
     micro = start_micro
+    clock = clock or PhaseClock()
+    ready = time.perf_counter()
     try:
         for _, batch in loader:
+            got = time.perf_counter()
+            clock.add("data", got - ready)
             group_start = (micro // accum) * accum
             group_size = min(accum, num_micro - group_start)
             last_in_group = micro - group_start == group_size - 1
@@ -132,16 +138,19 @@ def train_one_epoch(net: nn.Module, loader: Iterable, optimizer: torch.optim.Opt
                 sums[k] = sums.get(k, 0.0) + v
             micro += 1
             samples += int(stats["count"])
+            clock.train_samples += int(stats["count"])
             if last_in_group:
                 _optimizer_step(optimizer, schedule, precision, params, grad_clip, env,
                                 f"epoch {epoch + 1}, micro-batch {micro}")
-                if on_step is not None:
-                    on_step(micro, sums)
+            clock.add("step", time.perf_counter() - got)
+            if last_in_group and on_step is not None:
+                on_step(micro, sums)
             if env.is_main:
                 bar.update(1)
                 bar.set_postfix(loss=f"{stats['loss_sum'] / max(stats['count'], 1):.4f}",
                                 lr=f"{optimizer.param_groups[0]['lr']:.2e}",
                                 sps=f"{samples * env.world_size / (time.perf_counter() - t0):.1f}")
+            ready = time.perf_counter()
     finally:
         bar.close()
     elapsed = time.perf_counter() - t0

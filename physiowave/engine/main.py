@@ -44,6 +44,7 @@ from .probe import compute_features, eval_loader, feature_head
 from .samplers import TrainSampler
 from .state import Progress, make_checkpoint, restore
 from .tasks import LOWER_IS_BETTER, Task, build_task
+from .timing import PhaseClock
 
 __all__ = ["main", "run"]
 
@@ -61,6 +62,7 @@ def _log(env: DistEnv, msg: str) -> None:
 def run(args: RunConfig, env: DistEnv) -> dict[str, Any]:
     """Train (or with ``--eval`` only evaluate) as the flags say → the final metrics."""
     t0 = time.perf_counter()
+    clock = PhaseClock()
     if args.compile and env.device.type not in COMPILE_DEVICES:
         raise ConfigError(f"--compile needs a CUDA device, got {env.device}: on CPU, "
                           "torch's inductor crashes compiling the wavelet decomposition's backward and compiled blocks "
@@ -112,14 +114,17 @@ def run(args: RunConfig, env: DistEnv) -> dict[str, Any]:
         model.compile_regions()
     if args.eval:
         return evaluate_checkpoint(args, env, task, model, data, resume, precision)
-    best = train(args, env, task, model, data, resume, precision)
-    test = test_best_model(args, env, task, model, data, precision)
+    clock.add("setup", time.perf_counter() - clock.start)
+    best = train(args, env, task, model, data, resume, precision, clock)
+    with clock.phase("test"):
+        test = test_best_model(args, env, task, model, data, precision)
     if env.is_main:
         if test is not None:
             write_result(out / "test_results.json", test)
+        write_result(out / "timing.json", clock.report())
         write_text(out / "training_summary.txt", _summary(args, env, model, info, best, test, precision,
                                                           time.perf_counter() - t0))
-        _log(env, f"done in {time.perf_counter() - t0:.1f} s; outputs in {out}")
+        _log(env, f"done in {time.perf_counter() - t0:.1f} s ({clock.line()}); outputs in {out}")
     return {"test": test, "best": best}
 
 
@@ -201,9 +206,10 @@ def _freeze(model: nn.Module, task: Task, args: RunConfig) -> nn.Module:
 
 
 def train(args: RunConfig, env: DistEnv, task: Task, model: nn.Module, data: dict[str, Any],
-          resume: dict[str, Any] | None, precision: Precision) -> dict[str, Any]:
-    """The epochs: train, validate, select, checkpoint, log → the best ``{metric, value, epoch}``."""
-    out = Path(args.output_dir)
+          resume: dict[str, Any] | None, precision: Precision, clock: PhaseClock) -> dict[str, Any]:
+    """The epochs: train, validate, select, checkpoint, log → the best ``{metric, value, epoch}``; ``clock``
+    gets the seconds of each phase (:mod:`.timing`)."""
+    out, started = Path(args.output_dir), time.perf_counter()
     trained = _freeze(model, task, args)
     probe = trained is not model
     sets = _probe_sets(args, env, model, data, precision) if probe else data
@@ -230,8 +236,9 @@ def train(args: RunConfig, env: DistEnv, task: Task, model: nn.Module, data: dic
 
     def save(metrics: dict[str, Any], *names: Path) -> None:
         if env.is_main:
-            write_checkpoint(make_checkpoint(model, optimizer, schedule, precision, args, task, data["info"], progress,
-                                             metrics, logger.history), *names)
+            with clock.phase("checkpoint"):
+                write_checkpoint(make_checkpoint(model, optimizer, schedule, precision, args, task, data["info"], progress,
+                                                 metrics, logger.history), *names)
 
     def after_step(micro: int, sums: dict[str, float]) -> None:
         progress.global_step += 1
@@ -246,27 +253,32 @@ def train(args: RunConfig, env: DistEnv, task: Task, model: nn.Module, data: dic
             raise stop.stopped(signum, out / task.latest_name, f"after step {micro} of epoch {progress.epoch + 1}")
 
     stop = Preemption(parse_signals(args.preempt_signals), env).install()
+    clock.add("setup", time.perf_counter() - started)
     try:
         for epoch in range(progress.epoch, args.epochs):
-            progress.epoch, t0 = epoch, time.perf_counter()
-            loader = _train_loader(
-                args, env, sets["train"], sampler, epoch, progress.micro, workers=not probe,
-                refresh=lambda epoch=epoch: _probe_train_set(args, env, model, data, precision, sets, epoch))
+            progress.epoch, t0, before = epoch, time.perf_counter(), dict(clock.seconds)
+            with clock.phase("data"):  # a probe's training features are this epoch's input
+                loader = _train_loader(
+                    args, env, sets["train"], sampler, epoch, progress.micro, workers=not probe,
+                    refresh=lambda epoch=epoch: _probe_train_set(args, env, model, data, precision, sets, epoch))
             train_metrics = train_one_epoch(
                 net, loader, optimizer, schedule, task, env, precision, epoch=epoch, seed=args.seed,
                 accum=args.grad_accumulation_steps, grad_clip=args.grad_clip, num_micro=num_micro,
                 start_micro=progress.micro, sums=progress.sums, on_step=after_step,
-                desc=f"epoch {epoch + 1}/{args.epochs}")
+                desc=f"epoch {epoch + 1}/{args.epochs}", clock=clock)
             progress.micro, progress.sums = 0, {}
             metrics = {"train": train_metrics}
             validate = (epoch + 1) % args.val_every == 0 or epoch + 1 == args.epochs
-            val, _ = evaluate_split(args, env, task, inner, sets["val"] if validate else None, precision, {}, model,
-                                    data["record_ids"]["val"])
+            with clock.phase("eval"):
+                val, _ = evaluate_split(args, env, task, inner, sets["val"] if validate else None, precision, {},
+                                        model, data["record_ids"]["val"])
             if val is not None:
                 metrics["val"] = val
             # an epoch without validation (--val_every) is never selected: the best is among validated epochs
             is_best = _select(args, progress, metrics, schedule, epoch) if validate or sets["val"] is None else False
-            _log_epoch(args, env, task, logger, model, metrics, optimizer, data, epoch, t0, is_best)
+            spent = {f"time_{k}": clock.seconds[k] - before[k] for k in ("data", "step", "eval")}
+            with clock.phase("log"):
+                _log_epoch(args, env, task, logger, model, metrics, optimizer, data, epoch, t0, is_best, spent)
             names = [out / task.latest_name] + ([out / "best_model.pth"] if is_best else [])
             if args.save_freq and (epoch + 1) % args.save_freq == 0:
                 names.append(out / f"checkpoint_epoch_{epoch + 1}.pth")
@@ -325,15 +337,16 @@ def _select(args: RunConfig, progress: Progress, metrics: dict[str, Any], schedu
 
 def _log_epoch(args: RunConfig, env: DistEnv, task: Task, logger: RunLogger, model: nn.Module,
                metrics: dict[str, Any], optimizer: torch.optim.Optimizer, data: dict[str, Any], epoch: int, t0: float,
-               is_best: bool) -> None:
-    """One epoch into the history, TensorBoard and the console."""
+               is_best: bool, spent: dict[str, float]) -> None:
+    """One epoch into the history (``spent``: its seconds waiting for data, stepping, evaluating), TensorBoard and
+    the console."""
     lr = optimizer.param_groups[0]["lr"]
     val = metrics.get("val") or {}
     weights = model.modality_weights() if isinstance(model, FusionModel) else None
     row = {f"train_{k}": v for k, v in scalars_of(metrics["train"]).items()}
     row.update({f"val_{k}": v for k, v in scalars_of(val).items()})
     row.update({f"val_record_{k}": v for k, v in scalars_of(val.get("record") or {}).items() if k != "records"})
-    row.update(learning_rates=lr, epoch=epoch + 1, epoch_time=time.perf_counter() - t0)
+    row.update(learning_rates=lr, epoch=epoch + 1, epoch_time=time.perf_counter() - t0, **spent)
     row.update({f"modality_weight_{name}": w for name, w in (weights or {}).items()})
     logger.record_epoch(row)
     for prefix, values in (("modality_weight", weights or {}), ("train", metrics["train"]), ("val", val),
