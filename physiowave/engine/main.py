@@ -237,8 +237,8 @@ def train(args: RunConfig, env: DistEnv, task: Task, model: nn.Module, data: dic
     def save(metrics: dict[str, Any], *names: Path) -> None:
         if env.is_main:
             with clock.phase("checkpoint"):
-                write_checkpoint(make_checkpoint(model, optimizer, schedule, precision, args, task, data["info"], progress,
-                                                 metrics, logger.history), *names)
+                write_checkpoint(make_checkpoint(model, optimizer, schedule, precision, args, task, data["info"],
+                                                 progress, metrics, logger.history), *names)
 
     def after_step(micro: int, sums: dict[str, float]) -> None:
         progress.global_step += 1
