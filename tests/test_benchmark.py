@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -169,6 +170,30 @@ def test_cell_states_and_the_resume_flag(tmp_path):
     assert bm.cell_state(cell.folder) == "done"
 
 
+def test_a_cell_that_ran_other_flags_is_refused(tmp_path):
+    cfg = argparse.Namespace(label_kind="multi", python="py", train="tr.h5", val="va.h5", test="te.h5",
+                             pretrained="pre.pth", extra=["--epochs", "10", "--embed_dim", "64"])
+    cell = bm.Cell("probe", 1.0, 0, tmp_path / "probe_f1_s0")
+    cmd = bm.command(cell, cfg, "partial")
+    bm.check_command(cell, cmd)  # nothing recorded: nothing to compare
+    cell.folder.mkdir()
+    ran = bm.command(cell, argparse.Namespace(**{**vars(cfg), "python": "/elsewhere/python",
+                                                 "extra": ["--epochs", "3", "--embed_dim", "64"]}), "new")
+    (cell.folder / "run.log").write_text(f"\n[physiowave.benchmark 2026-01-01 00:00:00] {shlex.join(ran)}\nepoch 1/3\n")
+    with pytest.raises(SystemExit, match=r"probe_f1_s0: .*--epochs 3 -> 10"):
+        bm.check_command(cell, cmd)
+    same = bm.command(cell, argparse.Namespace(**{**vars(cfg), "python": "/elsewhere/python"}), "new")
+    (cell.folder / "run.log").write_text(f"[physiowave.benchmark 2026-01-01 00:00:00] {shlex.join(same)} "
+                                         "--output_dir /moved/here\n")
+    bm.check_command(cell, cmd)  # another checkout, --resume, --output_dir: the same cell
+    (cell.folder / "command.json").write_text(json.dumps({"flags": {"--freeze_encoder": []}}))
+    with pytest.raises(SystemExit, match=r"--epochs \(absent\) -> 10"):  # command.json comes before run.log
+        bm.check_command(cell, cmd)
+    scratch = bm.Cell("scratch", 1.0, 0, cell.folder)
+    with pytest.raises(SystemExit, match=r"--freeze_encoder \(set\) -> \(absent\)"):
+        bm.check_command(scratch, bm.command(scratch, cfg, "partial"))
+
+
 def test_finished_cells_are_not_run_again_and_the_outputs_are_written(tmp_path, capsys):
     files = {s: _h5(tmp_path / f"{s}.h5", 6, i, multi=True) for i, s in enumerate(("train", "val", "test"))}
     out = tmp_path / "bench"
@@ -287,6 +312,7 @@ def test_killed_runner_resumes_and_finishes(tmp_path):
     assert "scratch    100 % seed 0  finished (resumed)" in done.stdout
     assert first.stat().st_mtime_ns == mtime
     assert (runs / names[0] / "run.log").read_text().count("[physiowave.benchmark") == 1
+    assert json.loads((runs / names[1] / "command.json").read_text())["flags"]["--epochs"] == ["3"]
     log = (runs / names[1] / "run.log").read_text()
     assert log.count("[physiowave.benchmark") == 2 and "--resume auto" in log.split("[physiowave.benchmark")[2]
     assert "resuming from" in log

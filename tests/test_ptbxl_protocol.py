@@ -140,6 +140,11 @@ def test_protocol_end_to_end_and_resumed_call_runs_nothing(tmp_path, capsys, mon
     code, err = _run(argv + ["--report", "--publish", str(tmp_path / "pub")], capsys)
     assert code == 0 and (tmp_path / "pub/results.json").is_file()
     assert len(list((tmp_path / "pub/predictions/superdiagnostic").glob("*.csv.gz"))) == 4
-    monkeypatch.setitem(pp.BUDGETS, "cpu", replace(TINY_BUDGET, pretrain_epochs=2))
-    code, err = _run(argv, capsys)
-    assert code == 1 and "holds a protocol run with other budget" in err
+    e = TINY_BUDGET.pretrain_epochs  # another number of epochs: the cells it changes are refused, one line each run
+    monkeypatch.setitem(pp.BUDGETS, "cpu", replace(TINY_BUDGET, pretrain_epochs=e + 1))
+    with pytest.raises(SystemExit, match=rf"pretrain/physiowave: it ran with other flags than the grid now gives it "
+                                         rf"\(--epochs {e} -> {e + 1}\); move its folder away"):
+        pp.main(argv)
+    monkeypatch.setitem(pp.BUDGETS, "cpu", replace(TINY_BUDGET, eval_step=TINY_BUDGET.eval_step // 2))
+    code, err = _run(argv, capsys)  # other windows: the data files no longer match
+    assert code == 1 and "holds a protocol run with other budget eval_step" in err

@@ -89,7 +89,7 @@ BUDGETS = {
     # 0.4 M parameters: base preset shape with D 64, depth 3, 4 heads, 1 × 50 patches (240 tokens for 12 × 250).
     "cpu": Budget("cpu", ("--patch_size", "50", "--embed_dim", "64", "--depth", "3", "--num_heads", "4"),
                   crop=250, eval_step=125, batch_size=64, pretrain_epochs=8,
-                  epochs={1.0: 3, 0.1: 20, 0.01: 50}, probe_epochs={1.0: 5, 0.1: 20, 0.01: 50},
+                  epochs={1.0: 10, 0.1: 20, 0.01: 50}, probe_epochs={1.0: 10, 0.1: 20, 0.01: 50},
                   resnet_epochs={1.0: 10, 0.1: 30, 0.01: 100}, val_every={1.0: 1, 0.1: 5, 0.01: 10}),
     # The published ECG network's shape (ecg preset, 14.4 M parameters) on 2.5 s inputs, 1 × 50 patches.
     "cuda": Budget("cuda", ("--model", "ecg", "--patch_size", "50"), crop=250, eval_step=125, batch_size=64,
@@ -497,7 +497,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def _settings(cfg: argparse.Namespace) -> dict[str, Any]:
-    """What the numbers in ``--out`` depend on: a later call must agree (else another --out)."""
+    """What ``--out`` holds runs of: the data, the device kind, the recipe of the table and the budget. A later call
+    must agree on the first three and on the windows the data files were cut into (crop, evaluation hop), else
+    another --out; the rest of the budget (epochs, network, batch) is checked cell by cell by the runner, so that a
+    changed budget reruns only the cells it changes, once their folders are moved away."""
     return {"ptbxl": str(cfg.ptbxl), "device_kind": cfg.device_kind, "recipe": cfg.recipe,
             "budget": asdict(BUDGETS[cfg.device_kind])}
 
@@ -507,7 +510,9 @@ def _check_settings(cfg: argparse.Namespace) -> None:
     mine = json.loads(json.dumps(_settings(cfg)))
     if path.is_file():
         old = json.loads(path.read_text())
-        if diff := [k for k in mine if old.get(k) != mine[k]]:
+        diff = [k for k in ("ptbxl", "device_kind", "recipe") if old.get(k) != mine[k]]
+        diff += [f"budget {k}" for k in ("crop", "eval_step") if old.get("budget", {}).get(k) != mine["budget"][k]]
+        if diff:
             _fail(f"{cfg.out} holds a protocol run with other {', '.join(diff)} ({path}); pass another --out")
     cfg.out.mkdir(parents=True, exist_ok=True)
     write_json(path, mine)

@@ -21,7 +21,7 @@ from ..contract import run_files
 from ..fileio import FolderBusyError, folder_lock, write_json
 
 __all__ = ["MODES", "Cell", "plan", "cell_state", "command", "script_of", "run_cells", "input_fingerprint",
-           "check_inputs", "wall_seconds", "floats", "ints", "percent", "progress", "child_env"]
+           "check_inputs", "check_command", "wall_seconds", "floats", "ints", "percent", "progress", "child_env"]
 
 ROOT = Path(__file__).resolve().parents[2]
 MODES = {"scratch": "from scratch", "probe": "pretrained + linear probe", "finetune": "pretrained + fine-tuning",
@@ -30,6 +30,8 @@ MODES = {"scratch": "from scratch", "probe": "pretrained + linear probe", "finet
 RESNET_SCRIPT = ROOT / "benchmarks" / "ptbxl_resnet1d.py"
 RESULTS_FILE, RECORDS_FILE, LOG_FILE = "test_results.json", "test_records.npz", "run.log"
 INPUTS_FILE = "inputs.json"  # the fingerprint of a cell's input files, taken when it first starts
+COMMAND_FILE = "command.json"  # a cell's flags when it first started
+_HEADER = "[physiowave.benchmark "  # the line the runner writes into run.log before each attempt
 _CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
 WALL_FILE = "wall.json"  # the runner's record of a cell's seconds, summed over its attempts
 # Flags the runner sets itself: given after ``--`` they would contradict the grid.
@@ -186,6 +188,48 @@ def check_inputs(cell: Cell, cmd: Sequence[str]) -> None:
                              "would mix two inputs: restore the file, or delete the cell's folder to run it again")
 
 
+def _flags(cmd: Sequence[str]) -> dict[str, list[str]]:
+    """``--flag value ...`` pairs of a command from its first flag on (the interpreter and script are where the
+    checkout is, not what the cell runs), without the ones that name the attempt (``--resume``) or the folder."""
+    start = next((i for i, t in enumerate(cmd) if t.startswith("--")), len(cmd))
+    flags: dict[str, list[str]] = {}
+    key = None
+    for token in cmd[start:]:
+        if token.startswith("--"):
+            key = token
+            flags[key] = []
+        elif key is not None:
+            flags[key].append(token)
+    return {k: v for k, v in flags.items() if k not in ("--resume", "--output_dir")}
+
+
+def _recorded_flags(folder: Path) -> dict[str, list[str]] | None:
+    """The flags a cell first started with: ``command.json``, else the first command line in its ``run.log``."""
+    try:
+        return json.loads((folder / COMMAND_FILE).read_text())["flags"]
+    except (OSError, ValueError, KeyError):
+        pass
+    try:
+        lines = (folder / LOG_FILE).read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    first = next((ln for ln in lines if ln.startswith(_HEADER) and "] " in ln), None)
+    return None if first is None else _flags(shlex.split(first.split("] ", 1)[1]))
+
+
+def check_command(cell: Cell, cmd: Sequence[str]) -> None:
+    """SystemExit (one line naming the cell and the flags) when a cell that has started before ran other flags
+    than the grid now gives it (another number of epochs, network, batch...): its results would not be what the
+    table says. Cells started before the runner recorded commands and without a ``run.log`` are not checked."""
+    before, now = _recorded_flags(cell.folder), _flags(cmd)
+    if before is None or before == now:
+        return
+    diff = [f"{k} {' '.join(before.get(k, ['(absent)'])) or '(set)'} -> {' '.join(now.get(k, ['(absent)'])) or '(set)'}"
+            for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
+    raise SystemExit(f"error: {cell.folder}: it ran with other flags than the grid now gives it ({'; '.join(diff)}); "
+                     "move its folder away to run it again with these")
+
+
 def _ready(cell: Cell) -> bool:
     """Whether the cell it starts from (``after``) has finished."""
     return cell.after is None or cell_state(cell.after.folder, cell.after.done_file) == "done"
@@ -216,6 +260,7 @@ def _run_cells(cells: list[Cell], cfg: argparse.Namespace, env: dict[str, str],
         cmd = command(cell, cfg, state)
         if state != "new":
             check_inputs(cell, cmd)  # every cell before any runs
+            check_command(cell, cmd)
         cell.result = {"state_before": state, "command": shlex.join(cmd)}
         if state == "done":
             cell.result["status"] = "skipped"
@@ -237,8 +282,10 @@ def _run_cells(cells: list[Cell], cfg: argparse.Namespace, env: dict[str, str],
                 cell.folder.mkdir(parents=True, exist_ok=True)
                 if cell.result["state_before"] == "new" or not (cell.folder / INPUTS_FILE).is_file():
                     write_json(cell.folder / INPUTS_FILE, input_fingerprint(cmd))
+                if cell.result["state_before"] == "new" or not (cell.folder / COMMAND_FILE).is_file():
+                    write_json(cell.folder / COMMAND_FILE, {"flags": _flags(cmd)})
                 log = (cell.folder / LOG_FILE).open("a")
-                log.write(f"\n[physiowave.benchmark {time.strftime('%Y-%m-%d %H:%M:%S')}] {shlex.join(cmd)}\n")
+                log.write(f"\n{_HEADER}{time.strftime('%Y-%m-%d %H:%M:%S')}] {shlex.join(cmd)}\n")
                 log.flush()
                 proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
                                         preexec_fn=_die_with_parent(os.getpid()))
