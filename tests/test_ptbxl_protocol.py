@@ -145,6 +145,8 @@ def test_protocol_end_to_end_and_resumed_call_runs_nothing(tmp_path, capsys, mon
     with pytest.raises(SystemExit, match=rf"pretrain/physiowave: it ran with other flags than the grid now gives it "
                                          rf"\(--epochs {e} -> {e + 1}\); move its folder away"):
         pp.main(argv)
+    assert pp.main(argv + ["--dry_run"]) == 0  # the dry run says which cells a run would refuse
+    assert "# pretrain/physiowave: done, refused: " in capsys.readouterr().out
     monkeypatch.setitem(pp.BUDGETS, "cpu", replace(TINY_BUDGET, eval_step=TINY_BUDGET.eval_step // 2))
     code, err = _run(argv, capsys)  # other windows: the data files no longer match
     assert code == 1 and "holds a protocol run with other budget eval_step" in err
