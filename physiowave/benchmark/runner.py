@@ -287,9 +287,10 @@ def _run_cells(cells: list[Cell], cfg: argparse.Namespace, env: dict[str, str],
                 log = (cell.folder / LOG_FILE).open("a")
                 log.write(f"\n{_HEADER}{time.strftime('%Y-%m-%d %H:%M:%S')}] {shlex.join(cmd)}\n")
                 log.flush()
+                t0 = time.perf_counter()  # the cell's time includes starting its process
                 proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
                                         preexec_fn=_die_with_parent(os.getpid()))
-                running[proc] = (cell, time.perf_counter(), log)
+                running[proc] = (cell, t0, log)
             time.sleep(0.05)
             for proc in [p for p in running if p.poll() is not None]:
                 cell, t0, log = running.pop(proc)
