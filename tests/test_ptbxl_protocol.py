@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -139,7 +140,20 @@ def test_protocol_end_to_end_and_resumed_call_runs_nothing(tmp_path, capsys, mon
     assert {r["name"]: r["wall_s"] for r in json.loads((out / "results.json").read_text())["runs"]} == walls
     code, err = _run(argv + ["--report", "--publish", str(tmp_path / "pub")], capsys)
     assert code == 0 and (tmp_path / "pub/results.json").is_file()
-    assert len(list((tmp_path / "pub/predictions/superdiagnostic").glob("*.csv.gz"))) == 4
+    pub = sorted((tmp_path / "pub/predictions/superdiagnostic").glob("*.csv.gz"))
+    assert len(pub) == 4
+    published = {p.name: p.read_bytes() for p in pub}
+    time.sleep(1.1)  # a gzip header with a time stamp would now differ
+    code, err = _run(argv + ["--report", "--publish", str(tmp_path / "pub")], capsys)
+    assert code == 0 and {p.name: p.read_bytes() for p in pub} == published  # same probabilities, same bytes
+    moved = tmp_path / "moved_finetune"
+    (out / "superdiagnostic/runs/finetune_f1_s0").rename(moved)  # a cell moved away: not in the table any more
+    code, err = _run(argv + ["--report", "--publish", str(tmp_path / "pub")], capsys)
+    assert code == 1 and "not finished: finetune_f1_s0" in err
+    assert not (out / "predictions/superdiagnostic/finetune_f1_s0.csv.gz").exists()
+    assert sorted(p.name for p in (tmp_path / "pub/predictions/superdiagnostic").glob("*.csv.gz")) == sorted(
+        n for n in published if not n.startswith("finetune"))
+    moved.rename(out / "superdiagnostic/runs/finetune_f1_s0")
     e = TINY_BUDGET.pretrain_epochs  # another number of epochs: the cells it changes are refused, one line each run
     monkeypatch.setitem(pp.BUDGETS, "cpu", replace(TINY_BUDGET, pretrain_epochs=e + 1))
     with pytest.raises(SystemExit, match=rf"pretrain/physiowave: it ran with other flags than the grid now gives it "

@@ -33,6 +33,7 @@ import argparse
 import csv
 import gzip
 import hashlib
+import io
 import json
 import math
 import os
@@ -316,6 +317,7 @@ def write_predictions(cell: Cell, data: Path, dest: Path) -> Path | None:
 
     npz = cell.folder / RECORDS_FILE
     if not npz.is_file():
+        dest.unlink(missing_ok=True)  # from an earlier state of the cell: not what the table now says
         return None
     rec = read_records(npz)
     with h5py.File(data / "windows" / "test.h5", "r") as f:
@@ -324,7 +326,9 @@ def write_predictions(cell: Cell, data: Path, dest: Path) -> Path | None:
     order = np.argsort(ids)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".tmp")
-    with gzip.open(tmp, "wt", newline="") as f:
+    # no time stamp or file name in the gzip header: the same probabilities give the same bytes
+    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz, \
+            io.TextIOWrapper(gz, newline="") as f:
         w = csv.writer(f)
         w.writerow(["ecg_id", *names])
         for i in order:
@@ -519,13 +523,17 @@ def _check_settings(cfg: argparse.Namespace) -> None:
 
 
 def publish(out: Path, dest: Path) -> None:
-    """Copy results.json, results.md, learning_curves.png and predictions/ to ``dest``."""
+    """Copy results.json, results.md, learning_curves.png and predictions/ to ``dest`` (predictions of cells no
+    longer in the table are removed there too)."""
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("results.json", "results.md", "learning_curves.png"):
         if (out / name).is_file():
             shutil.copy2(out / name, dest / name)
     if (out / "predictions").is_dir():
         shutil.copytree(out / "predictions", dest / "predictions", dirs_exist_ok=True)
+        for old in (dest / "predictions").rglob("*.csv.gz"):  # a cell no longer in the table
+            if not (out / "predictions" / old.relative_to(dest / "predictions")).is_file():
+                old.unlink()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
