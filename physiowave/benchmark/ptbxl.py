@@ -49,8 +49,8 @@ import numpy as np
 
 from ..contract import INFO_FILE
 from ..fileio import atomic_write_text, write_json
-from .runner import (MODES, RECORDS_FILE, RESNET_SCRIPT, ROOT, Cell, cell_state, check_command, child_env,
-                     command, floats, ints, progress, run_cells)
+from .runner import (MODES, RECORDS_FILE, RESNET_SCRIPT, ROOT, Cell, cell_state, child_env, command,
+                     command_change, floats, ints, progress, run_cells)
 from .stats import read_records
 from .table import collect, markdown, summarize
 
@@ -562,10 +562,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for c in cells:
             state = cell_state(c.folder, c.done_file)
             cmd = command(c, ns, state)
-            try:
-                check_command(c, cmd) if state != "new" else None
-            except SystemExit as err:  # the run would refuse it: say so here
-                state += f", refused: {str(err.code).removeprefix('error: ')}"
+            if state != "new" and (change := command_change(c, cmd)):  # a run would refuse it: say so here
+                state += f", refused: it ran with other flags ({change}); move its folder away to run it again"
             print(f"# {c.folder.relative_to(cfg.out)}: {state}")
             print(" ".join(cmd))
         return 0

@@ -21,7 +21,8 @@ from ..contract import run_files
 from ..fileio import FolderBusyError, folder_lock, write_json
 
 __all__ = ["MODES", "Cell", "plan", "cell_state", "command", "script_of", "run_cells", "input_fingerprint",
-           "check_inputs", "check_command", "wall_seconds", "floats", "ints", "percent", "progress", "child_env"]
+           "check_inputs", "command_change", "check_command", "wall_seconds", "floats", "ints", "percent", "progress",
+           "child_env"]
 
 ROOT = Path(__file__).resolve().parents[2]
 MODES = {"scratch": "from scratch", "probe": "pretrained + linear probe", "finetune": "pretrained + fine-tuning",
@@ -217,17 +218,27 @@ def _recorded_flags(folder: Path) -> dict[str, list[str]] | None:
     return None if first is None else _flags(shlex.split(first.split("] ", 1)[1]))
 
 
+def command_change(cell: Cell, cmd: Sequence[str]) -> str | None:
+    """How the flags a cell first started with differ from ``cmd``'s (``--epochs 3 -> 10; ...``), or None when they
+    agree or nothing was recorded (a cell never started, or started before the runner recorded commands)."""
+    before, now = _recorded_flags(cell.folder), _flags(cmd)
+    if before is None or before == now:
+        return None
+
+    def shown(flags: dict[str, list[str]], key: str) -> str:
+        return (" ".join(flags[key]) or "(set)") if key in flags else "(absent)"
+
+    return "; ".join(f"{k} {shown(before, k)} -> {shown(now, k)}"
+                     for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k))
+
+
 def check_command(cell: Cell, cmd: Sequence[str]) -> None:
     """SystemExit (one line naming the cell and the flags) when a cell that has started before ran other flags
     than the grid now gives it (another number of epochs, network, batch...): its results would not be what the
-    table says. Cells started before the runner recorded commands and without a ``run.log`` are not checked."""
-    before, now = _recorded_flags(cell.folder), _flags(cmd)
-    if before is None or before == now:
-        return
-    diff = [f"{k} {' '.join(before.get(k, ['(absent)'])) or '(set)'} -> {' '.join(now.get(k, ['(absent)'])) or '(set)'}"
-            for k in sorted(set(before) | set(now)) if before.get(k) != now.get(k)]
-    raise SystemExit(f"error: {cell.folder}: it ran with other flags than the grid now gives it ({'; '.join(diff)}); "
-                     "move its folder away to run it again with these")
+    table says."""
+    if change := command_change(cell, cmd):
+        raise SystemExit(f"error: {cell.folder}: it ran with other flags than the grid now gives it ({change}); "
+                         "move its folder away to run it again with these")
 
 
 def _ready(cell: Cell) -> bool:
