@@ -362,7 +362,8 @@ bm.run_cells([cell], argparse.Namespace(jobs=1), {{}})
     proc = subprocess.Popen([sys.executable, "-c", program], cwd=ROOT, env=env)
     try:
         deadline = time.monotonic() + 60
-        while not _children_of(tmp_path / "cell"):
+        # the runner's own command line names the folder too: wait for the cell's process, not the runner
+        while not [pid for pid in _children_of(tmp_path / "cell") if pid != proc.pid]:
             assert proc.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
         time.sleep(0.5)
