@@ -31,7 +31,21 @@ def test_phase_clock_sums_phases_and_leaves_the_rest_as_other():
         clock.add("forward", 1.0)
 
 
-def test_a_run_writes_where_its_time_went(tmp_path):
+def test_a_phase_inside_another_counts_once_as_the_inner_phase():
+    clock = PhaseClock()
+    mark = clock.mark()
+    with clock.phase("data"):
+        time.sleep(0.03)
+        with clock.phase("features"):
+            time.sleep(0.1)
+    clock.add_since("setup", mark)
+    r = clock.report()
+    assert r["features"] >= 0.1 and 0.03 <= r["data"] < 0.1
+    assert r["setup"] < 0.02  # everything since the mark was timed by the phases
+    assert sum(r[p] for p in PHASES) <= r["wall_s"] + 1e-6
+
+
+def _files(tmp_path):
     rng = np.random.default_rng(0)
     files = {}
     for name, n in (("train", 40), ("val", 16), ("test", 16)):
@@ -39,6 +53,11 @@ def test_a_run_writes_where_its_time_went(tmp_path):
             f["data"] = rng.standard_normal((n, 4, 256)).astype(np.float32)
             f["label"] = rng.integers(0, 3, n)
         files[name] = str(tmp_path / f"{name}.h5")
+    return files
+
+
+def test_a_run_writes_where_its_time_went(tmp_path):
+    files = _files(tmp_path)
     out = tmp_path / "run"
     assert main("finetune", ["--train_file", files["train"], "--val_file", files["val"], "--test_file",
                              files["test"], "--epochs", "2", "--batch_size", "8", "--output_dir", str(out),
@@ -54,3 +73,20 @@ def test_a_run_writes_where_its_time_went(tmp_path):
     assert len(history["time_step"]) == 2 and sum(history["time_step"]) == pytest.approx(timing["step"])
     assert sum(history["time_eval"]) == pytest.approx(timing["eval"])
     assert all(history["epoch_time"][i] >= history["time_step"][i] + history["time_eval"][i] for i in range(2))
+
+
+def test_a_probe_times_its_feature_passes_as_features(tmp_path):
+    files = _files(tmp_path)
+    encoder, out = tmp_path / "encoder", tmp_path / "probe"
+    assert main("finetune", ["--train_file", files["train"], "--epochs", "1", "--batch_size", "8",
+                             "--output_dir", str(encoder), *TINY]) == 0
+    assert main("finetune", ["--train_file", files["train"], "--val_file", files["val"], "--test_file",
+                             files["test"], "--epochs", "2", "--batch_size", "8", "--output_dir", str(out),
+                             "--freeze_encoder", "--pretrained_path", str(encoder / "latest_model.pth"),
+                             "--max_length", "128", *TINY]) == 0
+    timing = json.loads((out / "timing.json").read_text())
+    history = json.loads((out / "training_history.json").read_text())
+    # random 128-sample crops of 256: training features every epoch, on top of the validation and test ones
+    assert all(t > 0 for t in history["time_features"]) and timing["features"] > sum(history["time_features"])
+    assert timing["data"] < timing["features"]  # the loop's wait no longer holds the encoder passes
+    assert sum(timing[p] for p in PHASES) <= timing["wall_s"] + 1e-6

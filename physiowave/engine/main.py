@@ -209,10 +209,10 @@ def train(args: RunConfig, env: DistEnv, task: Task, model: nn.Module, data: dic
           resume: dict[str, Any] | None, precision: Precision, clock: PhaseClock) -> dict[str, Any]:
     """The epochs: train, validate, select, checkpoint, log → the best ``{metric, value, epoch}``; ``clock``
     gets the seconds of each phase (:mod:`.timing`)."""
-    out, started = Path(args.output_dir), time.perf_counter()
+    out, started = Path(args.output_dir), clock.mark()
     trained = _freeze(model, task, args)
     probe = trained is not model
-    sets = _probe_sets(args, env, model, data, precision) if probe else data
+    sets = _probe_sets(args, env, model, data, precision, clock) if probe else data
     inner = task.wrap(trained)
     net = DDP(inner, device_ids=[env.device.index] if env.device.type == "cuda" else None) if env.distributed else inner
     sampler = TrainSampler(len(data["train"]), env.rank, env.world_size, args.seed)
@@ -253,14 +253,14 @@ def train(args: RunConfig, env: DistEnv, task: Task, model: nn.Module, data: dic
             raise stop.stopped(signum, out / task.latest_name, f"after step {micro} of epoch {progress.epoch + 1}")
 
     stop = Preemption(parse_signals(args.preempt_signals), env).install()
-    clock.add("setup", time.perf_counter() - started)
+    clock.add_since("setup", started)
     try:
         for epoch in range(progress.epoch, args.epochs):
             progress.epoch, t0, before = epoch, time.perf_counter(), dict(clock.seconds)
-            with clock.phase("data"):  # a probe's training features are this epoch's input
+            with clock.phase("data"):  # a probe's training features (their own phase) are this epoch's input
                 loader = _train_loader(
                     args, env, sets["train"], sampler, epoch, progress.micro, workers=not probe,
-                    refresh=lambda epoch=epoch: _probe_train_set(args, env, model, data, precision, sets, epoch))
+                    refresh=lambda epoch=epoch: _probe_train_set(args, env, model, data, precision, sets, epoch, clock))
             train_metrics = train_one_epoch(
                 net, loader, optimizer, schedule, task, env, precision, epoch=epoch, seed=args.seed,
                 accum=args.grad_accumulation_steps, grad_clip=args.grad_clip, num_micro=num_micro,
@@ -276,7 +276,7 @@ def train(args: RunConfig, env: DistEnv, task: Task, model: nn.Module, data: dic
                 metrics["val"] = val
             # an epoch without validation (--val_every) is never selected: the best is among validated epochs
             is_best = _select(args, progress, metrics, schedule, epoch) if validate or sets["val"] is None else False
-            spent = {f"time_{k}": clock.seconds[k] - before[k] for k in ("data", "step", "eval")}
+            spent = {f"time_{k}": clock.seconds[k] - before[k] for k in ("features", "data", "step", "eval")}
             with clock.phase("log"):
                 _log_epoch(args, env, task, logger, model, metrics, optimizer, data, epoch, t0, is_best, spent)
             names = [out / task.latest_name] + ([out / "best_model.pth"] if is_best else [])
@@ -377,22 +377,24 @@ def _train_loader(args: RunConfig, env: DistEnv, ds: Any, sampler: TrainSampler,
 
 
 def _probe_sets(args: RunConfig, env: DistEnv, model: nn.Module, data: dict[str, Any],
-                precision: Precision) -> dict[str, Any]:
+                precision: Precision, clock: PhaseClock) -> dict[str, Any]:
     """Linear probing's sets: validation and test features computed once; training features per epoch (below)."""
     info = data["info"]
     stochastic = bool(args.use_augmentation or (args.max_length and info["stored_length"] > args.max_length))
-    sets = {split: compute_features(model, data[split], args, env, precision) if data[split] is not None else None
-            for split in ("val", "test")}
+    with clock.phase("features"):
+        sets = {split: compute_features(model, data[split], args, env, precision) if data[split] is not None else None
+                for split in ("val", "test")}
     return {**sets, "train": None, "stochastic": stochastic}
 
 
 def _probe_train_set(args: RunConfig, env: DistEnv, model: nn.Module, data: dict[str, Any],
-                     precision: Precision, sets: dict[str, Any], epoch: int) -> Any:
+                     precision: Precision, sets: dict[str, Any], epoch: int, clock: PhaseClock) -> Any:
     """The training features: computed once, or every epoch when random crops or augmentation change them."""
     if sets["train"] is None or sets["stochastic"]:
         if hasattr(data["train"], "set_epoch"):
             data["train"].set_epoch(epoch)
-        sets["train"] = compute_features(model, data["train"], args, env, precision)
+        with clock.phase("features"):
+            sets["train"] = compute_features(model, data["train"], args, env, precision)
     return sets["train"]
 
 

@@ -1,12 +1,13 @@
 """Where a run's time goes: wall seconds per phase, written to ``timing.json`` at the end of a run.
 
-Phases: ``setup`` (output folder, data files opened and checked, model, optimizer and logger built; a linear
-probe's validation and test features), ``data`` (the training loop waiting for its next batch: reading, cropping,
-augmenting; a probe's training features), ``step`` (forward, backward, optimizer;
+Phases: ``setup`` (output folder, data files opened and checked, model, optimizer and logger built), ``features`` (a
+linear probe's frozen-encoder passes: validation and test features once, training features once or every epoch),
+``data`` (the training loop waiting for its next batch: reading, cropping, augmenting), ``step`` (forward, backward, optimizer;
 on CUDA it includes waiting for the GPU, since the loss is read back every step), ``eval`` (validation passes),
 ``log`` (history, TensorBoard, figures), ``checkpoint`` (writing ``*.pth``), ``test`` (the best model on the test
 files). ``other`` is the rest of the wall time of :func:`physiowave.engine.main.run` (importing torch and the
-interpreter's start come before it and are not counted). A resumed run times only what it ran itself.
+interpreter's start come before it and are not counted). A resumed run times only what it ran itself. A phase
+timed inside another (a probe's features while the loop waits for data) counts once, as the inner phase.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 
 __all__ = ["PHASES", "PhaseClock"]
 
-PHASES = ("setup", "data", "step", "eval", "log", "checkpoint", "test")
+PHASES = ("setup", "features", "data", "step", "eval", "log", "checkpoint", "test")
 
 
 class PhaseClock:
@@ -32,13 +33,22 @@ class PhaseClock:
             raise KeyError(f"unknown phase {phase!r}; known: {', '.join(PHASES)}")
         self.seconds[phase] += seconds
 
+    def mark(self) -> tuple[float, float]:
+        """Now, and the seconds timed so far: where :meth:`add_since` counts from."""
+        return time.perf_counter(), sum(self.seconds.values())
+
+    def add_since(self, phase: str, mark: tuple[float, float]) -> None:
+        """Add the wall seconds since ``mark`` less those other phases were given meanwhile."""
+        t0, timed = mark
+        self.add(phase, time.perf_counter() - t0 - (sum(self.seconds.values()) - timed))
+
     @contextlib.contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        t0 = time.perf_counter()
+        mark = self.mark()
         try:
             yield
         finally:
-            self.add(name, time.perf_counter() - t0)
+            self.add_since(name, mark)
 
     def report(self) -> dict[str, float]:
         """``{"wall_s", phase seconds…, "other", "train_samples", "train_samples_per_step_s",
