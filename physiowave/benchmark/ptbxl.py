@@ -24,7 +24,7 @@
    (fold-10 ``ecg_id`` and the probability of each class, class order in the header) and learning curves.
    ``--publish DIR`` copies them (not the runs) to DIR, e.g. benchmarks/results/ptbxl.
 
-The CPU configuration (``--device cpu``) is sized to finish the superdiagnostic table on 2 cores in about 6 hours;
+The CPU configuration (``--device cpu``) finishes the superdiagnostic table in about 9 hours on 2 AVX2 cores;
 ``--device cuda`` runs the paper-size network (the ``ecg`` preset, 2.5 s inputs) for longer.
 """
 from __future__ import annotations

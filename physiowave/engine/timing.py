@@ -2,11 +2,11 @@
 
 Phases: ``setup`` (output folder, data files opened and checked, model, optimizer and logger built), ``features`` (a
 linear probe's frozen-encoder passes: validation and test features once, training features once or every epoch),
-``data`` (the training loop waiting for its next batch: reading, cropping, augmenting), ``step`` (forward, backward, optimizer;
-on CUDA it includes waiting for the GPU, since the loss is read back every step), ``eval`` (validation passes),
-``log`` (history, TensorBoard, figures), ``checkpoint`` (writing ``*.pth``), ``test`` (the best model on the test
-files). ``other`` is the rest of the wall time of :func:`physiowave.engine.main.run` (importing torch and the
-interpreter's start come before it and are not counted). A resumed run times only what it ran itself. A phase
+``data`` (the training loop waiting for its next batch: reading, cropping, augmenting), ``step`` (forward, backward,
+optimizer; on CUDA it includes waiting for the GPU, since the loss is read back every step), ``eval`` (validation
+passes), ``log`` (history, TensorBoard, figures), ``checkpoint`` (writing ``*.pth``), ``test`` (the best model on
+the test files). ``other`` is the rest of the wall time of :func:`physiowave.engine.main.run` (importing torch and
+the interpreter's start come before it and are not counted). A resumed run times only what it ran itself. A phase
 timed inside another (a probe's features while the loop waits for data) counts once, as the inner phase.
 """
 from __future__ import annotations
