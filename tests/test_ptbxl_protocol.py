@@ -149,7 +149,7 @@ def test_protocol_end_to_end_and_resumed_call_runs_nothing(tmp_path, capsys, mon
     moved = tmp_path / "moved_finetune"
     (out / "superdiagnostic/runs/finetune_f1_s0").rename(moved)  # a cell moved away: not in the table any more
     code, err = _run(argv + ["--report", "--publish", str(tmp_path / "pub")], capsys)
-    assert code == 1 and "not finished: finetune_f1_s0" in err
+    assert code == 1 and "not finished: superdiagnostic/finetune_f1_s0 (run" in err
     assert not (out / "predictions/superdiagnostic/finetune_f1_s0.csv.gz").exists()
     assert sorted(p.name for p in (tmp_path / "pub/predictions/superdiagnostic").glob("*.csv.gz")) == sorted(
         n for n in published if not n.startswith("finetune"))

@@ -580,7 +580,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cfg.publish:
         publish(cfg.out, cfg.publish)
         print(f"published to {cfg.publish}")
-    failed = [r["name"] for r in result["runs"] if r["state"] != "done"]
+    failed = [f"{r['task']}/{r['name']}" for r in result["runs"] if r["state"] != "done"]
     if failed:
         print(f"not finished: {', '.join(failed)} (run the same command again to continue)", file=sys.stderr)
     return 1 if failed else 0
