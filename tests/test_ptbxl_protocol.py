@@ -164,3 +164,70 @@ def test_protocol_end_to_end_and_resumed_call_runs_nothing(tmp_path, capsys, mon
     monkeypatch.setitem(pp.BUDGETS, "cpu", replace(TINY_BUDGET, eval_step=TINY_BUDGET.eval_step // 2))
     code, err = _run(argv, capsys)  # other windows: the data files no longer match
     assert code == 1 and "holds a protocol run with other budget eval_step" in err
+
+
+def test_cells_published_before_are_carried_not_run_again(tmp_path, capsys, monkeypatch):
+    """--carry PUB: the cells PUB holds finished (same budget, recipe and data) are scored from its predictions and
+    not run again; the merged results hold both; a PUB with another budget or a broken predictions file carries
+    nothing of it, saying why."""
+    monkeypatch.setitem(pp.BUDGETS, "cpu", TINY_BUDGET)
+    root = _tree(tmp_path / "ptbxl")
+    pub = tmp_path / "pub"
+    base = ["--ptbxl", str(root), "--modes", "resnet", "--fractions", "1", "--other_tasks", "", "--no-compare",
+            "--jobs", "1", "--bootstrap", "50"]
+    code, err = _run(base + ["--out", str(tmp_path / "first"), "--seeds", "0", "--publish", str(pub)], capsys)
+    assert code == 0, err[-3000:]
+    first = json.loads((pub / "results.json").read_text())
+    assert first["runs"][0]["command"]  # recorded, so that a later call can compare flags
+    out = tmp_path / "second"
+    code, err = _run(base + ["--out", str(out), "--seeds", "0,1", "--carry", str(pub)], capsys)
+    assert code == 0, err[-3000:]
+    assert not (out / "superdiagnostic/runs/resnet_f1_s0").exists()  # carried, not run
+    assert (out / "superdiagnostic/runs/resnet_f1_s1/test_results.json").is_file()
+    res = json.loads((out / "results.json").read_text())
+    runs = {r["name"]: r for r in res["runs"]}
+    assert runs["resnet_f1_s0"]["value"] == pytest.approx(first["runs"][0]["value"], abs=1e-12)
+    assert runs["resnet_f1_s0"]["carried_from"]["folder"] == str(pub.resolve())
+    assert "carried_from" not in runs["resnet_f1_s1"] and res["carried"]["cells"] == ["superdiagnostic/resnet_f1_s0"]
+    assert res["cells"][0]["n"] == 2 and res["cells"][0]["ci"] is not None  # pooled over the carried and new seed
+    assert (out / "predictions/superdiagnostic/resnet_f1_s0.csv.gz").read_bytes() == (
+        pub / "predictions/superdiagnostic/resnet_f1_s0.csv.gz").read_bytes()
+
+    # nothing is carried from a folder whose predictions lack a test record, or that ran another budget
+    dry = base + ["--out", str(tmp_path / "third"), "--seeds", "0", "--carry", str(pub), "--dry_run"]
+    path = pub / "predictions/superdiagnostic/resnet_f1_s0.csv.gz"
+    with gzip.open(path, "rt") as f:
+        lines = f.read().splitlines()
+    with gzip.open(path, "wt") as f:
+        f.write("\n".join(lines[:-1]) + "\n")
+    assert pp.main(dry) == 0
+    printed = capsys.readouterr().out
+    assert "not carried: superdiagnostic:" in printed  # the dry run's fresh --out has no test file yet
+    monkeypatch.setitem(pp.BUDGETS, "cpu", replace(TINY_BUDGET, resnet_epochs={1.0: 2}))
+    assert pp.main(dry) == 0
+    assert "other budget than this run's; nothing carried" in capsys.readouterr().out
+    monkeypatch.setitem(pp.BUDGETS, "cpu", TINY_BUDGET)
+    (out / "superdiagnostic/runs/resnet_f1_s1").rename(tmp_path / "moved")
+    assert pp.main(base + ["--out", str(out), "--seeds", "0,1", "--carry", str(pub), "--report"]) == 1
+    printed = capsys.readouterr()
+    assert "not carried: " in printed.out and "resnet_f1_s0.csv.gz: 4 rows for the 5 test records" in printed.out
+    assert "not finished: superdiagnostic/resnet_f1_s0, superdiagnostic/resnet_f1_s1" in printed.err
+
+
+def test_pretrained_encoder_replaces_the_pretraining(tmp_path, capsys):
+    root = _tree(tmp_path / "ptbxl")
+    enc = tmp_path / "encoder.pth"
+    enc.write_bytes(b"x")
+    argv = ["--ptbxl", str(root), "--out", str(tmp_path / "out"), "--fractions", "1", "--seeds", "0",
+            "--other_tasks", "", "--no-compare", "--dry_run"]
+    assert pp.main(argv + ["--pretrained", str(enc)]) == 0
+    printed = capsys.readouterr().out
+    assert "pretrain/physiowave" not in printed
+    probe = next(ln for ln in printed.splitlines() if "--freeze_encoder" in ln)
+    assert f"--pretrained_path {enc}" in probe
+    with pytest.raises(SystemExit):
+        pp.main(argv + ["--pretrained", str(tmp_path / "missing.pth")])
+    assert "missing.pth: expected a checkpoint file or a folder with config.json" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        pp.main([*argv[:-2], "--pretrained", str(enc)])  # with the recipe comparison, which pretrains
+    assert "--pretrained skips pretraining; --compare pretrains every recipe" in capsys.readouterr().err

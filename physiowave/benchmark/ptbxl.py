@@ -23,6 +23,9 @@
    records, wall time per cell, configuration, commit, data fingerprint), ``OUT/predictions/TASK/CELL.csv.gz``
    (fold-10 ``ecg_id`` and the probability of each class, class order in the header) and learning curves.
    ``--publish DIR`` copies them (not the runs) to DIR, e.g. benchmarks/results/ptbxl.
+7. Continuing from what was published: ``--pretrained weights/physiowave-ptbxl100-cpu`` starts probe and fine-tuning
+   from the released encoder (no pretraining); ``--carry benchmarks/results/ptbxl`` takes the cells that folder
+   holds finished (same recipe, budget, data and flags) from its predictions instead of running them again.
 
 The CPU configuration (``--device cpu``) finishes the superdiagnostic table in about 9 hours on 2 AVX2 cores;
 ``--device cuda`` runs the paper-size network (the ``ecg`` preset, 2.5 s inputs) for longer.
@@ -37,6 +40,7 @@ import io
 import json
 import math
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -49,8 +53,9 @@ import numpy as np
 
 from ..contract import INFO_FILE
 from ..fileio import atomic_write_text, write_json
+from .carry import carry_cell, ecg_id_of, load_published, mismatch
 from .runner import (MODES, RECORDS_FILE, RESNET_SCRIPT, ROOT, Cell, cell_state, child_env, command,
-                     command_change, floats, ints, progress, run_cells)
+                     command_change, floats, ints, progress, run_cells, sha256_of)
 from .stats import read_records
 from .table import collect, markdown, summarize
 
@@ -155,14 +160,14 @@ def check_ptbxl(folder: Path) -> list[dict[str, str]]:
     return rows
 
 
-def fingerprint(folder: Path, rows: list[dict[str, str]], cache: Path) -> dict[str, Any]:
+def fingerprint(folder: Path, rows: list[dict[str, str]], cache: Path | None) -> dict[str, Any]:
     """sha256 of the two tables and of every listed record's header and signal bytes (in ecg_id order), cached in
-    ``cache`` while the files' sizes and modification times are unchanged."""
+    ``cache`` (when given) while the files' sizes and modification times are unchanged."""
     files = [folder / _DB, folder / _STATEMENTS] + [folder / f"{r['filename_lr'].strip()}.{ext}"
                                                      for r in rows for ext in ("hea", "dat")]
     listing = "\n".join(f"{p} {p.stat().st_size} {p.stat().st_mtime_ns}" for p in files)
     stamp = hashlib.sha256(listing.encode()).hexdigest()
-    if cache.is_file():
+    if cache is not None and cache.is_file():
         old = json.loads(cache.read_text())
         if old.get("stamp") == stamp:
             return old["fingerprint"]
@@ -171,7 +176,8 @@ def fingerprint(folder: Path, rows: list[dict[str, str]], cache: Path) -> dict[s
     for p in files[2:]:
         records.update(p.read_bytes())
     result = {**tables, "records100": records.hexdigest(), "records": len(rows)}
-    write_json(cache, {"stamp": stamp, "fingerprint": result})
+    if cache is not None:
+        write_json(cache, {"stamp": stamp, "fingerprint": result})
     return result
 
 
@@ -221,8 +227,9 @@ def _pretrain_cell(out: Path, data: Path, recipe: str, budget: Budget, device: s
 
 
 def _cell(mode: str, fraction: float, seed: int, folder: Path, data: Path, budget: Budget, recipe: str, device: str,
-          pretrain: Cell | None) -> Cell:
-    """One cell of a grid: its files, checkpoint, per-fraction epochs and flags."""
+          pretrain: Cell | Path | None) -> Cell:
+    """One cell of a grid: its files, checkpoint (the run's own pretraining, or a given encoder: a Path), per-fraction
+    epochs and flags."""
     files = (data / "records" / "train.h5", data / "windows" / "val.h5", data / "windows" / "test.h5")
     every = ["--val_every", str(budget.at(budget.val_every, fraction)), "--max_length", str(budget.crop),
              "--batch_size", str(budget.batch_size), "--device", device]
@@ -232,9 +239,12 @@ def _cell(mode: str, fraction: float, seed: int, folder: Path, data: Path, budge
     epochs = budget.at(budget.probe_epochs if mode == "probe" else budget.epochs, fraction)
     flags = ["--recipe", recipe, *budget.model, "--epochs", str(epochs), *every, "--num_workers", "0",
              "--select_metric", "record_auroc_macro", "--save_every_steps", "100"]
-    needs = mode in ("probe", "finetune")
-    return Cell(mode, fraction, seed, folder, files=files, flags=flags,
-                pretrained=pretrain.folder / "best_model.pth" if needs else None, after=pretrain if needs else None)
+    if mode not in ("probe", "finetune"):
+        return Cell(mode, fraction, seed, folder, files=files, flags=flags)
+    if isinstance(pretrain, Path):
+        return Cell(mode, fraction, seed, folder, files=files, flags=flags, pretrained=pretrain)
+    return Cell(mode, fraction, seed, folder, files=files, flags=flags, pretrained=pretrain.folder / "best_model.pth",
+                after=pretrain)
 
 
 @dataclass
@@ -264,12 +274,13 @@ def plan_protocol(out: Path, data: dict[str, Path], cfg: argparse.Namespace) -> 
     pretrain = {r: _pretrain_cell(out, data[MAIN_TASK], r, budget, cfg.device, cfg.python) for r in recipes}
     needed = cfg.compare or any(m in ("probe",
                                       "finetune") for m in cfg.modes + (cfg.other_modes if cfg.other_tasks else []))
+    start = cfg.pretrained or pretrain[recipe]  # probe and fine-tune start from a given encoder, else the run's own
     grid = [_cell(m, f, s, out / MAIN_TASK / "runs" / f"{m}_f{f:g}_s{s}", data[MAIN_TASK], budget, recipe, cfg.device,
-                  pretrain[recipe]) for s in cfg.seeds for f in cfg.fractions for m in cfg.modes]
-    plan = Plan(pretrain if needed else {}, grid)  # no pretraining when no method starts from it
+                  start) for s in cfg.seeds for f in cfg.fractions for m in cfg.modes]
+    plan = Plan(pretrain if needed and cfg.pretrained is None else {}, grid)  # none when no method starts from it
     for task in cfg.other_tasks:
         plan.others[task] = [_cell(m, 1.0, cfg.seeds[0], out / task / "runs" / f"{m}_f1_s{cfg.seeds[0]}", data[task],
-                                   budget, recipe, cfg.device, pretrain[recipe]) for m in cfg.other_modes]
+                                   budget, recipe, cfg.device, start) for m in cfg.other_modes]
     if cfg.compare:
         for r in recipes:
             cells = []
@@ -306,11 +317,6 @@ def val_curve(folder: Path) -> list[tuple[int, float]]:
     return curve
 
 
-def _ecg_id(record_id: str) -> int:
-    """``records100/00000/00008_lr`` → 8."""
-    return int(Path(record_id).name.split("_")[0])
-
-
 def write_predictions(cell: Cell, data: Path, dest: Path) -> Path | None:
     """A finished cell's fold-10 probabilities as ``ecg_id,CLASS,...`` (sorted by ecg_id), gzip-compressed."""
     import h5py
@@ -322,7 +328,7 @@ def write_predictions(cell: Cell, data: Path, dest: Path) -> Path | None:
     rec = read_records(npz)
     with h5py.File(data / "windows" / "test.h5", "r") as f:
         names = [str(n) for n in f.attrs["class_names"]]
-    ids = np.array([_ecg_id(r) for r in rec.record_id])
+    ids = np.array([ecg_id_of(r) for r in rec.record_id])
     order = np.argsort(ids)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".tmp")
@@ -388,6 +394,52 @@ def draw_curves(curves: dict[str, list[tuple[int, float]]], path: Path, title: s
     return save_figure(fig, path)
 
 
+def _run_entry(task: str, c: Cell) -> dict[str, Any]:
+    """A cell's line of results.json's ``runs``: run here, or carried from a published folder."""
+    carried = c.result.get("carried")
+    best = carried["best_val"] if carried else max((v for _, v in val_curve(c.folder)), default=None)
+    entry = {"task": task, "name": c.name, "mode": c.mode, "fraction": c.fraction, "seed": c.seed,
+             "state": "done" if carried else cell_state(c.folder), "wall_s": c.result.get("wall_s"),
+             "value": c.result.get("value"), "ci": c.result.get("ci"), "best_val_record_auroc_macro": best,
+             "command": carried["command"] if carried else c.result.get("command")}
+    if carried:
+        entry["carried_from"] = carried["from"]
+    return entry
+
+
+def _carried_predictions(cell: Cell, dest: Path) -> Path | None:
+    """A carried cell's published predictions, copied to ``dest`` (None for a cell run here)."""
+    carried = cell.result.get("carried")
+    if carried is None:
+        return None
+    if carried["predictions"].resolve() != dest.resolve():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(carried["predictions"], dest.with_name(dest.name + ".tmp"))
+        os.replace(dest.with_name(dest.name + ".tmp"), dest)
+    return dest
+
+
+def carry_cells(plan: Plan, data: dict[str, Path], cfg: argparse.Namespace, ns: argparse.Namespace,
+                fp: dict[str, Any]) -> list[str]:
+    """Carry every cell of the grid and the other tasks that this --out has not finished from ``cfg.published``
+    (its ``result["carried"]``), when it ran the same recipe and budget on the same data → one line per cell that
+    could not be carried (or one line for all), saying why."""
+    expected = {"recipe": cfg.recipe, "budget": asdict(BUDGETS[cfg.device_kind]), "data_fingerprint": fp}
+    if why := mismatch(cfg.published, expected):
+        return [why]
+    notes = []
+    for task, cells in [(MAIN_TASK, plan.grid), *plan.others.items()]:
+        test = data[task] / "windows" / "test.h5"
+        if not test.is_file():
+            notes.append(f"{task}: {test} is not prepared yet (a run prepares it first), nothing carried")
+            continue
+        for c in cells:
+            if cell_state(c.folder) != "done" and (why := carry_cell(c, task, command(c, ns, "new"), cfg.published,
+                                                                      test)):
+                notes.append(why)
+    return notes
+
+
 def report(plan: Plan, data: dict[str, Path], cfg: argparse.Namespace, fp: dict[str, Any],
            wall: float) -> dict[str, Any]:
     """results.json / results.md, predictions and learning curves in ``cfg.out``."""
@@ -397,7 +449,8 @@ def report(plan: Plan, data: dict[str, Path], cfg: argparse.Namespace, fp: dict[
     preds = []
     for task, cells in [(MAIN_TASK, plan.grid), *plan.others.items()]:
         for c in cells:
-            if (p := write_predictions(c, data[task], out / "predictions" / task / f"{c.name}.csv.gz")) is not None:
+            dest = out / "predictions" / task / f"{c.name}.csv.gz"
+            if (p := _carried_predictions(c, dest) or write_predictions(c, data[task], dest)) is not None:
                 preds.append(str(p.relative_to(out)))
     others = {}
     for task, cells in plan.others.items():
@@ -410,16 +463,13 @@ def report(plan: Plan, data: dict[str, Path], cfg: argparse.Namespace, fp: dict[
     winner = None
     if compare and all(v["val_record_auroc_macro"] is not None for r in compare.values() for v in r.values()):
         winner = max(compare, key=lambda r: np.mean([v["val_record_auroc_macro"] for v in compare[r].values()]))
-    curves = {c.name: val_curve(c.folder) for c in plan.grid if c.seed == cfg.seeds[0]}
+    published_curves = cfg.published.results.get("learning_curves", {}) if cfg.published else {}
+    curves = {c.name: published_curves.get(c.name, []) if "carried" in c.result else val_curve(c.folder)
+              for c in plan.grid if c.seed == cfg.seeds[0]}
     if any(curves.values()):
         draw_curves(curves, out / "learning_curves.png",
                     f"PTB-XL {MAIN_TASK}, seed {cfg.seeds[0]}: validation per epoch")
-    runs = [{"task": task, "name": c.name, "mode": c.mode, "fraction": c.fraction, "seed": c.seed,
-             "state": cell_state(c.folder), "wall_s": c.result.get("wall_s"), "value": c.result.get("value"),
-             "ci": c.result.get("ci"),
-             "best_val_record_auroc_macro": max((v for _, v in val_curve(c.folder)), default=None),
-             "command": c.result.get("command")}
-            for task, cells in [(MAIN_TASK, plan.grid), *plan.others.items()] for c in cells]
+    runs = [_run_entry(task, c) for task, cells in [(MAIN_TASK, plan.grid), *plan.others.items()] for c in cells]
     result = {
         "protocol": {"data": "PTB-XL 1.0 (Wagner et al. 2020, CC BY 4.0), 100 Hz records, 12 leads, mV as stored",
                      "split": "strat_fold 1-8 train (and pretraining, no labels), 9 validation (every choice), "
@@ -431,6 +481,13 @@ def report(plan: Plan, data: dict[str, Path], cfg: argparse.Namespace, fp: dict[
                      f"records of the seed-mean score, {cfg.bootstrap} resamples"},
         "device": cfg.device, "budget": asdict(budget), "recipe": cfg.recipe, "commit": _commit(),
         "data_fingerprint": fp, "pretraining": {r: _pretrain_info(c) for r, c in plan.pretrain.items()},
+        "pretrained_given": None if cfg.pretrained is None else {"path": str(cfg.pretrained),
+                                                                 "sha256": sha256_of(cfg.pretrained)},
+        "carried": None if cfg.published is None else {
+            "from": str(cfg.published.folder), "commit": cfg.published.results.get("commit"),
+            "data_fingerprint": cfg.published.results.get("data_fingerprint"),
+            "pretraining": cfg.published.results.get("pretraining"),
+            "cells": [f"{r['task']}/{r['name']}" for r in runs if r.get("carried_from")]},
         "cells": summary, "other_tasks": others, "recipe_comparison": {"fold9": compare, "winner": winner},
         "learning_curves": curves, "runs": runs, "predictions": preds, "wall_s_this_call": wall}
     write_json(out / "results.json", result)
@@ -465,6 +522,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--other_modes", default="finetune,resnet", help="methods of the other tasks")
     p.add_argument("--compare", action=argparse.BooleanOptionalAction, default=True,
                    help="the recipe comparison: every recipe pretrained, probed and fine-tuned at 10 %% labels")
+    p.add_argument("--pretrained", type=Path, default=None,
+                   help="start probe and fine-tuning from this encoder (a checkpoint, or a hub-style folder such as "
+                        "weights/physiowave-ptbxl100-cpu) instead of pretraining one; not with --compare")
+    p.add_argument("--carry", type=Path, default=None,
+                   help="a published results folder (e.g. benchmarks/results/ptbxl): cells this --out has not "
+                        "finished are taken from it when it holds them finished, with the same flags; they do not "
+                        "run again, and the results merge both")
     p.add_argument("--jobs", type=int, default=2, help="runs at a time (each gets cores / jobs threads; default 2)")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--python", default=sys.executable, help="interpreter of the runs")
@@ -495,8 +559,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--jobs and --bootstrap must be ≥ 1")
     if "resnet" in cfg.modes + cfg.other_modes and not RESNET_SCRIPT.is_file():
         p.error(f"resnet: {RESNET_SCRIPT} not found (it ships with the repository, not the package)")
+    if cfg.pretrained is not None:
+        cfg.pretrained = cfg.pretrained.resolve()
+        if cfg.compare:
+            p.error("--pretrained skips pretraining; --compare pretrains every recipe: add --no-compare")
+        if not (cfg.pretrained.is_file() or (cfg.pretrained / "config.json").is_file()):
+            p.error(f"--pretrained {cfg.pretrained}: expected a checkpoint file or a folder with config.json")
     cfg.out = cfg.out.resolve()
     cfg.ptbxl = cfg.ptbxl.resolve()
+    cfg.published = None
+    if cfg.carry is not None:
+        cfg.carry = cfg.carry.resolve()
+        try:
+            cfg.published = load_published(cfg.carry)
+        except SystemExit as err:
+            p.error(f"--carry: {str(err.code).removeprefix('error: ')}")
     return cfg
 
 
@@ -543,7 +620,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{cfg.ptbxl}: {len(rows)} records listed, all found at 100 Hz", flush=True)
         if not cfg.dry_run:
             _check_settings(cfg)
-        fp = fingerprint(cfg.ptbxl, rows, cfg.out / "fingerprint.json") if not cfg.dry_run else {}
+        fp = fingerprint(cfg.ptbxl, rows, None if cfg.dry_run else cfg.out / "fingerprint.json") \
+            if not cfg.dry_run or cfg.published else {}
         tasks = [MAIN_TASK, *cfg.other_tasks]
         data = {t: cfg.out / "data" / t for t in tasks}
         if not cfg.dry_run and not cfg.report:
@@ -555,10 +633,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         raise
     plan = plan_protocol(cfg.out, data, cfg)
-    cells = plan.ordered(cfg.recipe)
+    ns = argparse.Namespace(python=cfg.python, extra=[], label_kind="multi", jobs=cfg.jobs)
+    if cfg.published is not None:
+        for why in carry_cells(plan, data, cfg, ns, fp):
+            print(f"not carried: {why}", flush=True)
+    cells = [c for c in plan.ordered(cfg.recipe) if "carried" not in c.result]
+    for c in cells:  # the command each cell runs (a run below replaces it with the command of its attempt)
+        c.result["command"] = shlex.join(command(c, ns, cell_state(c.folder, c.done_file)))
     if cfg.dry_run:
-
-        ns = argparse.Namespace(python=cfg.python, extra=[], label_kind="multi")
         for c in cells:
             state = cell_state(c.folder, c.done_file)
             cmd = command(c, ns, state)
@@ -568,7 +650,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(" ".join(cmd))
         return 0
     env = child_env(cfg.jobs)
-    ns = argparse.Namespace(python=cfg.python, extra=[], label_kind="multi", jobs=cfg.jobs)
     if not cfg.report:
         print(f"{len(cells)} runs into {cfg.out}, {cfg.jobs} at a time, {env['OMP_NUM_THREADS']} thread(s) each",
               flush=True)

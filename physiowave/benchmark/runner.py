@@ -21,8 +21,8 @@ from ..contract import run_files
 from ..fileio import FolderBusyError, folder_lock, write_json
 
 __all__ = ["MODES", "Cell", "plan", "cell_state", "command", "script_of", "run_cells", "input_fingerprint",
-           "check_inputs", "command_change", "check_command", "wall_seconds", "floats", "ints", "percent", "progress",
-           "child_env"]
+           "check_inputs", "flags_of", "sha256_of", "command_change", "check_command", "wall_seconds", "floats", "ints",
+           "percent", "progress", "child_env"]
 
 ROOT = Path(__file__).resolve().parents[2]
 MODES = {"scratch": "from scratch", "probe": "pretrained + linear probe", "finetune": "pretrained + fine-tuning",
@@ -147,7 +147,7 @@ def wall_seconds(folder: Path) -> float:
         return 0.0
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for file in files:
@@ -168,7 +168,7 @@ def input_fingerprint(cmd: Sequence[str]) -> dict[str, dict[str, Any]]:
         stat = path.stat()
         entry: dict[str, Any] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
         if path.is_dir() or path.suffix in _CHECKPOINT_SUFFIXES:
-            entry = {"sha256": _sha256(path)}  # a checkpoint is compared by content: a copy is the same one
+            entry = {"sha256": sha256_of(path)}  # a checkpoint is compared by content: a copy is the same one
         found[str(path.resolve())] = entry
     return found
 
@@ -189,7 +189,7 @@ def check_inputs(cell: Cell, cmd: Sequence[str]) -> None:
                              "would mix two inputs: restore the file, or delete the cell's folder to run it again")
 
 
-def _flags(cmd: Sequence[str]) -> dict[str, list[str]]:
+def flags_of(cmd: Sequence[str]) -> dict[str, list[str]]:
     """``--flag value ...`` pairs of a command from its first flag on (the interpreter and script are where the
     checkout is, not what the cell runs), without the ones that name the attempt (``--resume``) or the folder."""
     start = next((i for i, t in enumerate(cmd) if t.startswith("--")), len(cmd))
@@ -215,13 +215,13 @@ def _recorded_flags(folder: Path) -> dict[str, list[str]] | None:
     except OSError:
         return None
     first = next((ln for ln in lines if ln.startswith(_HEADER) and "] " in ln), None)
-    return None if first is None else _flags(shlex.split(first.split("] ", 1)[1]))
+    return None if first is None else flags_of(shlex.split(first.split("] ", 1)[1]))
 
 
 def command_change(cell: Cell, cmd: Sequence[str]) -> str | None:
     """How the flags a cell first started with differ from ``cmd``'s (``--epochs 3 -> 10; ...``), or None when they
     agree or nothing was recorded (a cell never started, or started before the runner recorded commands)."""
-    before, now = _recorded_flags(cell.folder), _flags(cmd)
+    before, now = _recorded_flags(cell.folder), flags_of(cmd)
     if before is None or before == now:
         return None
 
@@ -294,7 +294,7 @@ def _run_cells(cells: list[Cell], cfg: argparse.Namespace, env: dict[str, str],
                 if cell.result["state_before"] == "new" or not (cell.folder / INPUTS_FILE).is_file():
                     write_json(cell.folder / INPUTS_FILE, input_fingerprint(cmd))
                 if cell.result["state_before"] == "new" or not (cell.folder / COMMAND_FILE).is_file():
-                    write_json(cell.folder / COMMAND_FILE, {"flags": _flags(cmd)})
+                    write_json(cell.folder / COMMAND_FILE, {"flags": flags_of(cmd)})
                 log = (cell.folder / LOG_FILE).open("a")
                 log.write(f"\n{_HEADER}{time.strftime('%Y-%m-%d %H:%M:%S')}] {shlex.join(cmd)}\n")
                 log.flush()

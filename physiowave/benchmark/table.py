@@ -49,23 +49,34 @@ def _engine_value(results: dict[str, Any], metric: str, label_kind: str) -> tupl
 
 def collect(cells: list[Cell], cfg: argparse.Namespace) -> dict[tuple[str, float, int], Records]:
     """Each finished cell's score into ``cell.result`` (``value``, ``level``, ``records``, a per-run ``ci``)
-    → the records read, by (mode, fraction, seed)."""
+    → the records read, by (mode, fraction, seed). A cell carried from a published results folder
+    (``result["carried"]``, see benchmark/carry.py) is scored from the records carried."""
     records: dict[tuple[str, float, int], Records] = {}
     for cell in cells:
         r = cell.result
-        r["wall_s"] = wall_seconds(cell.folder) or None
-        results = cell.folder / RESULTS_FILE
-        if r.get("status") == "failed" or not results.is_file():
-            continue
-        try:
-            test = json.loads(results.read_text())
-        except (OSError, ValueError) as err:
-            r.update(status="failed", error=f"{results}: {err}")
-            continue
-        npz = cell.folder / RECORDS_FILE
-        if cfg.metric in BOOTSTRAP_METRICS and npz.is_file():
+        carried = r.get("carried")
+        r["wall_s"] = wall_seconds(cell.folder) or (carried or {}).get("wall_s") or None
+        rec, test = None, {}
+        if carried is not None:
+            rec = carried["records"]
+        else:
+            results = cell.folder / RESULTS_FILE
+            if r.get("status") == "failed" or not results.is_file():
+                continue
             try:
-                rec = read_records(npz)
+                test = json.loads(results.read_text())
+            except (OSError, ValueError) as err:
+                r.update(status="failed", error=f"{results}: {err}")
+                continue
+            npz = cell.folder / RECORDS_FILE
+            if cfg.metric in BOOTSTRAP_METRICS and npz.is_file():
+                try:
+                    rec = read_records(npz)
+                except ValueError as err:
+                    r.update(status="failed", error=str(err))
+                    continue
+        if cfg.metric in BOOTSTRAP_METRICS and rec is not None:
+            try:
                 ci = bootstrap(cfg.metric, [rec.probs], rec.labels, cfg.bootstrap, cfg.bootstrap_seed)
             except ValueError as err:
                 r.update(status="failed", error=str(err))
@@ -76,7 +87,7 @@ def collect(cells: list[Cell], cfg: argparse.Namespace) -> dict[tuple[str, float
         else:
             r["value"], r["level"] = _engine_value(test, cfg.metric, cfg.label_kind)
             if r["value"] is None:
-                r["error"] = f"{results}: no '{cfg.metric}'"
+                r["error"] = f"{cell.folder / RESULTS_FILE}: no '{cfg.metric}'"
     return records
 
 
