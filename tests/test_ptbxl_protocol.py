@@ -190,6 +190,7 @@ def test_cells_published_before_are_carried_not_run_again(tmp_path, capsys, monk
     assert runs["resnet_f1_s0"]["carried_from"]["folder"] == str(pub.resolve())
     assert "carried_from" not in runs["resnet_f1_s1"] and res["carried"]["cells"] == ["superdiagnostic/resnet_f1_s0"]
     assert res["cells"][0]["n"] == 2 and res["cells"][0]["ci"] is not None  # pooled over the carried and new seed
+    assert "| resnet_f1_s0 | done (carried) | " in (out / "results.md").read_text()
     assert (out / "predictions/superdiagnostic/resnet_f1_s0.csv.gz").read_bytes() == (
         pub / "predictions/superdiagnostic/resnet_f1_s0.csv.gz").read_bytes()
 

@@ -163,7 +163,8 @@ def markdown(summary: list[dict[str, Any]], cells: list[Cell], cfg: argparse.Nam
         r = c.result
         ci = f"[{_fmt(r['ci'][0])}, {_fmt(r['ci'][1])}]" if r.get("ci") else ""
         secs = f"{r['wall_s']:.0f}" if r.get("wall_s") else ""
-        status = r.get("status") or cell_state(c.folder, c.done_file)  # a report-only call ran nothing: say the state
+        # a report-only call ran nothing: say the state (a cell carried from a published folder is done there)
+        status = r.get("status") or ("done (carried)" if "carried" in r else cell_state(c.folder, c.done_file))
         lines.append(f"| {c.name} | {status} | {_fmt(r.get('value'))} | {ci} | "
                      f"{r.get('level', '')} | {secs} |")
     return "\n".join(lines) + "\n"
