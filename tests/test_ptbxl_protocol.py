@@ -215,6 +215,22 @@ def test_cells_published_before_are_carried_not_run_again(tmp_path, capsys, monk
     assert "not finished: superdiagnostic/resnet_f1_s0, superdiagnostic/resnet_f1_s1" in printed.err
 
 
+def test_a_second_runner_on_the_same_out_is_refused_whatever_its_cells(tmp_path, capsys, monkeypatch):
+    """Two calls with different subsets of one --out (say the main grid, and another task) would share cells'
+    parents only in --out itself: the lock is on --out, so the second is refused before it runs anything."""
+    from physiowave.fileio import folder_lock
+
+    monkeypatch.setitem(pp.BUDGETS, "cpu", TINY_BUDGET)
+    root = _tree(tmp_path / "ptbxl")
+    out = tmp_path / "out"
+    argv = ["--ptbxl", str(root), "--out", str(out), "--modes", "resnet", "--fractions", "1", "--seeds", "0",
+            "--other_tasks", "", "--no-compare", "--jobs", "1"]
+    with folder_lock(out, "--out"):  # another runner holds --out (e.g. one running other tasks)
+        with pytest.raises(SystemExit, match="another run is writing to this folder now"):
+            pp.main(argv)
+    assert not (out / "superdiagnostic/runs/resnet_f1_s0").exists()
+
+
 def test_pretrained_encoder_replaces_the_pretraining(tmp_path, capsys):
     root = _tree(tmp_path / "ptbxl")
     enc = tmp_path / "encoder.pth"

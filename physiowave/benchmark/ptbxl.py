@@ -655,7 +655,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               flush=True)
     t0 = time.perf_counter()
     if not cfg.report:
-        run_cells(cells, ns, env, progress)
+        run_cells(cells, ns, env, progress, lock=cfg.out)  # one lock for the whole --out, whatever the subset
     result = report(plan, data, cfg, fp, time.perf_counter() - t0)
     print((cfg.out / "results.md").read_text(), flush=True)
     if cfg.publish:

@@ -247,12 +247,13 @@ def _ready(cell: Cell) -> bool:
 
 
 def run_cells(cells: list[Cell], cfg: argparse.Namespace, env: dict[str, str],
-              on_done: Callable[[Cell], None] = lambda c: None) -> None:
-    """:func:`_run_cells` while holding the lock of the folder the cells share: a second runner started on the
-    same output is refused at once (SystemExit with one line)."""
+              on_done: Callable[[Cell], None] = lambda c: None, lock: Path | None = None) -> None:
+    """:func:`_run_cells` while holding the lock of ``lock`` (default: the folder the cells share; give the output
+    folder when calls may run different subsets of its cells): a second runner started on the same output is
+    refused at once (SystemExit with one line)."""
     with contextlib.ExitStack() as stack:
         if cells:
-            common = Path(os.path.commonpath([str(c.folder.parent) for c in cells]))  # never a cell's own folder
+            common = lock or Path(os.path.commonpath([str(c.folder.parent) for c in cells]))  # never a cell's own
             try:
                 stack.enter_context(folder_lock(common, "--out"))
             except FolderBusyError as err:
