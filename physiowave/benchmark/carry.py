@@ -105,10 +105,12 @@ def mismatch(published: Published, expected: dict[str, Any]) -> str | None:
     return None
 
 
-def carry_cell(cell: Cell, task: str, command: list[str], published: Published, test_file: Path) -> str | None:
+def carry_cell(cell: Cell, task: str, command: list[str], published: Published,
+               truth: tuple[np.ndarray, np.ndarray, list[str]]) -> str | None:
     """Carry ``cell`` (to run as ``command``) from ``published`` into ``cell.result["carried"]`` (records, wall
-    seconds, command, best fold-9 value, source) → None (carried, or not finished there: nothing to say), or why a
-    cell finished there cannot be carried."""
+    seconds, command, best fold-9 value, source), scored against ``truth`` (:func:`record_labels` of the task's test
+    file) → None (carried, or not finished there: nothing to say), or why a cell finished there cannot be
+    carried."""
     run = published.runs.get((task, cell.name))
     if run is None or run.get("state") != "done":
         return None
@@ -117,7 +119,7 @@ def carry_cell(cell: Cell, task: str, command: list[str], published: Published, 
         return f"{published.folder}: {task}/{cell.name} ran with other {', '.join(changed)}"
     path = published.folder / "predictions" / task / f"{cell.name}.csv.gz"
     try:
-        records = read_predictions(path, *record_labels(test_file))
+        records = read_predictions(path, *truth)
     except (OSError, ValueError) as err:
         return str(err)
     cell.result["carried"] = {"records": records, "wall_s": run.get("wall_s"), "command": run["command"],

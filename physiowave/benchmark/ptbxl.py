@@ -53,7 +53,7 @@ import numpy as np
 
 from ..contract import INFO_FILE
 from ..fileio import atomic_write_text, write_json
-from .carry import carry_cell, ecg_id_of, load_published, mismatch
+from .carry import carry_cell, ecg_id_of, load_published, mismatch, record_labels
 from .runner import (MODES, RECORDS_FILE, RESNET_SCRIPT, ROOT, Cell, cell_state, child_env, command,
                      command_change, floats, ints, progress, run_cells, sha256_of)
 from .stats import read_records
@@ -433,9 +433,14 @@ def carry_cells(plan: Plan, data: dict[str, Path], cfg: argparse.Namespace, ns: 
         if not test.is_file():
             notes.append(f"{task}: {test} is not prepared yet (a run prepares it first), nothing carried")
             continue
+        try:
+            truth = record_labels(test)  # read once per task: every cell of it is scored against these labels
+        except (OSError, ValueError) as err:
+            notes.append(f"{task}: {err}, nothing carried")
+            continue
         for c in cells:
             if cell_state(c.folder) != "done" and (why := carry_cell(c, task, command(c, ns, "new"), cfg.published,
-                                                                      test)):
+                                                                      truth)):
                 notes.append(why)
     return notes
 
