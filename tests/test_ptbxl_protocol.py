@@ -194,6 +194,16 @@ def test_cells_published_before_are_carried_not_run_again(tmp_path, capsys, monk
     assert (out / "predictions/superdiagnostic/resnet_f1_s0.csv.gz").read_bytes() == (
         pub / "predictions/superdiagnostic/resnet_f1_s0.csv.gz").read_bytes()
 
+    # publishing a table that leaves out a cell the folder holds finished is refused, the folder left as it was
+    pub2 = tmp_path / "pub2"
+    code, err = _run(base + ["--out", str(out), "--seeds", "0,1", "--carry", str(pub), "--report", "--publish",
+                             str(pub2)], capsys)
+    assert code == 0, err[-3000:]
+    before = {p: p.read_bytes() for p in pub2.rglob("*") if p.is_file()}
+    code, err = _run(base + ["--out", str(out), "--seeds", "1", "--report", "--publish", str(pub2)], capsys)
+    assert code == 1 and "holds 1 finished cell(s) this call's table leaves out (superdiagnostic/resnet_f1_s0)" in err
+    assert {p: p.read_bytes() for p in pub2.rglob("*") if p.is_file()} == before
+
     # nothing is carried from a folder whose predictions lack a test record, or that ran another budget
     dry = base + ["--out", str(tmp_path / "third"), "--seeds", "0", "--carry", str(pub), "--dry_run"]
     path = pub / "predictions/superdiagnostic/resnet_f1_s0.csv.gz"

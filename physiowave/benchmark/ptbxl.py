@@ -604,6 +604,24 @@ def _check_settings(cfg: argparse.Namespace) -> None:
     write_json(path, mine)
 
 
+def check_publish(plan: Plan, dest: Path) -> None:
+    """Refuse to publish into ``dest`` when it holds finished cells that this call's table leaves out (other tasks,
+    modes, fractions or seeds): publishing replaces its results.json and removes their predictions."""
+    path = dest / "results.json"
+    if not path.is_file():
+        return
+    try:
+        runs = json.loads(path.read_text()).get("runs") or []
+        held = [f"{r['task']}/{r['name']}" for r in runs if r.get("state") == "done"]
+    except (OSError, ValueError, AttributeError, KeyError, TypeError) as err:
+        _fail(f"--publish {dest}: cannot read {path} ({err}); move it away or publish to another folder")
+    mine = {f"{task}/{c.name}" for task, cells in [(MAIN_TASK, plan.grid), *plan.others.items()] for c in cells}
+    if lost := [name for name in held if name not in mine]:
+        _fail(f"--publish {dest} holds {len(lost)} finished cell(s) this call's table leaves out "
+              f"({', '.join(lost[:3])}{', ...' if len(lost) > 3 else ''}); publishing would drop them: pass the "
+              "tasks, modes, fractions and seeds that cover them, or publish to another folder")
+
+
 def publish(out: Path, dest: Path) -> None:
     """Copy results.json, results.md, learning_curves.png and predictions/ to ``dest`` (predictions of cells no
     longer in the table are removed there too)."""
@@ -629,6 +647,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not cfg.dry_run or cfg.published else {}
         tasks = [MAIN_TASK, *cfg.other_tasks]
         data = {t: cfg.out / "data" / t for t in tasks}
+        plan = plan_protocol(cfg.out, data, cfg)
+        if cfg.publish is not None:
+            check_publish(plan, cfg.publish)
         if not cfg.dry_run and not cfg.report:
             for t in tasks:
                 prepare(cfg.ptbxl, cfg.out, t, BUDGETS[cfg.device_kind], cfg.python)
@@ -637,7 +658,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(err.code, file=sys.stderr)
             return 1
         raise
-    plan = plan_protocol(cfg.out, data, cfg)
     ns = argparse.Namespace(python=cfg.python, extra=[], label_kind="multi", jobs=cfg.jobs)
     if cfg.published is not None:
         for why in carry_cells(plan, data, cfg, ns, fp):
