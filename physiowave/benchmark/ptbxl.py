@@ -254,6 +254,10 @@ class Plan:
     others: dict[str, list[Cell]] = field(default_factory=dict)
     compare: dict[str, list[Cell]] = field(default_factory=dict)
 
+    def by_task(self) -> list[tuple[str, list[Cell]]]:
+        """(task, its cells): the main grid first, then the other tasks'."""
+        return [(MAIN_TASK, self.grid), *self.others.items()]
+
     def ordered(self, recipe: str) -> list[Cell]:
         """Execution order: the table recipe's pretraining, the main grid's first seed (largest label fraction
         first: the headline numbers come first), the other recipes' pretraining and the comparison, the other
@@ -428,7 +432,7 @@ def carry_cells(plan: Plan, data: dict[str, Path], cfg: argparse.Namespace, ns: 
     if why := mismatch(cfg.published, expected):
         return [why]
     notes = []
-    for task, cells in [(MAIN_TASK, plan.grid), *plan.others.items()]:
+    for task, cells in plan.by_task():
         test = data[task] / "windows" / "test.h5"
         if not test.is_file():
             notes.append(f"{task}: {test} is not prepared yet (a run prepares it first), nothing carried")
@@ -452,7 +456,7 @@ def report(plan: Plan, data: dict[str, Path], cfg: argparse.Namespace, fp: dict[
     budget = BUDGETS[cfg.device_kind]
     summary, table = _table(plan.grid, cfg, MAIN_TASK, cfg.modes, cfg.fractions, cfg.seeds)
     preds = []
-    for task, cells in [(MAIN_TASK, plan.grid), *plan.others.items()]:
+    for task, cells in plan.by_task():
         for c in cells:
             dest = out / "predictions" / task / f"{c.name}.csv.gz"
             if (p := _carried_predictions(c, dest) or write_predictions(c, data[task], dest)) is not None:
@@ -474,7 +478,7 @@ def report(plan: Plan, data: dict[str, Path], cfg: argparse.Namespace, fp: dict[
     if any(curves.values()):
         draw_curves(curves, out / "learning_curves.png",
                     f"PTB-XL {MAIN_TASK}, seed {cfg.seeds[0]}: validation per epoch")
-    runs = [_run_entry(task, c) for task, cells in [(MAIN_TASK, plan.grid), *plan.others.items()] for c in cells]
+    runs = [_run_entry(task, c) for task, cells in plan.by_task() for c in cells]
     result = {
         "protocol": {"data": "PTB-XL 1.0 (Wagner et al. 2020, CC BY 4.0), 100 Hz records, 12 leads, mV as stored",
                      "split": "strat_fold 1-8 train (and pretraining, no labels), 9 validation (every choice), "
@@ -607,16 +611,12 @@ def _check_settings(cfg: argparse.Namespace) -> None:
 def check_publish(plan: Plan, dest: Path) -> None:
     """Refuse to publish into ``dest`` when it holds finished cells that this call's table leaves out (other tasks,
     modes, fractions or seeds): publishing replaces its results.json and removes their predictions."""
-    path = dest / "results.json"
-    if not path.is_file():
+    if not (dest / "results.json").is_file():
         return
-    try:
-        runs = json.loads(path.read_text()).get("runs") or []
-        held = [f"{r['task']}/{r['name']}" for r in runs if r.get("state") == "done"]
-    except (OSError, ValueError, AttributeError, KeyError, TypeError) as err:
-        _fail(f"--publish {dest}: cannot read {path} ({err}); move it away or publish to another folder")
-    mine = {f"{task}/{c.name}" for task, cells in [(MAIN_TASK, plan.grid), *plan.others.items()] for c in cells}
-    if lost := [name for name in held if name not in mine]:
+    mine = {(task, c.name) for task, cells in plan.by_task() for c in cells}
+    held = load_published(dest).runs  # one line naming the file when it is not a published protocol run
+    if lost := [f"{task}/{name}" for (task, name), r in held.items() if r.get("state") == "done"
+                and (task, name) not in mine]:
         _fail(f"--publish {dest} holds {len(lost)} finished cell(s) this call's table leaves out "
               f"({', '.join(lost[:3])}{', ...' if len(lost) > 3 else ''}); publishing would drop them: pass the "
               "tasks, modes, fractions and seeds that cover them, or publish to another folder")
