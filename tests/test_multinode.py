@@ -21,7 +21,9 @@ from .test_engine import ROOT, TINY, _history, _toy, _write
 
 # The worker: the script's entry point, with a signal sent to itself on one rank inside one optimizer step
 # (deterministic, unlike a signal from outside; the other rank never receives one and must stop all the same),
-# and with flags added on rank 1 only (ranks that disagree).
+# with flags added on rank 1 only (ranks that disagree), and writing its exit status to a file: when one node's
+# worker exits, the other node's torchrun agent may find the c10d store (hosted by the first agent) already gone and
+# fail with RendezvousConnectionError instead of reporting its worker's status, so the agents' reports are a race.
 WORKER = """
 import os, signal, sys
 from physiowave.engine import loop, main
@@ -37,7 +39,11 @@ if step and me == rank:
             os.kill(os.getpid(), signal.SIGUSR1)
     loop._optimizer_step = stepping
 extra = os.environ.get("TEST_RANK1_ARGS", "").split() if me == 1 else []
-sys.exit(main(sys.argv[1], sys.argv[2:] + extra))
+status = main(sys.argv[1], sys.argv[2:] + extra)
+if os.environ.get("TEST_STATUS_DIR"):  # each process's own exit status, whatever its launcher manages to report
+    with open(os.path.join(os.environ["TEST_STATUS_DIR"], f"rank{me}"), "w") as f:
+        f.write(str(status))
+sys.exit(status)
 """
 FAKE_SRUN = Path(__file__).resolve().parent / "fake_slurm" / "srun"
 STEPS_PER_EPOCH = 8  # 60 samples over 2 processes, batch 2, accumulation 2: 15 micro-batches, 8 steps
@@ -88,10 +94,14 @@ def test_two_nodes_equal_one_node_and_a_signal_to_one_node_stops_both_exactly(tm
 
     out = tmp_path / "two"
     # SIGUSR1 to rank 1 inside the last optimizer step of epoch 1: both stop before validating it
-    stopped = _two_nodes(worker, [*args, "--output_dir", str(out)], _env(TEST_SIGNAL_AT=f"{STEPS_PER_EPOCH}:1"))
+    status = tmp_path / "status"
+    status.mkdir()
+    stopped = _two_nodes(worker, [*args, "--output_dir", str(out)],
+                         _env(TEST_SIGNAL_AT=f"{STEPS_PER_EPOCH}:1", TEST_STATUS_DIR=str(status)))
     assert all(r.returncode != 0 for r in stopped)
     errs = "".join(r.stderr for r in stopped)
-    assert errs.count("exitcode  : 138") == 2, errs[-3000:]  # torchrun's report of each worker's status, 128 + SIGUSR1
+    # each worker's own exit status, 128 + SIGUSR1 (the agents' reports of it race each other's teardown)
+    assert {f.name: f.read_text() for f in status.iterdir()} == {"rank0": "138", "rank1": "138"}, errs[-3000:]
     assert "stopped: SIGUSR1 (received by another process): stopped after step 15 of epoch 1" in errs \
         or "stopped: SIGUSR1 (received" in errs, errs[-3000:]
     ckpt = torch.load(out / "latest_model.pth", weights_only=True)
