@@ -6,7 +6,7 @@ import csv
 import gzip
 import json
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import h5py
@@ -256,5 +256,37 @@ def test_pretrained_encoder_replaces_the_pretraining(tmp_path, capsys):
         pp.main(argv + ["--pretrained", str(tmp_path / "missing.pth")])
     assert "missing.pth: expected a checkpoint file or a folder with config.json" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        pp.main([*argv[:-2], "--pretrained", str(enc)])  # with the recipe comparison, which pretrains
-    assert "--pretrained skips pretraining; --compare pretrains every recipe" in capsys.readouterr().err
+        pp.main([*argv[:-2], "--pretrained", str(enc)])  # the comparison needs to know what the encoder is
+    assert "a checkpoint file does not state the recipe and budget" in capsys.readouterr().err
+
+
+def _encoder_folder(path: Path, recipe: str, **budget_change) -> Path:
+    """A hub-style folder whose config.json states the recipe and budget it was pretrained with."""
+    path.mkdir()
+    budget = json.loads(json.dumps(asdict(pp.BUDGETS["cpu"])))
+    budget.update(budget_change)
+    (path / "config.json").write_text(json.dumps({"training": {"recipe": recipe, "budget": budget}}))
+    return path
+
+
+def test_a_released_encoder_stands_for_its_recipe_in_the_comparison(tmp_path, capsys):
+    """--compare with --pretrained: the given folder is the table recipe's pretraining (same recipe, same
+    pretraining budget); only the other recipe is pretrained, and both recipes' cells start from their own."""
+    root = _tree(tmp_path / "ptbxl")
+    argv = ["--ptbxl", str(root), "--out", str(tmp_path / "out"), "--modes", "probe,finetune", "--fractions", "0.1,1",
+            "--seeds", "0", "--other_tasks", "", "--dry_run"]
+    mine = _encoder_folder(tmp_path / "mine", "physiowave", epochs={"1.0": 3})  # downstream epochs do not matter
+    assert pp.main(argv + ["--pretrained", str(mine)]) == 0
+    printed = capsys.readouterr().out
+    assert "# pretrain/paper: new" in printed and "pretrain/physiowave" not in printed
+    assert "recipes/physiowave" not in printed  # the table's own 10 % cells are the comparison's
+    paper = [ln for ln in printed.splitlines() if "--recipe paper" in ln]
+    assert len(paper) == 3 and all("pretrain/paper/best_model.pth" in ln for ln in paper[1:])
+    table = [ln for ln in printed.splitlines() if "--recipe physiowave" in ln]
+    assert len(table) == 4 and all(f"--pretrained_path {mine}" in ln for ln in table)
+    for folder, why in ((_encoder_folder(tmp_path / "paper", "paper"), "recipe paper, the table's is physiowave"),
+                        (_encoder_folder(tmp_path / "longer", "physiowave", pretrain_epochs=100),
+                         "pretraining budget differs from cpu's in pretrain_epochs")):
+        with pytest.raises(SystemExit):
+            pp.main(argv + ["--pretrained", str(folder)])
+        assert why in capsys.readouterr().err

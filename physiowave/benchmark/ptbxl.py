@@ -281,7 +281,9 @@ def plan_protocol(out: Path, data: dict[str, Path], cfg: argparse.Namespace) -> 
     start = cfg.pretrained or pretrain[recipe]  # probe and fine-tune start from a given encoder, else the run's own
     grid = [_cell(m, f, s, out / MAIN_TASK / "runs" / f"{m}_f{f:g}_s{s}", data[MAIN_TASK], budget, recipe, cfg.device,
                   start) for s in cfg.seeds for f in cfg.fractions for m in cfg.modes]
-    plan = Plan(pretrain if needed and cfg.pretrained is None else {}, grid)  # none when no method starts from it
+    if cfg.pretrained is not None:  # the given encoder is the table recipe's pretraining: the others still run
+        pretrain.pop(recipe)
+    plan = Plan(pretrain if needed else {}, grid)  # none when no method starts from it
     for task in cfg.other_tasks:
         plan.others[task] = [_cell(m, 1.0, cfg.seeds[0], out / task / "runs" / f"{m}_f1_s{cfg.seeds[0]}", data[task],
                                    budget, recipe, cfg.device, start) for m in cfg.other_modes]
@@ -292,7 +294,8 @@ def plan_protocol(out: Path, data: dict[str, Path], cfg: argparse.Namespace) -> 
                 same = [c for c in grid if r == recipe and c.mode == m and c.fraction == 0.1 and c.seed == cfg.seeds[0]]
                 cells.append(same[0] if same else _cell(m, 0.1, cfg.seeds[0],
                                                         out / "recipes" / r / f"{m}_f0.1_s{cfg.seeds[0]}",
-                                                        data[MAIN_TASK], budget, r, cfg.device, pretrain[r]))
+                                                        data[MAIN_TASK], budget, r, cfg.device,
+                                                        start if r == recipe else pretrain[r]))
             plan.compare[r] = cells
     return plan
 
@@ -398,10 +401,16 @@ def draw_curves(curves: dict[str, list[tuple[int, float]]], path: Path, title: s
     return save_figure(fig, path)
 
 
+def _best_val(c: Cell) -> float | None:
+    """A cell's best fold-9 record macro AUROC: from its curve here, or the published one when carried."""
+    carried = c.result.get("carried")
+    return carried["best_val"] if carried else max((v for _, v in val_curve(c.folder)), default=None)
+
+
 def _run_entry(task: str, c: Cell) -> dict[str, Any]:
     """A cell's line of results.json's ``runs``: run here, or carried from a published folder."""
     carried = c.result.get("carried")
-    best = carried["best_val"] if carried else max((v for _, v in val_curve(c.folder)), default=None)
+    best = _best_val(c)
     entry = {"task": task, "name": c.name, "mode": c.mode, "fraction": c.fraction, "seed": c.seed,
              "state": "done" if carried else cell_state(c.folder), "wall_s": c.result.get("wall_s"),
              "value": c.result.get("value"), "ci": c.result.get("ci"), "best_val_record_auroc_macro": best,
@@ -467,8 +476,8 @@ def report(plan: Plan, data: dict[str, Path], cfg: argparse.Namespace, fp: dict[
         others[task] = {"cells": s, "markdown": t}
     compare = {}
     for r, cells in plan.compare.items():
-        compare[r] = {c.mode: {"val_record_auroc_macro": max((v for _, v in val_curve(c.folder)), default=None),
-                               "folder": str(c.folder), "state": cell_state(c.folder)} for c in cells}
+        compare[r] = {c.mode: {"val_record_auroc_macro": _best_val(c), "folder": str(c.folder),
+                               "state": "done" if "carried" in c.result else cell_state(c.folder)} for c in cells}
     winner = None
     if compare and all(v["val_record_auroc_macro"] is not None for r in compare.values() for v in r.values()):
         winner = max(compare, key=lambda r: np.mean([v["val_record_auroc_macro"] for v in compare[r].values()]))
@@ -533,7 +542,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="the recipe comparison: every recipe pretrained, probed and fine-tuned at 10 %% labels")
     p.add_argument("--pretrained", type=Path, default=None,
                    help="start probe and fine-tuning from this encoder (a checkpoint, or a hub-style folder such as "
-                        "weights/physiowave-ptbxl100-cpu) instead of pretraining one; not with --compare")
+                        "weights/physiowave-ptbxl100-cpu) instead of pretraining one; with --compare, a folder that "
+                        "states the table recipe and this budget, and only the other recipes are pretrained")
     p.add_argument("--carry", type=Path, default=None,
                    help="a published results folder (e.g. benchmarks/results/ptbxl): cells this --out has not "
                         "finished are taken from it when it holds them finished, with the same flags; they do not "
@@ -570,10 +580,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"resnet: {RESNET_SCRIPT} not found (it ships with the repository, not the package)")
     if cfg.pretrained is not None:
         cfg.pretrained = cfg.pretrained.resolve()
-        if cfg.compare:
-            p.error("--pretrained skips pretraining; --compare pretrains every recipe: add --no-compare")
         if not (cfg.pretrained.is_file() or (cfg.pretrained / "config.json").is_file()):
             p.error(f"--pretrained {cfg.pretrained}: expected a checkpoint file or a folder with config.json")
+        if cfg.compare and (why := _not_comparable(cfg.pretrained, cfg.recipe, BUDGETS[cfg.device_kind])):
+            p.error(f"--pretrained {cfg.pretrained} with --compare: {why}; add --no-compare, or pass a folder that "
+                    "this protocol pretrained with --recipe and --device of this call")
     cfg.out = cfg.out.resolve()
     cfg.ptbxl = cfg.ptbxl.resolve()
     cfg.published = None
@@ -584,6 +595,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         except SystemExit as err:
             p.error(f"--carry: {str(err.code).removeprefix('error: ')}")
     return cfg
+
+
+_PRETRAIN_BUDGET = ("model", "crop", "batch_size", "pretrain_epochs")  # what of a budget its pretraining uses
+
+
+def _not_comparable(pretrained: Path, recipe: str, budget: Budget) -> str | None:
+    """Why an encoder given with ``--compare`` cannot stand for ``recipe``'s pretraining in the comparison (its
+    folder must state that recipe and this budget's pretraining, as the protocol's released folders do), or None."""
+    if not (pretrained / "config.json").is_file():
+        return "a checkpoint file does not state the recipe and budget it was pretrained with (expected a folder)"
+    training = json.loads((pretrained / "config.json").read_text()).get("training") or {}
+    if training.get("recipe") != recipe:
+        return f"it was pretrained with recipe {training.get('recipe')}, the table's is {recipe}"
+    theirs, ours = training.get("budget") or {}, json.loads(json.dumps(asdict(budget)))
+    if diff := [k for k in _PRETRAIN_BUDGET if theirs.get(k) != ours[k]]:
+        return f"its pretraining budget differs from {budget.name}'s in {', '.join(diff)}"
+    return None
 
 
 def _settings(cfg: argparse.Namespace) -> dict[str, Any]:
