@@ -179,6 +179,9 @@ def test_cells_published_before_are_carried_not_run_again(tmp_path, capsys, monk
     assert code == 0, err[-3000:]
     first = json.loads((pub / "results.json").read_text())
     assert first["runs"][0]["command"]  # recorded, so that a later call can compare flags
+    comparison = {r: {m: {"val_record_auroc_macro": v, "state": "done", "folder": "f"} for m in ("probe", "finetune")}
+                  for r, v in (("physiowave", 0.8), ("paper", 0.6))}  # as a --compare call would have published it
+    (pub / "results.json").write_text(json.dumps({**first, "recipe_comparison": {"fold9": comparison}}))
     out = tmp_path / "second"
     code, err = _run(base + ["--out", str(out), "--seeds", "0,1", "--carry", str(pub)], capsys)
     assert code == 0, err[-3000:]
@@ -189,6 +192,8 @@ def test_cells_published_before_are_carried_not_run_again(tmp_path, capsys, monk
     assert runs["resnet_f1_s0"]["value"] == pytest.approx(first["runs"][0]["value"], abs=1e-12)
     assert runs["resnet_f1_s0"]["carried_from"]["folder"] == str(pub.resolve())
     assert "carried_from" not in runs["resnet_f1_s1"] and res["carried"]["cells"] == ["superdiagnostic/resnet_f1_s0"]
+    assert res["recipe_comparison"]["winner"] == "physiowave"  # kept by a call that did not run the comparison
+    assert res["recipe_comparison"]["fold9"]["paper"]["probe"]["carried_from"] == str(pub.resolve())
     assert res["cells"][0]["n"] == 2 and res["cells"][0]["ci"] is not None  # pooled over the carried and new seed
     assert "| resnet_f1_s0 | done (carried) | " in (out / "results.md").read_text()
     assert (out / "predictions/superdiagnostic/resnet_f1_s0.csv.gz").read_bytes() == (
@@ -290,3 +295,26 @@ def test_a_released_encoder_stands_for_its_recipe_in_the_comparison(tmp_path, ca
         with pytest.raises(SystemExit):
             pp.main(argv + ["--pretrained", str(folder)])
         assert why in capsys.readouterr().err
+
+
+def test_the_recipe_comparison_is_carried_where_this_call_has_not_run_it():
+    """A later call without --compare (or with a comparison cell not finished yet) keeps the published fold-9
+    entries, marked with their source; what this call finished replaces them; the winner needs both recipes."""
+    def entry(value, state="done"):
+        return {"val_record_auroc_macro": value, "state": state, "folder": "f"}
+
+    published = {"physiowave": {"probe": entry(0.85), "finetune": entry(0.87)},
+                 "paper": {"probe": entry(0.60), "finetune": entry(None, "partial")}}
+    kept = pp.merge_comparison({}, published, "PUB")
+    assert kept == {"physiowave": {"probe": {**entry(0.85), "carried_from": "PUB"},
+                                   "finetune": {**entry(0.87), "carried_from": "PUB"}},
+                    "paper": {"probe": {**entry(0.60), "carried_from": "PUB"}}}
+    assert pp.comparison_winner(kept) is None  # paper's fine-tuning is not done anywhere
+    here = {"paper": {"probe": entry(None, "partial"), "finetune": entry(0.90)}}
+    merged = pp.merge_comparison(here, published, "PUB")
+    assert merged["paper"]["probe"]["carried_from"] == "PUB"  # not done here: the published one stays
+    assert merged["paper"]["finetune"] == entry(0.90)  # done here: this call's
+    assert pp.comparison_winner(merged) == "physiowave"  # mean 0.86 against paper's 0.75
+    assert pp.comparison_winner(pp.merge_comparison({"paper": {"probe": entry(0.95), "finetune": entry(0.90)}},
+                                                    published, "PUB")) == "paper"  # 0.925 against 0.86
+    assert pp.comparison_winner({"physiowave": published["physiowave"]}) is None  # one recipe decides nothing

@@ -24,8 +24,10 @@
    (fold-10 ``ecg_id`` and the probability of each class, class order in the header) and learning curves.
    ``--publish DIR`` copies them (not the runs) to DIR, e.g. benchmarks/results/ptbxl.
 7. Continuing from what was published: ``--pretrained weights/physiowave-ptbxl100-cpu`` starts probe and fine-tuning
-   from the released encoder (no pretraining); ``--carry benchmarks/results/ptbxl`` takes the cells that folder
-   holds finished (same recipe, budget, data and flags) from its predictions instead of running them again.
+   from the released encoder instead of the table recipe's pretraining (with ``--compare`` the folder must state that
+   recipe and the budget's pretraining; the other recipes are still pretrained); ``--carry benchmarks/results/ptbxl``
+   takes the cells that folder holds finished (same recipe, budget, data and flags) from its predictions instead of
+   running them again, and its recipe comparison where this call has not run it.
 
 The CPU configuration (``--device cpu``) finishes the superdiagnostic table in about 9 hours on 2 AVX2 cores;
 ``--device cuda`` runs the paper-size network (the ``ecg`` preset, 2.5 s inputs) for longer.
@@ -432,13 +434,40 @@ def _carried_predictions(cell: Cell, dest: Path) -> Path | None:
     return dest
 
 
+def _carry_expected(cfg: argparse.Namespace, fp: dict[str, Any]) -> dict[str, Any]:
+    """What a published folder's results.json must record for its cells to be carried into this call."""
+    return {"recipe": cfg.recipe, "budget": asdict(BUDGETS[cfg.device_kind]), "data_fingerprint": fp}
+
+
+def merge_comparison(here: dict[str, dict[str, dict[str, Any]]], published: dict[str, dict[str, dict[str, Any]]],
+                     source: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """The recipe comparison's fold-9 entries ``{recipe: {mode: entry}}``: this call's, and for a cell that is not
+    done here (or not in this call) the published entry when it is done there, marked ``carried_from``."""
+    merged = {r: {m: {**e, "carried_from": e.get("carried_from", source)} for m, e in modes.items()
+                  if e.get("state") == "done" and e.get("val_record_auroc_macro") is not None}
+              for r, modes in published.items()}
+    for r, modes in here.items():
+        for m, e in modes.items():
+            if e["state"] == "done" or m not in merged.get(r, {}):
+                merged.setdefault(r, {})[m] = e
+    return {r: modes for r, modes in merged.items() if modes}
+
+
+def comparison_winner(compare: dict[str, dict[str, dict[str, Any]]]) -> str | None:
+    """The recipe with the best mean fold-9 score over probe and fine-tuning, once every recipe has both."""
+    scores = {r: [v.get(m, {}).get("val_record_auroc_macro") for m in ("probe", "finetune")]
+              for r, v in compare.items()}
+    if len(scores) < 2 or any(x is None for v in scores.values() for x in v):
+        return None
+    return max(scores, key=lambda r: float(np.mean(scores[r])))
+
+
 def carry_cells(plan: Plan, data: dict[str, Path], cfg: argparse.Namespace, ns: argparse.Namespace,
                 fp: dict[str, Any]) -> list[str]:
     """Carry every cell of the grid and the other tasks that this --out has not finished from ``cfg.published``
     (its ``result["carried"]``), when it ran the same recipe and budget on the same data → one line per cell that
     could not be carried (or one line for all), saying why."""
-    expected = {"recipe": cfg.recipe, "budget": asdict(BUDGETS[cfg.device_kind]), "data_fingerprint": fp}
-    if why := mismatch(cfg.published, expected):
+    if why := mismatch(cfg.published, _carry_expected(cfg, fp)):
         return [why]
     notes = []
     for task, cells in plan.by_task():
@@ -474,13 +503,13 @@ def report(plan: Plan, data: dict[str, Path], cfg: argparse.Namespace, fp: dict[
     for task, cells in plan.others.items():
         s, t = _table(cells, cfg, task, cfg.other_modes, [1.0], cfg.seeds[:1])
         others[task] = {"cells": s, "markdown": t}
-    compare = {}
-    for r, cells in plan.compare.items():
-        compare[r] = {c.mode: {"val_record_auroc_macro": _best_val(c), "folder": str(c.folder),
-                               "state": "done" if "carried" in c.result else cell_state(c.folder)} for c in cells}
-    winner = None
-    if compare and all(v["val_record_auroc_macro"] is not None for r in compare.values() for v in r.values()):
-        winner = max(compare, key=lambda r: np.mean([v["val_record_auroc_macro"] for v in compare[r].values()]))
+    here = {r: {c.mode: {"val_record_auroc_macro": _best_val(c), "folder": str(c.folder),
+                         "state": "done" if "carried" in c.result else cell_state(c.folder)} for c in cells}
+            for r, cells in plan.compare.items()}
+    carry_ok = cfg.published is not None and mismatch(cfg.published, _carry_expected(cfg, fp)) is None
+    published = (cfg.published.results.get("recipe_comparison") or {}).get("fold9") or {} if carry_ok else {}
+    compare = merge_comparison(here, published, str(cfg.published.folder) if carry_ok else "")
+    winner = comparison_winner(compare)
     published_curves = cfg.published.results.get("learning_curves", {}) if cfg.published else {}
     curves = {c.name: published_curves.get(c.name, []) if "carried" in c.result else val_curve(c.folder)
               for c in plan.grid if c.seed == cfg.seeds[0]}
@@ -515,8 +544,8 @@ def report(plan: Plan, data: dict[str, Path], cfg: argparse.Namespace, fp: dict[
                      "| recipe | probe | fine-tune |\n|---|---:|---:|")
         for r, v in compare.items():
             fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
-            lines.append(f"| {r} | {fmt(v['probe']['val_record_auroc_macro'])} | "
-                         f"{fmt(v['finetune']['val_record_auroc_macro'])} |")
+            lines.append(f"| {r} | {fmt(v.get('probe', {}).get('val_record_auroc_macro'))} | "
+                         f"{fmt(v.get('finetune', {}).get('val_record_auroc_macro'))} |")
         lines.append(f"\nwinner on fold 9: {winner or 'not decided yet'}")
     atomic_write_text(out / "results.md", "\n".join(lines) + "\n")
     return result
