@@ -289,7 +289,11 @@ def test_a_released_encoder_stands_for_its_recipe_in_the_comparison(tmp_path, ca
     assert len(paper) == 3 and all("pretrain/paper/best_model.pth" in ln for ln in paper[1:])
     table = [ln for ln in printed.splitlines() if "--recipe physiowave" in ln]
     assert len(table) == 4 and all(f"--pretrained_path {mine}" in ln for ln in table)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{not json")
     for folder, why in ((_encoder_folder(tmp_path / "paper", "paper"), "recipe paper, the table's is physiowave"),
+                        (broken, "its config.json is not a model folder's configuration"),
                         (_encoder_folder(tmp_path / "longer", "physiowave", pretrain_epochs=100),
                          "pretraining budget differs from cpu's in pretrain_epochs")):
         with pytest.raises(SystemExit):

@@ -507,7 +507,7 @@ def report(plan: Plan, data: dict[str, Path], cfg: argparse.Namespace, fp: dict[
                          "state": "done" if "carried" in c.result else cell_state(c.folder)} for c in cells}
             for r, cells in plan.compare.items()}
     carry_ok = cfg.published is not None and mismatch(cfg.published, _carry_expected(cfg, fp)) is None
-    published = (cfg.published.results.get("recipe_comparison") or {}).get("fold9") or {} if carry_ok else {}
+    published = ((cfg.published.results.get("recipe_comparison") or {}).get("fold9") or {}) if carry_ok else {}
     compare = merge_comparison(here, published, str(cfg.published.folder) if carry_ok else "")
     winner = comparison_winner(compare)
     published_curves = cfg.published.results.get("learning_curves", {}) if cfg.published else {}
@@ -634,7 +634,10 @@ def _not_comparable(pretrained: Path, recipe: str, budget: Budget) -> str | None
     folder must state that recipe and this budget's pretraining, as the protocol's released folders do), or None."""
     if not (pretrained / "config.json").is_file():
         return "a checkpoint file does not state the recipe and budget it was pretrained with (expected a folder)"
-    training = json.loads((pretrained / "config.json").read_text()).get("training") or {}
+    try:
+        training = json.loads((pretrained / "config.json").read_text()).get("training") or {}
+    except (OSError, ValueError, AttributeError) as err:
+        return f"its config.json is not a model folder's configuration ({err})"
     if training.get("recipe") != recipe:
         return f"it was pretrained with recipe {training.get('recipe')}, the table's is {recipe}"
     theirs, ours = training.get("budget") or {}, json.loads(json.dumps(asdict(budget)))
