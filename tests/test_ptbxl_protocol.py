@@ -181,7 +181,8 @@ def test_cells_published_before_are_carried_not_run_again(tmp_path, capsys, monk
     assert first["runs"][0]["command"]  # recorded, so that a later call can compare flags
     comparison = {r: {m: {"val_record_auroc_macro": v, "state": "done", "folder": "f"} for m in ("probe", "finetune")}
                   for r, v in (("physiowave", 0.8), ("paper", 0.6))}  # as a --compare call would have published it
-    (pub / "results.json").write_text(json.dumps({**first, "recipe_comparison": {"fold9": comparison}}))
+    (pub / "results.json").write_text(json.dumps({**first, "recipe_comparison": {"fold9": comparison},
+                                                  "pretraining": {"paper": {"state": "done"}}}))
     out = tmp_path / "second"
     code, err = _run(base + ["--out", str(out), "--seeds", "0,1", "--carry", str(pub)], capsys)
     assert code == 0, err[-3000:]
@@ -194,6 +195,7 @@ def test_cells_published_before_are_carried_not_run_again(tmp_path, capsys, monk
     assert "carried_from" not in runs["resnet_f1_s1"] and res["carried"]["cells"] == ["superdiagnostic/resnet_f1_s0"]
     assert res["recipe_comparison"]["winner"] == "physiowave"  # kept by a call that did not run the comparison
     assert res["recipe_comparison"]["fold9"]["paper"]["probe"]["carried_from"] == str(pub.resolve())
+    assert res["pretraining"]["paper"] == {"state": "done", "carried_from": str(pub.resolve())}  # and its encoder's
     assert res["cells"][0]["n"] == 2 and res["cells"][0]["ci"] is not None  # pooled over the carried and new seed
     assert "| resnet_f1_s0 | done (carried) | " in (out / "results.md").read_text()
     assert (out / "predictions/superdiagnostic/resnet_f1_s0.csv.gz").read_bytes() == (

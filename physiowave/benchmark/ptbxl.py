@@ -510,6 +510,10 @@ def report(plan: Plan, data: dict[str, Path], cfg: argparse.Namespace, fp: dict[
     published = ((cfg.published.results.get("recipe_comparison") or {}).get("fold9") or {}) if carry_ok else {}
     compare = merge_comparison(here, published, str(cfg.published.folder) if carry_ok else "")
     winner = comparison_winner(compare)
+    pretraining = {r: _pretrain_info(c) for r, c in plan.pretrain.items()}
+    for r, info in ((cfg.published.results.get("pretraining") or {}) if carry_ok else {}).items():
+        if r not in pretraining and r in compare:  # the pretraining the carried comparison entries started from
+            pretraining[r] = {**info, "carried_from": info.get("carried_from", str(cfg.published.folder))}
     published_curves = cfg.published.results.get("learning_curves", {}) if cfg.published else {}
     curves = {c.name: published_curves.get(c.name, []) if "carried" in c.result else val_curve(c.folder)
               for c in plan.grid if c.seed == cfg.seeds[0]}
@@ -527,7 +531,7 @@ def report(plan: Plan, data: dict[str, Path], cfg: argparse.Namespace, fp: dict[
                      "seeds": cfg.seeds, "modes": cfg.modes, "interval": "95 % percentile bootstrap over fold-10 "
                      f"records of the seed-mean score, {cfg.bootstrap} resamples"},
         "device": cfg.device, "budget": asdict(budget), "recipe": cfg.recipe, "commit": _commit(),
-        "data_fingerprint": fp, "pretraining": {r: _pretrain_info(c) for r, c in plan.pretrain.items()},
+        "data_fingerprint": fp, "pretraining": pretraining,
         "pretrained_given": None if cfg.pretrained is None else {"path": str(cfg.pretrained),
                                                                  "sha256": sha256_of(cfg.pretrained)},
         "carried": None if cfg.published is None else {
