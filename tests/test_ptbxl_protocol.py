@@ -272,7 +272,8 @@ def _encoder_folder(path: Path, recipe: str, **budget_change) -> Path:
     path.mkdir()
     budget = json.loads(json.dumps(asdict(pp.BUDGETS["cpu"])))
     budget.update(budget_change)
-    (path / "config.json").write_text(json.dumps({"training": {"recipe": recipe, "budget": budget}}))
+    (path / "config.json").write_text(json.dumps({"format": "physiowave", "architecture": {},
+                                                  "training": {"recipe": recipe, "budget": budget}}))
     return path
 
 

@@ -403,6 +403,11 @@ def draw_curves(curves: dict[str, list[tuple[int, float]]], path: Path, title: s
     return save_figure(fig, path)
 
 
+def _state(c: Cell) -> str:
+    """A cell's state: "done" when carried from a published folder, else its folder's."""
+    return "done" if "carried" in c.result else cell_state(c.folder)
+
+
 def _best_val(c: Cell) -> float | None:
     """A cell's best fold-9 record macro AUROC: from its curve here, or the published one when carried."""
     carried = c.result.get("carried")
@@ -412,10 +417,9 @@ def _best_val(c: Cell) -> float | None:
 def _run_entry(task: str, c: Cell) -> dict[str, Any]:
     """A cell's line of results.json's ``runs``: run here, or carried from a published folder."""
     carried = c.result.get("carried")
-    best = _best_val(c)
     entry = {"task": task, "name": c.name, "mode": c.mode, "fraction": c.fraction, "seed": c.seed,
-             "state": "done" if carried else cell_state(c.folder), "wall_s": c.result.get("wall_s"),
-             "value": c.result.get("value"), "ci": c.result.get("ci"), "best_val_record_auroc_macro": best,
+             "state": _state(c), "wall_s": c.result.get("wall_s"),
+             "value": c.result.get("value"), "ci": c.result.get("ci"), "best_val_record_auroc_macro": _best_val(c),
              "command": carried["command"] if carried else c.result.get("command")}
     if carried:
         entry["carried_from"] = carried["from"]
@@ -503,17 +507,16 @@ def report(plan: Plan, data: dict[str, Path], cfg: argparse.Namespace, fp: dict[
     for task, cells in plan.others.items():
         s, t = _table(cells, cfg, task, cfg.other_modes, [1.0], cfg.seeds[:1])
         others[task] = {"cells": s, "markdown": t}
-    here = {r: {c.mode: {"val_record_auroc_macro": _best_val(c), "folder": str(c.folder),
-                         "state": "done" if "carried" in c.result else cell_state(c.folder)} for c in cells}
-            for r, cells in plan.compare.items()}
+    here = {r: {c.mode: {"val_record_auroc_macro": _best_val(c), "folder": str(c.folder), "state": _state(c)}
+                for c in cells} for r, cells in plan.compare.items()}
     carry_ok = cfg.published is not None and mismatch(cfg.published, _carry_expected(cfg, fp)) is None
-    published = ((cfg.published.results.get("recipe_comparison") or {}).get("fold9") or {}) if carry_ok else {}
-    compare = merge_comparison(here, published, str(cfg.published.folder) if carry_ok else "")
+    pub, source = (cfg.published.results, str(cfg.published.folder)) if carry_ok else ({}, "")
+    compare = merge_comparison(here, (pub.get("recipe_comparison") or {}).get("fold9") or {}, source)
     winner = comparison_winner(compare)
     pretraining = {r: _pretrain_info(c) for r, c in plan.pretrain.items()}
-    for r, info in ((cfg.published.results.get("pretraining") or {}) if carry_ok else {}).items():
+    for r, info in (pub.get("pretraining") or {}).items():
         if r not in pretraining and r in compare:  # the pretraining the carried comparison entries started from
-            pretraining[r] = {**info, "carried_from": info.get("carried_from", str(cfg.published.folder))}
+            pretraining[r] = {**info, "carried_from": info.get("carried_from", source)}
     published_curves = cfg.published.results.get("learning_curves", {}) if cfg.published else {}
     curves = {c.name: published_curves.get(c.name, []) if "carried" in c.result else val_curve(c.folder)
               for c in plan.grid if c.seed == cfg.seeds[0]}
@@ -638,10 +641,13 @@ def _not_comparable(pretrained: Path, recipe: str, budget: Budget) -> str | None
     folder must state that recipe and this budget's pretraining, as the protocol's released folders do), or None."""
     if not (pretrained / "config.json").is_file():
         return "a checkpoint file does not state the recipe and budget it was pretrained with (expected a folder)"
+    from ..hub import read_config  # imports torch: only here, not at start-up
+
     try:
-        training = json.loads((pretrained / "config.json").read_text()).get("training") or {}
-    except (OSError, ValueError, AttributeError) as err:
+        training = read_config(pretrained).get("training")
+    except ValueError as err:
         return f"its config.json is not a model folder's configuration ({err})"
+    training = training if isinstance(training, dict) else {}
     if training.get("recipe") != recipe:
         return f"it was pretrained with recipe {training.get('recipe')}, the table's is {recipe}"
     theirs, ours = training.get("budget") or {}, json.loads(json.dumps(asdict(budget)))
